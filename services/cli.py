@@ -1,0 +1,17 @@
+"""The `tessera` command: importing each command module registers its commands."""
+
+from __future__ import annotations
+
+import importlib
+
+from tessera.services.cli_apps import app
+
+# One module per command group; add yours here.
+COMMAND_MODULES = [
+    "infra",
+]
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"tessera.services.commands.{_name}")
+
+__all__ = ["app"]

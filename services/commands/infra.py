@@ -1,0 +1,48 @@
+"""`tessera infra up | down | status`."""
+
+from __future__ import annotations
+
+import typer
+
+from tessera.infra.stack import LocalStack, StackError
+from tessera.schemas.settings import get_settings
+from tessera.services.cli_apps import infra_app
+
+
+def local_stack() -> LocalStack:
+    settings = get_settings()
+    return LocalStack(
+        settings.state_dir / "stack",
+        database_url=settings.database_url,
+        kafka_bootstrap=settings.kafka_bootstrap,
+    )
+
+
+@infra_app.command("up")
+def up() -> None:
+    """Start the broker and PostgreSQL (or check the external ones) and print addresses."""
+    try:
+        info = local_stack().up()
+    except StackError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"postgres  {info.database_url}  pid={info.postgres_pid or 'external'}")
+    typer.echo(f"kafka     {info.kafka_bootstrap}  pid={info.broker_pid or 'external'}")
+
+
+@infra_app.command("down")
+def down() -> None:
+    """Stop the local broker and PostgreSQL and wait for them to exit."""
+    local_stack().down()
+    typer.echo("stopped")
+
+
+@infra_app.command("status")
+def status() -> None:
+    """Say whether each part of the stack is running."""
+    stack = local_stack()
+    info = stack.info()
+    typer.echo(f"postgres  {info.database_url}  {'up' if info.postgres_pid or stack.external_database_url else 'down'}")
+    typer.echo(f"kafka     {info.kafka_bootstrap}  {'up' if info.broker_pid or stack.external_bootstrap else 'down'}")
+    if not stack.is_up():
+        raise typer.Exit(3)
