@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tessera.infra.stack import LocalStack, StackError
+from tessera.infra.stack import LocalStack, StackError, StackInfo
 from tessera.schemas.settings import get_settings
 from tessera.services.cli_apps import infra_app
 
@@ -16,6 +16,16 @@ def local_stack() -> LocalStack:
         database_url=settings.database_url,
         kafka_bootstrap=settings.kafka_bootstrap,
     )
+
+
+def stack_info(*, start: bool = True) -> StackInfo:
+    """Addresses of PostgreSQL and Kafka for this process: the external ones from settings,
+    else the local stack's (started first when `start`). Every command that needs the
+    database or the broker gets them here."""
+    stack = local_stack()
+    if start and not stack.is_up():
+        return stack.up()
+    return stack.info()
 
 
 @infra_app.command("up")
