@@ -49,6 +49,16 @@ class Settings(BaseSettings):
     topic_revisions: str = "tessera.revisions"
     topic_partitions: int = Field(8, ge=1, description="Partitions created for each topic.")
 
+    # the stream ingest worker (faust)
+    stream_group: str = Field(
+        "tessera-ingest",
+        description="Consumer group (faust app id) of the ingest worker; the group of its tracking rows.",
+    )
+    stream_batch_max: int = Field(500, ge=1, description="Most records appended in one transaction.")
+    stream_batch_within_s: float = Field(
+        0.2, gt=0, description="Longest wait for a batch to fill before it is appended anyway."
+    )
+
     # servers
     http_host: str = "127.0.0.1"
     http_port: int = 8080
