@@ -85,7 +85,13 @@ def tansu_binary() -> Path:
     return Path(spec.origin).parent / "bin" / "tansu"
 
 
-def _as_pg_user() -> dict[str, int] | None:
+@dataclass(frozen=True)
+class _Owner:
+    uid: int
+    gid: int
+
+
+def _as_pg_user() -> _Owner | None:
     """Run PostgreSQL binaries as an unprivileged user when we are root."""
     if os.geteuid() != 0:
         return None
@@ -94,7 +100,7 @@ def _as_pg_user() -> dict[str, int] | None:
     except KeyError:
         subprocess.run(["useradd", "--system", "--no-create-home", PG_SYSTEM_USER], check=True)
         entry = pwd.getpwnam(PG_SYSTEM_USER)
-    return {"user": entry.pw_uid, "group": entry.pw_gid}
+    return _Owner(entry.pw_uid, entry.pw_gid)
 
 
 def _make_traversable(path: Path) -> None:
@@ -135,11 +141,12 @@ class Postgres:
             self.data_dir.mkdir(mode=0o700)
             if owner:
                 _make_traversable(self.data_dir.parent)
-                os.chown(self.data_dir, owner["user"], owner["group"])
+                os.chown(self.data_dir, owner.uid, owner.gid)
             subprocess.run(
                 [str(_pg_bin("initdb")), "-D", str(self.data_dir), "-U", PG_SUPERUSER,
                  "--auth=trust", "--encoding=UTF8", "--no-sync"],
-                check=True, capture_output=True, **(owner or {}),
+                check=True, capture_output=True,
+                user=owner.uid if owner else None, group=owner.gid if owner else None,
             )
         if owner:
             _make_traversable(_pg_bin("postgres"))
@@ -148,13 +155,14 @@ class Postgres:
         log = self.data_dir.parent / "postgres.log"
         log.touch()
         if owner:
-            os.chown(log, owner["user"], owner["group"])
+            os.chown(log, owner.uid, owner.gid)
         # fsync stays on: durability across kill -9 is part of what the tests prove.
         options = f"-h 127.0.0.1 -p {port} -k {self.data_dir} -c max_connections=200"
         result = subprocess.run(
             [str(_pg_bin("pg_ctl")), "-D", str(self.data_dir), "-l", str(log), "-o", options,
              "-w", "-t", str(int(timeout)), "start"],
-            capture_output=True, text=True, **(owner or {}),
+            capture_output=True, text=True,
+            user=owner.uid if owner else None, group=owner.gid if owner else None,
         )
         if result.returncode != 0:
             raise StackError(f"PostgreSQL did not start: {result.stderr.strip()}; see {log}")
