@@ -13,7 +13,9 @@ from typing import Any
 from fastapi import FastAPI
 
 # One module per resource; add yours here.
-ROUTER_MODULES: list[str] = []
+ROUTER_MODULES: list[str] = [
+    "ingest",
+]
 
 
 def create_app(**components: Any) -> FastAPI:

@@ -1,0 +1,209 @@
+"""Models of the public ingest API (HTTP JSON and, by translation, gRPC).
+
+An ingest call carries a batch of *items*. An item is flat: the common fields
+(`event_id`, `type`, `user_id`, `occurred_at`, `correlation_id`) plus the fields of its
+kind's payload (`schemas.events.ExchangeData`, `FeedbackData`, `TextData`), so a client
+writes `{"type": "text", "user_id": "u1", "occurred_at": "...", "text": "hi"}`.
+
+Limits that are configuration rather than contract (longest text, clock skew, oldest
+timestamp) are checked against an `IngestLimits` passed as pydantic validation context;
+their errors come out in the same list, with the same location, as every other
+validation error. Validated without a context, those limits are not checked.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from tessera.schemas.events import (
+    EventType,
+    ExchangeData,
+    FeedbackData,
+    TextData,
+    Turn,
+    UserId,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class IngestLimits:
+    """The configured limits an item is checked against (from `Settings`)."""
+
+    max_text_chars: int
+    max_future_skew: timedelta
+    max_past_age: timedelta
+    # The clock the skew is measured from; fixed per batch so every item sees one "now".
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+LIMITS_CONTEXT_KEY: Final = "ingest_limits"
+
+
+def _limits(info: ValidationInfo) -> IngestLimits | None:
+    context = info.context
+    if isinstance(context, dict):
+        limits = context.get(LIMITS_CONTEXT_KEY)
+        if isinstance(limits, IngestLimits):
+            return limits
+    return None
+
+
+class _ItemCommon(BaseModel):
+    """Fields every ingest item has, whatever its kind."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_id: uuid.UUID | None = Field(
+        None,
+        description="Idempotency key. Send your own so a retried call is a no-op; "
+        "when absent the server assigns one and returns it.",
+    )
+    user_id: UserId = Field(description="The app's id for the person; letters, digits, _.@:-")
+    occurred_at: AwareDatetime = Field(
+        description="When it happened, with a time zone (RFC 3339). Not further in the "
+        "future than the server's allowed skew, nor older than its allowed age."
+    )
+    correlation_id: uuid.UUID | None = Field(
+        None, description="Groups events of one session or request; stored as given."
+    )
+
+    @field_validator("occurred_at", mode="after")
+    @classmethod
+    def _within_clock_limits(cls, value: datetime, info: ValidationInfo) -> datetime:
+        limits = _limits(info)
+        if limits is None:
+            return value
+        if value > limits.now + limits.max_future_skew:
+            raise PydanticCustomError(
+                "timestamp_in_future",
+                "{value} is more than {skew_s} s ahead of the server clock ({now}); "
+                "send the time the interaction happened, in UTC or with its offset",
+                {
+                    "value": value.isoformat(),
+                    "skew_s": round(limits.max_future_skew.total_seconds()),
+                    "now": limits.now.isoformat(),
+                },
+            )
+        if value < limits.now - limits.max_past_age:
+            raise PydanticCustomError(
+                "timestamp_too_old",
+                "{value} is older than the oldest accepted ({days} days before now)",
+                {"value": value.isoformat(), "days": limits.max_past_age.days},
+            )
+        return value
+
+    @field_validator(
+        "prompt", "response", "text", "edited_response", mode="after", check_fields=False
+    )
+    @classmethod
+    def _text_within_limit(cls, value: str | None, info: ValidationInfo) -> str | None:
+        limits = _limits(info)
+        if value is not None and limits is not None:
+            _check_length(value, limits.max_text_chars)
+        return value
+
+    @field_validator("context", mode="after", check_fields=False)
+    @classmethod
+    def _context_within_limit(cls, value: list[Turn], info: ValidationInfo) -> list[Turn]:
+        limits = _limits(info)
+        if limits is not None:
+            for i, turn in enumerate(value):
+                _check_length(turn.text, limits.max_text_chars, where=f"turn {i}: ")
+        return value
+
+
+def _check_length(value: str, limit: int, *, where: str = "") -> None:
+    if len(value) > limit:
+        raise PydanticCustomError(
+            "text_too_long",
+            "{where}text is {length} characters; the limit is {limit}",
+            {"where": where, "length": len(value), "limit": limit},
+        )
+
+
+class ExchangeItem(_ItemCommon, ExchangeData):
+    """A prompt and the response the user accepted or wrote."""
+
+    type: Literal["exchange"]
+
+
+class FeedbackItem(_ItemCommon, FeedbackData):
+    """A rating and/or edited response for an earlier exchange."""
+
+    type: Literal["feedback"]
+
+
+class TextItem(_ItemCommon, TextData):
+    """Free text the user authored."""
+
+    type: Literal["text"]
+
+
+IngestItem = Annotated[ExchangeItem | FeedbackItem | TextItem, Field(discriminator="type")]
+
+# API kind -> (event type, payload model whose fields become the envelope's `data`).
+ITEM_KINDS: Final[dict[str, tuple[EventType, type[BaseModel]]]] = {
+    "exchange": (EventType.EXCHANGE, ExchangeData),
+    "feedback": (EventType.FEEDBACK, FeedbackData),
+    "text": (EventType.TEXT, TextData),
+}
+
+COMMON_FIELDS: Final = frozenset(_ItemCommon.model_fields) | {"type"}
+
+
+def item_data(item: ExchangeItem | FeedbackItem | TextItem) -> dict[str, Any]:
+    """The item's payload fields as the JSON-ready dict an envelope's `data` holds."""
+    return item.model_dump(mode="json", exclude=set(COMMON_FIELDS), exclude_none=True)
+
+
+class IngestRequest(BaseModel):
+    """Body of `POST /v1/events`: a batch of items, all for the caller's tenant."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    events: list[IngestItem] = Field(
+        min_length=1,
+        description="At most the server's `max_batch_events` items (1,000 by default). "
+        "A batch is accepted whole or not at all.",
+    )
+
+
+class IngestAccepted(BaseModel):
+    """The `202` answer: every item is on the durable stream, in request order."""
+
+    accepted: list[uuid.UUID] = Field(description="Event ids, one per item, in request order.")
+    count: int = Field(ge=0)
+
+
+class ItemError(BaseModel):
+    """One problem with the request, located as precisely as the input allows."""
+
+    index: int | None = Field(
+        None, description="Position of the item in `events`; null for a whole-body problem."
+    )
+    field: str = Field(
+        description="Path inside the item (e.g. `context[2].text`), `events` for the list, "
+        "or `body` when the body is not valid JSON."
+    )
+    problem: str = Field(description="What is wrong, in words.")
+    type: str = Field(description="Machine-readable kind, e.g. `missing`, `text_too_long`.")
+
+
+class IngestRejected(BaseModel):
+    """The `4xx` answer for a bad batch: nothing of it was accepted."""
+
+    detail: str
+    errors: list[ItemError] = Field(default_factory=list)

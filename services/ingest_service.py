@@ -1,0 +1,241 @@
+"""The ingest core, independent of transport: validate a batch, publish it, await acks.
+
+HTTP (`routes/ingest.py`) and gRPC (`grpc_ingest.py`) both call `IngestService`; each
+only translates its wire format in and the errors below out.
+
+Policy: a batch is accepted whole or not at all. If any item is invalid, nothing is
+produced and the caller gets every problem at once (index, field, what is wrong), so a
+client can never half-send a batch and wonder which half landed. The `202` is sent only
+after the broker has acknowledged every record (`acks=all`), so an accepted event is
+durable on the stream; if the broker fails part-way, the caller gets `503` and should
+retry the same batch: `event_id` is the idempotency key, so records that did land are
+not stored twice (clients that want safe retries send their own `event_id`s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+from pydantic import ValidationError
+
+from tessera.events.kafka import encode_envelope, stream_key
+from tessera.schemas.api import (
+    ITEM_KINDS,
+    LIMITS_CONTEXT_KEY,
+    IngestLimits,
+    IngestRequest,
+    ItemError,
+    item_data,
+)
+from tessera.schemas.events import EventEnvelope
+from tessera.schemas.settings import Settings
+
+# Discriminated-union errors for a bad or missing "type" are located at the item itself.
+_TAG_ERRORS: Final = frozenset({"union_tag_invalid", "union_tag_not_found"})
+
+
+class IngestError(Exception):
+    """Base of the errors a transport turns into a response."""
+
+
+class InvalidBatch(IngestError):
+    """The batch (or its body) is invalid; nothing was published."""
+
+    def __init__(self, detail: str, errors: Sequence[ItemError], *, too_large: bool = False):
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = list(errors)
+        self.too_large = too_large
+
+
+class StreamUnavailable(IngestError):
+    """The broker did not acknowledge every record; the caller should retry the batch."""
+
+
+def item_errors(exc: ValidationError) -> list[ItemError]:
+    """Pydantic's errors as `ItemError`s: item index, path inside the item, problem."""
+    out: list[ItemError] = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = list(err["loc"])
+        kind = err["type"]
+        if kind == "json_invalid":
+            out.append(ItemError(index=None, field="body", problem=err["msg"], type=kind))
+            continue
+        if len(loc) < 2 or loc[0] != "events" or not isinstance(loc[1], int):
+            field = ".".join(str(p) for p in loc) or "body"
+            out.append(ItemError(index=None, field=field, problem=err["msg"], type=kind))
+            continue
+        index, rest = loc[1], loc[2:]
+        if kind in _TAG_ERRORS:
+            out.append(ItemError(index=index, field="type", problem=err["msg"], type=kind))
+            continue
+        if rest and rest[0] in ITEM_KINDS:  # the union's tag, not part of the item
+            rest = rest[1:]
+        out.append(ItemError(index=index, field=_path(rest), problem=err["msg"], type=kind))
+    return out
+
+
+def _path(parts: Sequence[int | str]) -> str:
+    """`["context", 2, "text"]` -> `context[2].text`."""
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    return text or "item"
+
+
+@dataclass(frozen=True, slots=True)
+class IngestConfig:
+    """What the service needs from `Settings`."""
+
+    topic: str
+    max_batch_events: int
+    max_text_chars: int
+    max_future_skew: timedelta
+    max_past_age: timedelta
+    ack_timeout_s: float = 30.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> IngestConfig:
+        return cls(
+            topic=settings.topic_interactions,
+            max_batch_events=settings.max_batch_events,
+            max_text_chars=settings.max_text_chars,
+            max_future_skew=timedelta(seconds=settings.max_future_skew_s),
+            max_past_age=timedelta(days=settings.max_past_age_days),
+        )
+
+
+class _BatchAcks:
+    """Resolves one future when every record of a batch is acknowledged, or fails it at
+    the first error. kafka-python calls back from its sender thread, hence the lock."""
+
+    def __init__(self, ids: list[uuid.UUID]) -> None:
+        self.future: Future[list[uuid.UUID]] = Future()
+        self._ids = ids
+        self._remaining = len(ids)
+        self._lock = threading.Lock()
+
+    def ok(self, _metadata: object) -> None:
+        with self._lock:
+            self._remaining -= 1
+            if self._remaining == 0 and not self.future.done():
+                self.future.set_result(self._ids)
+
+    def fail(self, exc: BaseException) -> None:
+        with self._lock:
+            if not self.future.done():
+                self.future.set_exception(
+                    StreamUnavailable(f"the event stream did not acknowledge the batch: {exc}")
+                )
+
+
+class IngestService:
+    """Validates batches for one tenant and publishes them to `tessera.interactions`."""
+
+    def __init__(self, *, producer: KafkaProducer, config: IngestConfig) -> None:
+        self._producer = producer
+        self.config = config
+
+    # --- validation -------------------------------------------------------------------
+
+    def _limits(self) -> IngestLimits:
+        return IngestLimits(
+            max_text_chars=self.config.max_text_chars,
+            max_future_skew=self.config.max_future_skew,
+            max_past_age=self.config.max_past_age,
+            now=datetime.now(UTC),
+        )
+
+    def parse(self, body: bytes | Mapping[str, Any], *, tenant_id: str) -> list[EventEnvelope]:
+        """Validate a request body (raw JSON bytes, or an already-decoded mapping from
+        gRPC) into envelopes for `tenant_id`. Raises `InvalidBatch` listing every problem."""
+        context = {LIMITS_CONTEXT_KEY: self._limits()}
+        try:
+            if isinstance(body, bytes | bytearray):
+                request = IngestRequest.model_validate_json(body, context=context)
+            else:
+                request = IngestRequest.model_validate(body, context=context)
+        except ValidationError as exc:
+            errors = item_errors(exc)
+            bad_items = {e.index for e in errors if e.index is not None}
+            what = f"{len(bad_items)} item(s) invalid" if bad_items else "the request is invalid"
+            raise InvalidBatch(f"{what}; nothing was accepted", errors) from None
+        if len(request.events) > self.config.max_batch_events:
+            limit = self.config.max_batch_events
+            problem = f"{len(request.events)} events in one call; the limit is {limit}"
+            raise InvalidBatch(
+                f"batch too large; send at most {limit} events per call",
+                [ItemError(index=None, field="events", problem=problem, type="too_long")],
+                too_large=True,
+            )
+        envelopes = []
+        for item in request.events:
+            event_type, _ = ITEM_KINDS[item.type]
+            envelopes.append(
+                EventEnvelope(
+                    event_id=item.event_id or uuid.uuid4(),
+                    event_type=event_type,
+                    tenant_id=tenant_id,
+                    user_id=item.user_id,
+                    occurred_at=item.occurred_at,
+                    correlation_id=item.correlation_id,
+                    data=item_data(item),
+                )
+            )
+        return envelopes
+
+    # --- publishing -------------------------------------------------------------------
+
+    def publish(self, envelopes: Sequence[EventEnvelope]) -> Future[list[uuid.UUID]]:
+        """Send every envelope (keyed `tenant/user`, in order); the returned future
+        resolves to their ids once the broker acknowledged all of them."""
+        acks = _BatchAcks([env.event_id for env in envelopes])
+        if not envelopes:
+            acks.future.set_result([])
+            return acks.future
+        try:
+            for env in envelopes:
+                sent = self._producer.send(
+                    self.config.topic, key=stream_key(env), value=encode_envelope(env)
+                )
+                sent.add_callback(acks.ok)
+                sent.add_errback(acks.fail)
+        except KafkaError as exc:  # buffer full, metadata unavailable, broker gone
+            acks.fail(exc)
+        return acks.future
+
+    def ingest(self, body: bytes | Mapping[str, Any], *, tenant_id: str) -> list[uuid.UUID]:
+        """Blocking: validate, publish, wait for the acks (for threaded callers: gRPC)."""
+        future = self.publish(self.parse(body, tenant_id=tenant_id))
+        try:
+            return future.result(timeout=self.config.ack_timeout_s)
+        except TimeoutError as exc:
+            raise StreamUnavailable(_timeout_message(self.config.ack_timeout_s)) from exc
+
+    async def ingest_async(self, body: bytes, *, tenant_id: str) -> list[uuid.UUID]:
+        """Same as `ingest`, awaiting the acks without blocking the event loop."""
+        future = self.publish(self.parse(body, tenant_id=tenant_id))
+        try:
+            return await asyncio.wait_for(
+                asyncio.wrap_future(future), timeout=self.config.ack_timeout_s
+            )
+        except TimeoutError as exc:
+            raise StreamUnavailable(_timeout_message(self.config.ack_timeout_s)) from exc
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Flush what is pending and close the producer."""
+        self._producer.flush(timeout=timeout_s)
+        self._producer.close(timeout=timeout_s)
+
+
+def _timeout_message(seconds: float) -> str:
+    return f"the event stream did not acknowledge the batch within {seconds:.0f} s; retry it"
