@@ -30,9 +30,13 @@ lint: install
 typecheck: install
 	$(BIN)/python .ci/typecheck.py
 
+# protoc writes `import tessera_pb2` (a top-level module); the stubs live in the package
+# tessera.schemas.proto_gen, so the import is rewritten to an absolute package import.
 proto: install
 	$(BIN)/python -m grpc_tools.protoc -I schemas --python_out=schemas/proto_gen \
 	  --grpc_python_out=schemas/proto_gen --pyi_out=schemas/proto_gen schemas/tessera.proto
+	sed -i 's/^import tessera_pb2 as /from tessera.schemas.proto_gen import tessera_pb2 as /' \
+	  schemas/proto_gen/tessera_pb2_grpc.py
 
 clean:
 	rm -rf $(VENV) .tessera
