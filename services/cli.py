@@ -9,6 +9,7 @@ from tessera.services.cli_apps import app
 # One module per command group; add yours here.
 COMMAND_MODULES = [
     "infra",
+    "worker_ingest",
 ]
 
 for _name in COMMAND_MODULES:

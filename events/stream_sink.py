@@ -1,0 +1,225 @@
+"""The ingest sink: a batch of Kafka records in, events durably in the log, exactly once.
+
+For each partition in the batch, the valid events and a tracking row holding the
+partition's highest offset go to the store in ONE `append` call (one transaction), so
+the log and the consumer position can never disagree. The caller (the faust agent)
+acks the records only after `process` returns, so a Kafka offset is committed only
+after PostgreSQL has committed. After a crash the records since the last Kafka commit
+come again: those at or below the stored tracking offset are skipped here, and a
+duplicate `event_id` is a no-op in the store.
+
+Nothing a producer sends can stop this loop: invalid records go to the dead-letter
+topic and to `rejected_inputs`; a database outage is waited out with backoff.
+
+The store is synchronous (psycopg); its calls run in a worker thread so the event loop
+keeps the consumer group's heartbeats going while PostgreSQL is slow or down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol, TypeVar
+
+from tessera.events.store import (
+    EventStore,
+    EventStoreError,
+    RejectedInput,
+    Tracking,
+    TransientStoreError,
+)
+from tessera.events.stream_validate import Invalid, validate_record
+from tessera.schemas.events import EventEnvelope
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# rejected_inputs keeps the raw record for audit; a multi-megabyte record is cut here.
+MAX_REJECTED_PAYLOAD_CHARS = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One Kafka record as the sink needs it (decoupled from the client library)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+    @property
+    def source(self) -> str:
+        return f"kafka:{self.topic}/{self.partition}@{self.offset}"
+
+
+class DeadLetters(Protocol):
+    """Where invalid records go, with their reason (the `.dlq` topic in production)."""
+
+    async def send(self, record: Record, reason: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff for transient store errors; retries forever (a worker must
+    outlive a database restart), logging each failure."""
+
+    first_s: float = 0.1
+    max_s: float = 5.0
+    factor: float = 2.0
+
+    def delays(self) -> Callable[[], float]:
+        state = {"next": self.first_s}
+
+        def step() -> float:
+            delay = state["next"]
+            state["next"] = min(self.max_s, delay * self.factor)
+            return delay
+
+        return step
+
+
+@dataclass
+class SinkStats:
+    """Counters since start (logged by the worker, read by tests and benchmarks)."""
+
+    appended: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    replayed: int = 0  # records at or below the stored tracking offset, skipped
+    retries: int = 0
+    batches: int = 0
+
+
+@dataclass
+class IngestSink:
+    """Validates and appends batches of records for one consumer group."""
+
+    store: EventStore
+    group: str
+    dead_letters: DeadLetters
+    max_text_chars: int
+    backoff: Backoff = field(default_factory=Backoff)
+    stats: SinkStats = field(default_factory=SinkStats)
+    # (topic, partition) -> highest offset known to be in the log. Only ever set after
+    # the store committed, so it can be stale-low (harmless) but never too high.
+    _stored: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    def forget_positions(self) -> None:
+        """Drop cached offsets (on rebalance: another worker may have moved them on)."""
+        self._stored.clear()
+
+    async def process(self, records: Sequence[Record]) -> None:
+        """Make every record durable (as an event or as a rejection). Returns only when
+        that is done; retries transient store errors for as long as it takes."""
+        by_partition: dict[tuple[str, int], list[Record]] = {}
+        for rec in records:
+            by_partition.setdefault((rec.topic, rec.partition), []).append(rec)
+        for (topic, partition), recs in by_partition.items():
+            # Kafka delivers a partition in offset order; sort anyway, order is the contract.
+            recs.sort(key=lambda r: r.offset)
+            await self._process_partition(topic, partition, recs)
+        self.stats.batches += 1
+
+    async def _process_partition(self, topic: str, partition: int, recs: list[Record]) -> None:
+        stored = await self._stored_offset(topic, partition)
+        fresh = [r for r in recs if stored is None or r.offset > stored]
+        self.stats.replayed += len(recs) - len(fresh)
+        if not fresh:
+            return
+        valid: list[tuple[Record, EventEnvelope]] = []
+        invalid: list[tuple[Record, str]] = []
+        for rec in fresh:
+            result = validate_record(rec.value, max_text_chars=self.max_text_chars)
+            if isinstance(result, Invalid):
+                invalid.append((rec, result.reason))
+            else:
+                valid.append((rec, result))
+        # Rejections are written before the tracking row: a crash in between replays
+        # them (a duplicate rejection row), never loses them.
+        await self._reject(invalid)
+        tracking = Tracking(self.group, topic, partition, fresh[-1].offset)
+        envelopes = [env for _, env in valid]
+        try:
+            stored_now = await self._retrying(
+                lambda: self.store.append(envelopes, tracking=[tracking])
+            )
+        except EventStoreError as exc:
+            # A permanent error means some event in the batch is unacceptable to the
+            # database although it passed validation; find it one by one.
+            log.warning("batch append failed (%s); appending %d events singly", exc, len(valid))
+            await self._append_singly(topic, partition, valid)
+            await self._retrying(lambda: self.store.append([], tracking=[tracking]))
+            stored_now = []
+        else:
+            self.stats.appended += len(stored_now)
+            self.stats.duplicates += len(envelopes) - len(stored_now)
+        self._stored[(topic, partition)] = tracking.offset
+
+    async def _append_singly(
+        self, topic: str, partition: int, valid: list[tuple[Record, EventEnvelope]]
+    ) -> None:
+        for rec, env in valid:
+            tracking = Tracking(self.group, topic, partition, rec.offset)
+            try:
+                new = await self._retrying(lambda: self.store.append([env], tracking=[tracking]))
+            except EventStoreError as exc:
+                await self._reject([(rec, f"refused by the event store: {exc}")])
+                continue
+            self.stats.appended += len(new)
+            self.stats.duplicates += 1 - len(new)
+
+    async def _reject(self, invalid: list[tuple[Record, str]]) -> None:
+        if not invalid:
+            return
+        for rec, reason in invalid:
+            await self.dead_letters.send(rec, reason)
+        now = datetime.now(UTC)
+        rows = [
+            RejectedInput(
+                source=rec.source,
+                reason=reason,
+                payload=_as_text(rec.value)[:MAX_REJECTED_PAYLOAD_CHARS],
+                received_at=now,
+            )
+            for rec, reason in invalid
+        ]
+        await self._retrying(lambda: self.store.record_rejected(rows))
+        self.stats.rejected += len(rows)
+        for rec, reason in invalid:
+            log.info("rejected %s: %s", rec.source, reason)
+
+    async def _stored_offset(self, topic: str, partition: int) -> int | None:
+        key = (topic, partition)
+        if key not in self._stored:
+            offset = await self._retrying(
+                lambda: self.store.max_tracking_offset(self.group, topic, partition)
+            )
+            if offset is None:
+                return None
+            self._stored[key] = offset
+        return self._stored[key]
+
+    async def _retrying(self, call: Callable[[], T]) -> T:
+        """Run a blocking store call in a thread; retry it while the error is transient."""
+        delay = self.backoff.delays()
+        while True:
+            try:
+                return await asyncio.to_thread(call)
+            except TransientStoreError as exc:
+                wait = delay()
+                self.stats.retries += 1
+                log.warning("event store unavailable (%s); retrying in %.1fs", exc, wait)
+                await asyncio.sleep(wait)
+
+
+def _as_text(value: bytes | None) -> str:
+    if value is None:
+        return ""
+    # Undecodable bytes are kept visible (U+FFFD) rather than dropped; NUL cannot be
+    # stored in PostgreSQL text, so it is spelled out.
+    return value.decode("utf-8", errors="replace").replace("\x00", "\\u0000")

@@ -1,0 +1,91 @@
+"""Validation of records read from `tessera.interactions`: raw bytes in, an envelope or a
+precise reason out. Pure functions, no I/O, so every rule is unit-testable.
+
+The HTTP/gRPC ingest API validates too, but the topic is a public boundary of its own
+(anyone with broker access can produce to it), so the stream worker trusts nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+from tessera.schemas.events import INTERACTION_PAYLOADS, EventEnvelope, EventType, UserId
+
+# Only interaction kinds may enter through the ingest topic: revision and user events
+# are appended by Tessera itself, and accepting them here would let any producer forge
+# a promotion or a forget.
+_ACCEPTED_TYPES = tuple(sorted(INTERACTION_PAYLOADS))
+# The envelope admits the tenant prior's reserved stream id; apps may not write to it.
+_USER_ID: TypeAdapter[str] = TypeAdapter(UserId)
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    """Why a record cannot become an event (one line, names the field and the problem)."""
+
+    reason: str
+
+
+def validate_record(raw: bytes | None, *, max_text_chars: int) -> EventEnvelope | Invalid:
+    """Decode and check one record value. Never raises on bad input."""
+    if raw is None:
+        return Invalid("empty record: the value is null")
+    try:
+        doc = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return Invalid(f"not JSON: {exc}")
+    if not isinstance(doc, dict):
+        return Invalid(f"not a JSON object: got {type(doc).__name__}")
+    try:
+        env = EventEnvelope.model_validate(doc)
+    except ValidationError as exc:
+        return Invalid(_describe(exc))
+    if env.event_type not in INTERACTION_PAYLOADS:
+        return Invalid(
+            f"event_type: unknown event type {env.event_type!r} "
+            f"(expected one of {', '.join(_ACCEPTED_TYPES)})"
+        )
+    try:
+        _USER_ID.validate_python(env.user_id)
+    except ValidationError as exc:
+        return Invalid(_describe(exc, prefix="user_id"))
+    try:
+        INTERACTION_PAYLOADS[EventType(env.event_type)].model_validate(env.data)
+    except ValidationError as exc:
+        return Invalid(_describe(exc, prefix="data"))
+    # PostgreSQL text and jsonb cannot hold U+0000; refuse it here with a clear reason
+    # rather than fail the whole batch's transaction later.
+    for path, text in _strings(env.data, "data"):
+        if len(text) > max_text_chars:
+            return Invalid(f"{path}: text has {len(text)} characters, limit is {max_text_chars}")
+        if "\x00" in text:
+            return Invalid(f"{path}: contains a NUL character (U+0000)")
+    return env
+
+
+def _describe(exc: ValidationError, *, prefix: str = "") -> str:
+    """Pydantic errors as `field.path: message; ...` (at most three, then a count)."""
+    parts = []
+    errors = exc.errors(include_url=False)
+    for err in errors[:3]:
+        loc = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
+        parts.append(f"{loc or '$'}: {err['msg']}")
+    if len(errors) > 3:
+        parts.append(f"and {len(errors) - 3} more errors")
+    return "; ".join(parts)
+
+
+def _strings(node: Any, path: str) -> Iterator[tuple[str, str]]:
+    """Every string in a decoded JSON document, with its path (`data.context.0.text`)."""
+    if isinstance(node, str):
+        yield path, node
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            yield from _strings(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _strings(value, f"{path}.{i}")

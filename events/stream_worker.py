@@ -1,0 +1,125 @@
+"""The ingest stream worker: a faust-streaming app from `tessera.interactions` to the log.
+
+One agent reads the topic in batches (`take_events`: up to `stream_batch_max` records or
+`stream_batch_within_s` seconds), hands each batch to the `IngestSink`, and only then
+lets faust ack the records; faust commits acked offsets to Kafka on its commit interval.
+So the Kafka position trails PostgreSQL, never leads it.
+
+Faust is configured for what the broker can do (Tansu in the local stack, see
+ARCHITECTURE.md): no tables or changelogs (the log in PostgreSQL is the only state), no
+leader-election topic, no topics declared by faust (they are created by
+`ensure_topics` with the configured partition count), no web server, and group timing
+that survives Tansu's slow joins.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import faust
+from faust.types import EventT
+from tessera.events.kafka import ensure_topics
+from tessera.events.store import EventStore
+from tessera.events.stream_sink import IngestSink, Record
+from tessera.schemas.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# DLQ headers: why a record was refused and where it was read.
+REASON_HEADER = "tessera-reason"
+SOURCE_HEADER = "tessera-source"
+
+
+class TopicDeadLetters:
+    """Invalid records to the `.dlq` topic: the original key and value untouched, the
+    reason and source in headers. Waits for the broker's ack so a rejection is durable
+    before the record's offset can be committed."""
+
+    def __init__(self, topic: faust.TopicT) -> None:
+        self._topic = topic
+
+    async def send(self, record: Record, reason: str) -> None:
+        headers = {
+            REASON_HEADER: reason.encode(),
+            SOURCE_HEADER: record.source.encode(),
+        }
+        pending = await self._topic.send(key=record.key, value=record.value, headers=headers)
+        await pending
+
+
+def build_app(settings: Settings, *, bootstrap: str, store: EventStore) -> tuple[faust.App, IngestSink]:
+    """The faust app and the sink it feeds (the sink's stats are for logs and tests)."""
+    datadir = settings.state_dir / "faust"
+    datadir.mkdir(parents=True, exist_ok=True)  # faust creates only the last level
+    app = faust.App(
+        settings.stream_group,
+        broker=f"kafka://{bootstrap}",
+        store="memory://",
+        datadir=str(datadir),
+        key_serializer="raw",
+        value_serializer="raw",
+        # The log in PostgreSQL is the state; faust tables would need compacted
+        # changelog topics that Tansu does not compact.
+        topic_disable_leader=True,
+        topic_allow_declare=False,
+        topic_partitions=settings.topic_partitions,
+        web_enabled=False,
+        consumer_auto_offset_reset="earliest",
+        # Tansu joins groups slowly; a short session with a 1 s heartbeat is what it
+        # handles reliably, and a dead worker's partitions move on within seconds.
+        broker_session_timeout=6.0,
+        broker_heartbeat_interval=1.0,
+        broker_rebalance_timeout=30.0,
+        # Commit acked offsets often: after a crash less is re-read (re-reading is
+        # harmless, the tracking rows make it a no-op, but it costs time).
+        broker_commit_interval=1.0,
+        broker_commit_every=settings.stream_batch_max,
+        producer_acks=-1,
+        # Records already in a take() buffer at a rebalance are simply read again.
+        stream_wait_empty=False,
+        stream_buffer_maxsize=max(4096, 4 * settings.stream_batch_max),
+    )
+    interactions = app.topic(settings.topic_interactions, key_type=bytes, value_type=bytes)
+    dlq = app.topic(settings.topic_interactions_dlq, key_type=bytes, value_type=bytes)
+    sink = IngestSink(
+        store=store,
+        group=settings.stream_group,
+        dead_letters=TopicDeadLetters(dlq),
+        max_text_chars=settings.max_text_chars,
+    )
+
+    @app.agent(interactions, name="ingest")
+    async def ingest(stream: faust.StreamT[bytes]) -> None:
+        # take_events (not take) so each record's partition and offset are at hand;
+        # faust acks the whole batch only when this loop body has returned.
+        async for events in stream.take_events(
+            settings.stream_batch_max, within=settings.stream_batch_within_s
+        ):
+            await sink.process([_record(event) for event in events])
+
+    @app.on_partitions_assigned.connect
+    async def _on_assigned(app: faust.App, assigned: set[object], **_: object) -> None:
+        # Partitions may have been processed elsewhere since we last held them.
+        sink.forget_positions()
+        log.info("assigned %d partitions", len(assigned))
+
+    return app, sink
+
+
+def _record(event: EventT[bytes]) -> Record:
+    msg = event.message
+    return Record(
+        topic=msg.topic,
+        partition=msg.partition,
+        offset=msg.offset,
+        key=msg.key if isinstance(msg.key, bytes) or msg.key is None else bytes(msg.key),
+        value=msg.value if isinstance(msg.value, bytes) or msg.value is None else bytes(msg.value),
+    )
+
+
+def run_worker(settings: Settings, *, bootstrap: str, store: EventStore, loglevel: str = "info") -> None:
+    """Create the topics if needed and run the worker until SIGINT/SIGTERM."""
+    ensure_topics(bootstrap, settings)
+    app, _ = build_app(settings, bootstrap=bootstrap, store=store)
+    worker = faust.Worker(app, loglevel=loglevel, redirect_stdouts=False, quiet=True)
+    worker.execute_from_commandline()

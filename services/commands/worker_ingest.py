@@ -1,0 +1,37 @@
+"""`tessera worker ingest`: the faust stream worker from `tessera.interactions` to the log."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+from tessera.schemas.settings import get_settings
+from tessera.services.cli_apps import worker_app
+from tessera.services.commands.infra import stack_info
+
+
+@worker_app.command("ingest")
+def ingest(
+    loglevel: str = typer.Option("info", help="Log level: debug, info, warning, error."),
+) -> None:
+    """Consume interactions, validate them and append them to the event log exactly once.
+
+    Uses TESSERA_KAFKA_BOOTSTRAP and TESSERA_DATABASE_URL when set, else the local stack
+    (started if needed). Stops cleanly on SIGINT/SIGTERM; after a crash, restart it:
+    nothing is lost or duplicated.
+    """
+    # Imported here: faust and the PostgreSQL driver are heavy for `tessera --help`.
+    from tessera.events.postgres_store import PostgresEventStore
+    from tessera.events.stream_worker import run_worker
+
+    logging.basicConfig(
+        level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = get_settings()
+    info = stack_info()
+    store = PostgresEventStore(info.database_url)
+    typer.echo(
+        f"ingest worker: {settings.topic_interactions} @ {info.kafka_bootstrap} -> "
+        f"{info.database_url} (group {settings.stream_group})"
+    )
+    run_worker(settings, bootstrap=info.kafka_bootstrap, store=store, loglevel=loglevel)
