@@ -1,0 +1,195 @@
+"""`tessera worker schedule`: when to ask for new revisions.
+
+Two triggers, both sending `TrainingRequest`s through a `Dispatch` (Kafka in production,
+in-process in the demo):
+- nightly (cron, time-zone aware): first a new tenant prior for every tenant with enough
+  new events (and a bounded wait for it to be decided, so first personal revisions start
+  from it), then every user with at least N new events since their last revision;
+- threshold (polled): a user passing M new events is requested at once.
+
+A nightly slot runs once. Slots are claimed in PostgreSQL with a conditional UPDATE
+(`SchedulerState.claim_slot`), so after downtime every missed slot collapses into one
+run at start (coalesced), a restart never repeats a slot, and two schedulers never both
+run it. APScheduler only supplies the wake-ups; correctness lives in the claim.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from apscheduler.schedulers.base import BaseScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from tessera.schemas.settings import Settings
+from tessera.workers.scheduler_state import Due, SchedulerState
+from tessera.workers.training_request import TrainingRequest, Trigger
+
+log = logging.getLogger(__name__)
+
+NIGHTLY_JOB = "nightly"
+Dispatch = Callable[[list[TrainingRequest]], None]
+_MAX_SLOTS_SCANNED = 100_000  # bounds the catch-up scan after very long downtime
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    cron: str = "0 2 * * *"
+    timezone: str = "UTC"
+    min_new_events: int = 20  # N
+    threshold_new_events: int = 200  # M
+    threshold_check_every_s: float = 60.0
+    prior_min_new_events: int = 200
+    prior_wait_s: float = 3600.0
+    prior_poll_s: float = 2.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ScheduleConfig:
+        return cls(
+            cron=settings.nightly_cron,
+            timezone=settings.scheduler_timezone,
+            min_new_events=settings.nightly_min_new_events,
+            threshold_new_events=settings.threshold_new_events,
+            threshold_check_every_s=settings.threshold_check_every_s,
+            prior_min_new_events=settings.prior_min_new_events,
+            prior_wait_s=settings.prior_wait_s,
+        )
+
+    def trigger(self) -> CronTrigger:
+        """The nightly cron in its time zone; raises ValueError naming a bad field."""
+        return CronTrigger.from_crontab(self.cron, timezone=ZoneInfo(self.timezone))
+
+
+def _requests(due: list[Due], trigger: Trigger) -> list[TrainingRequest]:
+    return [
+        TrainingRequest(
+            tenant_id=d.tenant_id, user_id=d.user_id, up_to_position=d.up_to_position,
+            trigger=trigger,
+        )
+        for d in due
+    ]
+
+
+class TrainingScheduler:
+    """Decides what to train and when; `dispatch` sends the requests."""
+
+    def __init__(
+        self,
+        state: SchedulerState,
+        dispatch: Dispatch,
+        config: ScheduleConfig,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._state = state
+        self._dispatch = dispatch
+        self._config = config
+        self._trigger = config.trigger()
+        self._clock = clock
+        self._stop = threading.Event()
+
+    # --- the nightly job --------------------------------------------------------------
+
+    def latest_due_slot(self, last_slot: datetime, now: datetime) -> datetime | None:
+        """The latest cron slot in `(last_slot, now]`, or None when none fell due."""
+        due: datetime | None = None
+        cursor = last_slot
+        for _ in range(_MAX_SLOTS_SCANNED):
+            nxt = self._trigger.get_next_fire_time(cursor, cursor + timedelta(microseconds=1))
+            if nxt is None or nxt > now:
+                break
+            due, cursor = nxt, nxt
+        return due
+
+    def run_nightly_if_due(self) -> bool:
+        """Run the nightly job once if a slot fell due since the last claimed one (any
+        number of missed slots count as one). True when this call ran it."""
+        now = self._clock()
+        # First start ever: nothing was missed, start counting from now.
+        last = self._state.init_job(NIGHTLY_JOB, now)
+        slot = self.latest_due_slot(last, now)
+        if slot is None or not self._state.claim_slot(NIGHTLY_JOB, slot):
+            return False
+        log.info("nightly run for slot %s (last run slot %s)", slot.isoformat(), last.isoformat())
+        sent = self.nightly()
+        self._state.finish(NIGHTLY_JOB, len(sent))
+        return True
+
+    def nightly(self, *, tenant_id: str | None = None) -> list[TrainingRequest]:
+        """Request priors that have enough new events, wait (bounded) for them to be
+        decided, then request every user with at least N new events."""
+        priors = _requests(
+            self._state.priors_due(self._config.prior_min_new_events, tenant_id=tenant_id),
+            "nightly",
+        )
+        self._send(priors)
+        self._wait_for(priors)
+        users = _requests(
+            self._state.users_due(self._config.min_new_events, tenant_id=tenant_id), "nightly"
+        )
+        self._send(users)
+        return priors + users
+
+    def _wait_for(self, requests: list[TrainingRequest]) -> None:
+        deadline = time.monotonic() + self._config.prior_wait_s
+        pending = list(requests)
+        while pending:
+            pending = [
+                r for r in pending
+                if not self._state.decided(r.tenant_id, r.user_id, r.up_to_position)
+            ]
+            if not pending:
+                return
+            if time.monotonic() >= deadline or self._stop.wait(self._config.prior_poll_s):
+                log.warning(
+                    "priors not decided in time, training users anyway: %s",
+                    [r.tenant_id for r in pending],
+                )
+                return
+
+    # --- the threshold trigger --------------------------------------------------------
+
+    def threshold_check(self) -> list[TrainingRequest]:
+        """Request every user with at least M new events since their last revision or
+        request (a user is requested once per batch of M new events)."""
+        requests = _requests(self._state.users_due(self._config.threshold_new_events), "threshold")
+        self._send(requests)
+        return requests
+
+    # --- plumbing ---------------------------------------------------------------------
+
+    def _send(self, requests: list[TrainingRequest]) -> None:
+        if not requests:
+            return
+        self._dispatch(requests)
+        # Recorded after the send: a crash in between re-sends, which is harmless because
+        # the pipeline skips a (user, position) that already has a revision.
+        self._state.record_requests(requests)
+        for r in requests:
+            log.info(
+                "requested training up to %d (%s)", r.up_to_position, r.trigger,
+                extra={"tenant_id": r.tenant_id, "user_id": r.user_id},
+            )
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def install(self, scheduler: BaseScheduler) -> None:
+        """Add the nightly cron and the threshold poll to an APScheduler scheduler. The
+        cron job only wakes `run_nightly_if_due`; the claim decides whether it runs."""
+        scheduler.add_job(
+            self.run_nightly_if_due, self._trigger, id=NIGHTLY_JOB, coalesce=True,
+            max_instances=1, misfire_grace_time=None, replace_existing=True,
+        )
+        scheduler.add_job(
+            self.threshold_check,
+            IntervalTrigger(seconds=self._config.threshold_check_every_s),
+            id="threshold", coalesce=True, max_instances=1, replace_existing=True,
+        )
+        # Catch up at once on a slot missed while down (runs once, in the pool).
+        scheduler.add_job(self.run_nightly_if_due, id="catch-up", max_instances=1)
