@@ -59,6 +59,33 @@ class Settings(BaseSettings):
         0.2, gt=0, description="Longest wait for a batch to fill before it is appended anyway."
     )
 
+    # training workers and scheduler (workers.train_worker, workers.scheduler)
+    train_group: str = Field("tessera-trainers", description="Consumer group of the trainers.")
+    nightly_cron: str = Field("0 2 * * *", description="Crontab (5 fields) of the nightly job.")
+    scheduler_timezone: str = Field("UTC", description="IANA time zone of `nightly_cron`.")
+    nightly_min_new_events: int = Field(
+        20, ge=1, description="N: a user gets a nightly revision after this many new events."
+    )
+    threshold_new_events: int = Field(
+        200, ge=1, description="M: a user passing this many new events is trained at once."
+    )
+    threshold_check_every_s: float = Field(60.0, gt=0, description="Threshold trigger poll period.")
+    prior_min_new_events: int = Field(
+        200, ge=1, description="New tenant events before the nightly job retrains its prior."
+    )
+    prior_wait_s: float = Field(
+        3600.0, ge=0, description="Nightly job waits this long for the prior before users."
+    )
+    prior_max_events_per_user: int = Field(
+        200, ge=1, description="Cap per user in the prior's balanced sample."
+    )
+    prior_max_events: int = Field(4000, ge=1, description="Cap on the prior's whole sample.")
+    prior_eval_users: int = Field(8, ge=1, description="Users whose held-out events gate a prior.")
+    train_seed: int = Field(1234, description="Seed of every revision's training.")
+    worker_metrics_port: int | None = Field(
+        None, description="Port for the trainer's Prometheus /metrics (none when unset)."
+    )
+
     # servers
     http_host: str = "127.0.0.1"
     http_port: int = 8080
