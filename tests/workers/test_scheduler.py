@@ -64,7 +64,9 @@ def test_two_schedulers_racing_for_a_missed_slot_run_it_once(database_url: str) 
     SchedulerState(database_url).init_job(NIGHTLY_JOB, NOW - timedelta(days=1))
     a, b = _scheduler(database_url), _scheduler(database_url)
     results: list[bool] = []
-    threads = [threading.Thread(target=lambda s=s: results.append(s.run_nightly_if_due())) for s in (a, b)]
+    threads = [
+        threading.Thread(target=lambda s=s: results.append(s.run_nightly_if_due())) for s in (a, b)
+    ]
     for t in threads:
         t.start()
     for t in threads:
