@@ -72,3 +72,21 @@ def load_blob_into(peft_model: nn.Module, path: Path) -> None:
     from safetensors.torch import load_file
 
     set_peft_model_state_dict(peft_model, load_file(str(path)))
+
+
+class DirStore:
+    """A minimal content-addressed store (blobs named `<sha256>.safetensors`) that
+    verifies the digest on every read, as the real store does."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.reads = 0
+
+    def path(self, digest: str) -> Path:
+        path = self.root / f"{digest}.safetensors"
+        if not path.exists():
+            raise FileNotFoundError(f"no adapter blob {digest}")
+        if hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+            raise ValueError(f"adapter blob {digest[:12]} is corrupt: digest mismatch")
+        self.reads += 1
+        return path
