@@ -27,7 +27,6 @@ from pydantic import (
     field_validator,
 )
 from pydantic_core import PydanticCustomError
-
 from tessera.schemas.events import (
     EventType,
     ExchangeData,

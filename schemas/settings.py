@@ -90,6 +90,43 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     grpc_port: int = 50051
+    http_workers: int = Field(
+        1, ge=1, description="HTTP server processes (each with its own producer); gRPC runs in the first."
+    )
+    auth_cache_ttl_s: float = Field(
+        30.0, ge=0, description="How long a key -> tenant lookup is cached (a revoked key works this long)."
+    )
+
+    # inference (services.inference)
+    inference_device_slots: int = Field(
+        16, ge=1, description="Adapter slots in the model's LoRA tables (device memory)."
+    )
+    inference_max_rank: int = Field(16, ge=1, description="Largest LoRA rank a slot holds.")
+    inference_cpu_adapters: int = Field(
+        64, ge=1, description="Loaded adapters kept in the CPU LRU behind the device slots."
+    )
+    inference_target_modules: list[str] = Field(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        description="Linear layers replaced by multi-LoRA layers (adapters may use fewer).",
+    )
+    inference_dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="Serving dtype of the base model and the LoRA tables."
+    )
+    inference_max_batch: int = Field(32, ge=1, description="Most sequences in one decode step.")
+    inference_queue_size: int = Field(
+        256, ge=1, description="Waiting requests before new ones get 503 / RESOURCE_EXHAUSTED."
+    )
+    inference_request_timeout_s: float = Field(
+        60.0, gt=0, description="A request still unfinished after this long fails with a timeout."
+    )
+    inference_max_tokens: int = Field(512, ge=1, description="Upper bound on max_tokens.")
+    inference_max_prompt_tokens: int = Field(2048, ge=1, description="Longest prompt accepted.")
+    inference_request_log_share: float = Field(
+        1.0, ge=0, le=1, description="Share of requests whose revision goes to request_log."
+    )
+    inference_revision_cache_s: float = Field(
+        30.0, ge=0, description="How long a resolved served revision is reused without the follower."
+    )
 
     @model_validator(mode="after")
     def _refuse_default_secrets_in_production(self) -> Settings:

@@ -10,6 +10,7 @@ from tessera.services.cli_apps import app
 COMMAND_MODULES = [
     "infra",
     "worker_ingest",
+    "serve",
 ]
 
 for _name in COMMAND_MODULES:

@@ -1,0 +1,134 @@
+"""One Tessera server process: the HTTP app (uvicorn) and the gRPC server, sharing the
+components built once at start-up (`services.components`).
+
+With `http_workers > 1`, uvicorn runs that many HTTP processes on one port; each builds
+its own components through `http_worker_app` (a producer is not shared across
+processes), while gRPC stays in the parent process.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+import uvicorn
+from fastapi import FastAPI
+from tessera.infra.stack import StackInfo
+from tessera.schemas.settings import Settings, get_settings
+from tessera.services.auth import authenticator_from_database
+from tessera.services.components import (
+    Component,
+    ServerContext,
+    available_optional,
+    build_ingest,
+    build_optional,
+)
+from tessera.services.grpc_server import RunningGrpcServer, start_grpc_server
+from tessera.services.http_app import create_app
+
+log = logging.getLogger(__name__)
+
+# How the parent tells uvicorn's worker processes what to build (they start fresh).
+_WITHOUT_ENV: Final = "TESSERA_SERVE_WITHOUT"
+
+
+@dataclass(frozen=True, slots=True)
+class ServeOptions:
+    host: str
+    http_port: int
+    grpc_port: int | None  # None: no gRPC server; 0: a free port
+    http_workers: int = 1
+    without: frozenset[str] = field(default_factory=frozenset)
+
+
+def server_context(settings: Settings, stack: StackInfo) -> ServerContext:
+    auth = authenticator_from_database(
+        stack.database_url,
+        admin_key=settings.admin_key.get_secret_value(),
+        cache_ttl_s=settings.auth_cache_ttl_s,
+    )
+    return ServerContext(settings=settings, stack=stack, auth=auth)
+
+
+def build_components(ctx: ServerContext, *, without: frozenset[str]) -> list[Component]:
+    """Ingest always, then every optional component present in this build and not
+    left out. A component that fails to build stops the server (no half-configured
+    process); components built before it are closed."""
+    built = [build_ingest(ctx)]
+    try:
+        for name in available_optional():
+            if name in without:
+                log.info("component %s left out (--without)", name)
+                continue
+            built.append(build_optional(name, ctx))
+    except BaseException:
+        close_components(built)
+        raise
+    return built
+
+
+def close_components(components: Sequence[Component]) -> None:
+    for component in reversed(components):
+        try:
+            component.close()
+        except Exception:  # closing must not hide the others or the original error
+            log.exception("closing component %s failed", component.name)
+
+
+def http_app_for(ctx: ServerContext, components: Sequence[Component]) -> FastAPI:
+    state: dict[str, object] = {"auth": ctx.auth, "components": [c.name for c in components]}
+    for component in components:
+        state.update(component.http_state)
+    return create_app(**state)
+
+
+def http_worker_app() -> FastAPI:
+    """uvicorn factory for worker processes (`http_workers > 1`): builds this process's
+    own components from the environment the parent prepared."""
+    settings = get_settings()
+    if settings.database_url is None or settings.kafka_bootstrap is None:
+        raise RuntimeError("http_worker_app needs TESSERA_DATABASE_URL and TESSERA_KAFKA_BOOTSTRAP")
+    stack = StackInfo(settings.database_url, settings.kafka_bootstrap, None, None)
+    ctx = server_context(settings, stack)
+    without = frozenset(filter(None, os.environ.get(_WITHOUT_ENV, "").split(",")))
+    components = build_components(ctx, without=without)
+    atexit.register(close_components, components)
+    return http_app_for(ctx, components)
+
+
+def run_server(settings: Settings, stack: StackInfo, options: ServeOptions) -> None:
+    """Serve until SIGINT/SIGTERM: gRPC in background threads, HTTP in this thread."""
+    ctx = server_context(settings, stack)
+    components = build_components(ctx, without=options.without)
+    grpc: RunningGrpcServer | None = None
+    try:
+        if options.grpc_port is not None:
+            services = [s for c in components for s in c.grpc_services]
+            grpc = start_grpc_server(services, host=options.host, port=options.grpc_port)
+            print(f"gRPC  {options.host}:{grpc.port}", flush=True)
+        names = ", ".join(c.name for c in components)
+        print(f"HTTP  http://{options.host}:{options.http_port}  components: {names}", flush=True)
+        if options.http_workers == 1:
+            app = http_app_for(ctx, components)
+            uvicorn.run(app, host=options.host, port=options.http_port, log_level="warning")
+        else:
+            # Workers build their own components from these variables.
+            os.environ["TESSERA_DATABASE_URL"] = stack.database_url
+            os.environ["TESSERA_KAFKA_BOOTSTRAP"] = stack.kafka_bootstrap
+            os.environ[_WITHOUT_ENV] = ",".join(sorted(options.without))
+            uvicorn.run(
+                "tessera.services.server:http_worker_app",
+                factory=True,
+                host=options.host,
+                port=options.http_port,
+                workers=options.http_workers,
+                log_level="warning",
+            )
+    finally:
+        if grpc is not None:
+            grpc.stop()
+        close_components(components)
