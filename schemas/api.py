@@ -27,6 +27,7 @@ from pydantic import (
     field_validator,
 )
 from pydantic_core import PydanticCustomError
+
 from tessera.schemas.events import (
     EventType,
     ExchangeData,

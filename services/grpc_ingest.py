@@ -8,6 +8,7 @@ from datetime import UTC
 from typing import Any, Final, NoReturn
 
 import grpc
+
 from tessera.schemas.proto_gen import tessera_pb2, tessera_pb2_grpc
 from tessera.services.auth import KeyAuthenticator, Unauthenticated, key_from_headers
 from tessera.services.grpc_server import GrpcService

@@ -26,6 +26,7 @@ from typing import Any, Final
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from pydantic import ValidationError
+
 from tessera.events.kafka import encode_envelope, stream_key
 from tessera.schemas.api import (
     ITEM_KINDS,

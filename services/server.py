@@ -17,6 +17,7 @@ from typing import Final
 
 import uvicorn
 from fastapi import FastAPI
+
 from tessera.infra.stack import StackInfo
 from tessera.schemas.settings import Settings, get_settings
 from tessera.services.auth import authenticator_from_database

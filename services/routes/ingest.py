@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.responses import JSONResponse
+
 from tessera.schemas.api import IngestAccepted, IngestRejected, IngestRequest, ItemError
 from tessera.services.auth import TenantCaller
 from tessera.services.ingest_service import IngestService, InvalidBatch, StreamUnavailable
