@@ -13,6 +13,7 @@ import logging
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
+
 from tessera.schemas.events import EventEnvelope
 from tessera.schemas.settings import Settings
 

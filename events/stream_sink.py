@@ -22,7 +22,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol, TypeVar
+from typing import ParamSpec, Protocol, TypeVar
 
 from tessera.events.store import (
     EventStore,
@@ -30,6 +30,7 @@ from tessera.events.store import (
     RejectedInput,
     Tracking,
     TransientStoreError,
+    truncate_payload,
 )
 from tessera.events.stream_validate import Invalid, validate_record
 from tessera.schemas.events import EventEnvelope
@@ -37,10 +38,7 @@ from tessera.schemas.events import EventEnvelope
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-# rejected_inputs keeps the raw record for audit; a multi-megabyte record is cut here.
-MAX_REJECTED_PAYLOAD_CHARS = 64 * 1024
-
+P = ParamSpec("P")
 
 @dataclass(frozen=True, slots=True)
 class Record:
@@ -132,11 +130,11 @@ class IngestSink:
         if not fresh:
             return
         valid: list[tuple[Record, EventEnvelope]] = []
-        invalid: list[tuple[Record, str]] = []
+        invalid: list[tuple[Record, Invalid]] = []
         for rec in fresh:
             result = validate_record(rec.value, max_text_chars=self.max_text_chars)
             if isinstance(result, Invalid):
-                invalid.append((rec, result.reason))
+                invalid.append((rec, result))
             else:
                 valid.append((rec, result))
         # Rejections are written before the tracking row: a crash in between replays
@@ -145,16 +143,13 @@ class IngestSink:
         tracking = Tracking(self.group, topic, partition, fresh[-1].offset)
         envelopes = [env for _, env in valid]
         try:
-            stored_now = await self._retrying(
-                lambda: self.store.append(envelopes, tracking=[tracking])
-            )
+            stored_now = await self._retrying(self.store.append, envelopes, tracking=[tracking])
         except EventStoreError as exc:
             # A permanent error means some event in the batch is unacceptable to the
             # database although it passed validation; find it one by one.
             log.warning("batch append failed (%s); appending %d events singly", exc, len(valid))
             await self._append_singly(topic, partition, valid)
-            await self._retrying(lambda: self.store.append([], tracking=[tracking]))
-            stored_now = []
+            await self._retrying(self.store.append, [], tracking=[tracking])
         else:
             self.stats.appended += len(stored_now)
             self.stats.duplicates += len(envelopes) - len(stored_now)
@@ -166,50 +161,54 @@ class IngestSink:
         for rec, env in valid:
             tracking = Tracking(self.group, topic, partition, rec.offset)
             try:
-                new = await self._retrying(lambda: self.store.append([env], tracking=[tracking]))
+                new = await self._retrying(self.store.append, [env], tracking=[tracking])
             except EventStoreError as exc:
-                await self._reject([(rec, f"refused by the event store: {exc}")])
+                reason = f"refused by the event store: {exc}"
+                refused = Invalid(reason, tenant_id=env.tenant_id, user_id=env.user_id)
+                await self._reject([(rec, refused)])
                 continue
             self.stats.appended += len(new)
             self.stats.duplicates += 1 - len(new)
 
-    async def _reject(self, invalid: list[tuple[Record, str]]) -> None:
+    async def _reject(self, invalid: list[tuple[Record, Invalid]]) -> None:
         if not invalid:
             return
-        for rec, reason in invalid:
-            await self.dead_letters.send(rec, reason)
+        for rec, why in invalid:
+            await self.dead_letters.send(rec, why.reason)
         now = datetime.now(UTC)
         rows = [
             RejectedInput(
                 source=rec.source,
-                reason=reason,
-                payload=_as_text(rec.value)[:MAX_REJECTED_PAYLOAD_CHARS],
+                reason=why.reason,
+                payload=truncate_payload(_as_text(rec.value)),
                 received_at=now,
+                tenant_id=why.tenant_id,
+                user_id=why.user_id,
             )
-            for rec, reason in invalid
+            for rec, why in invalid
         ]
-        await self._retrying(lambda: self.store.record_rejected(rows))
+        await self._retrying(self.store.record_rejected, rows)
         self.stats.rejected += len(rows)
-        for rec, reason in invalid:
-            log.info("rejected %s: %s", rec.source, reason)
+        for rec, why in invalid:
+            log.info("rejected %s: %s", rec.source, why.reason)
 
     async def _stored_offset(self, topic: str, partition: int) -> int | None:
         key = (topic, partition)
         if key not in self._stored:
             offset = await self._retrying(
-                lambda: self.store.max_tracking_offset(self.group, topic, partition)
+                self.store.max_tracking_offset, self.group, topic, partition
             )
             if offset is None:
                 return None
             self._stored[key] = offset
         return self._stored[key]
 
-    async def _retrying(self, call: Callable[[], T]) -> T:
+    async def _retrying(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a blocking store call in a thread; retry it while the error is transient."""
         delay = self.backoff.delays()
         while True:
             try:
-                return await asyncio.to_thread(call)
+                return await asyncio.to_thread(call, *args, **kwargs)
             except TransientStoreError as exc:
                 wait = delay()
                 self.stats.retries += 1

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
+
 from tessera.schemas.events import INTERACTION_PAYLOADS, EventEnvelope, EventType, UserId
 
 # Only interaction kinds may enter through the ingest topic: revision and user events
@@ -25,9 +26,12 @@ _USER_ID: TypeAdapter[str] = TypeAdapter(UserId)
 
 @dataclass(frozen=True, slots=True)
 class Invalid:
-    """Why a record cannot become an event (one line, names the field and the problem)."""
+    """Why a record cannot become an event (one line, names the field and the problem),
+    and whose it was when the record said so (forgetting a user finds these rows)."""
 
     reason: str
+    tenant_id: str | None = None
+    user_id: str | None = None
 
 
 def validate_record(raw: bytes | None, *, max_text_chars: int) -> EventEnvelope | Invalid:
@@ -40,30 +44,42 @@ def validate_record(raw: bytes | None, *, max_text_chars: int) -> EventEnvelope 
         return Invalid(f"not JSON: {exc}")
     if not isinstance(doc, dict):
         return Invalid(f"not a JSON object: got {type(doc).__name__}")
+    reason = _check(doc, max_text_chars)
+    if isinstance(reason, str):
+        tenant, user = doc.get("tenant_id"), doc.get("user_id")
+        return Invalid(
+            reason,
+            tenant_id=tenant if isinstance(tenant, str) else None,
+            user_id=user if isinstance(user, str) else None,
+        )
+    return reason
+
+
+def _check(doc: dict[str, Any], max_text_chars: int) -> EventEnvelope | str:
     try:
         env = EventEnvelope.model_validate(doc)
     except ValidationError as exc:
-        return Invalid(_describe(exc))
+        return _describe(exc)
     if env.event_type not in INTERACTION_PAYLOADS:
-        return Invalid(
+        return (
             f"event_type: unknown event type {env.event_type!r} "
             f"(expected one of {', '.join(_ACCEPTED_TYPES)})"
         )
     try:
         _USER_ID.validate_python(env.user_id)
     except ValidationError as exc:
-        return Invalid(_describe(exc, prefix="user_id"))
+        return _describe(exc, prefix="user_id")
     try:
         INTERACTION_PAYLOADS[EventType(env.event_type)].model_validate(env.data)
     except ValidationError as exc:
-        return Invalid(_describe(exc, prefix="data"))
+        return _describe(exc, prefix="data")
     # PostgreSQL text and jsonb cannot hold U+0000; refuse it here with a clear reason
     # rather than fail the whole batch's transaction later.
     for path, text in _strings(env.data, "data"):
         if len(text) > max_text_chars:
-            return Invalid(f"{path}: text has {len(text)} characters, limit is {max_text_chars}")
+            return f"{path}: text has {len(text)} characters, limit is {max_text_chars}"
         if "\x00" in text:
-            return Invalid(f"{path}: contains a NUL character (U+0000)")
+            return f"{path}: contains a NUL character (U+0000)"
     return env
 
 

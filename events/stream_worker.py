@@ -15,9 +15,11 @@ that survives Tansu's slow joins.
 from __future__ import annotations
 
 import logging
+from typing import cast
 
 import faust
 from faust.types import EventT
+
 from tessera.events.kafka import ensure_topics
 from tessera.events.store import EventStore
 from tessera.events.stream_sink import IngestSink, Record
@@ -47,7 +49,9 @@ class TopicDeadLetters:
         await pending
 
 
-def build_app(settings: Settings, *, bootstrap: str, store: EventStore) -> tuple[faust.App, IngestSink]:
+def build_app(
+    settings: Settings, *, bootstrap: str, store: EventStore
+) -> tuple[faust.App, IngestSink]:
     """The faust app and the sink it feeds (the sink's stats are for logs and tests)."""
     datadir = settings.state_dir / "faust"
     datadir.mkdir(parents=True, exist_ok=True)  # faust creates only the last level
@@ -92,16 +96,18 @@ def build_app(settings: Settings, *, bootstrap: str, store: EventStore) -> tuple
     async def ingest(stream: faust.StreamT[bytes]) -> None:
         # take_events (not take) so each record's partition and offset are at hand;
         # faust acks the whole batch only when this loop body has returned.
-        async for events in stream.take_events(
+        batches = cast(faust.Stream[bytes], stream).take_events(
             settings.stream_batch_max, within=settings.stream_batch_within_s
-        ):
+        )
+        async for events in batches:
             await sink.process([_record(event) for event in events])
 
     @app.on_partitions_assigned.connect
-    async def _on_assigned(app: faust.App, assigned: set[object], **_: object) -> None:
-        # Partitions may have been processed elsewhere since we last held them.
+    async def _on_assigned(sender: object, /, *args: object, signal: object, **_: object) -> None:
+        # Partitions may have been processed elsewhere since we last held them. (A stale
+        # cache would be harmless, only slower: the store's tracking check has the last
+        # word; see IngestSink.)
         sink.forget_positions()
-        log.info("assigned %d partitions", len(assigned))
 
     return app, sink
 
@@ -117,7 +123,9 @@ def _record(event: EventT[bytes]) -> Record:
     )
 
 
-def run_worker(settings: Settings, *, bootstrap: str, store: EventStore, loglevel: str = "info") -> None:
+def run_worker(
+    settings: Settings, *, bootstrap: str, store: EventStore, loglevel: str = "info"
+) -> None:
     """Create the topics if needed and run the worker until SIGINT/SIGTERM."""
     ensure_topics(bootstrap, settings)
     app, _ = build_app(settings, bootstrap=bootstrap, store=store)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import typer
+
 from tessera.schemas.settings import get_settings
 from tessera.services.cli_apps import worker_app
 from tessera.services.commands.infra import stack_info
