@@ -9,9 +9,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from tessera.schemas.events import EventEnvelope
+
+if TYPE_CHECKING:
+    from tessera.events.projections import HeadRow, ProjectionState, RevisionRow, UserRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +44,36 @@ class RejectedInput:
     reason: str
     payload: str  # raw text as received (truncated by the store if huge)
     received_at: datetime
+    # Who the input was about, when it said so: forgetting a user deletes these rows too.
+    tenant_id: str | None = None
+    user_id: str | None = None
+
+
+ServedSource = Literal["personal", "prior", "base"]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """Which adapter answered one inference request (the request audit)."""
+
+    request_id: str
+    tenant_id: str
+    user_id: str
+    revision_id: str | None  # None when the base model answered
+    adapter_digest: str | None
+    source: ServedSource
+    at: datetime
+
+
+# Longest rejected payload kept; longer ones are cut (with a marker) so a flood of huge
+# junk cannot fill the database.
+MAX_REJECTED_PAYLOAD_CHARS = 64_000
+
+
+def truncate_payload(payload: str) -> str:
+    if len(payload) <= MAX_REJECTED_PAYLOAD_CHARS:
+        return payload
+    return payload[:MAX_REJECTED_PAYLOAD_CHARS] + f"...[truncated {len(payload)} chars]"
 
 
 class EventStoreError(Exception):
@@ -49,6 +82,10 @@ class EventStoreError(Exception):
 
 class TransientStoreError(EventStoreError):
     """The database is unreachable or asked us to retry; the operation may be repeated."""
+
+
+class NotFoundError(EventStoreError):
+    """The tenant, user or revision named does not exist."""
 
 
 class EventStore(Protocol):
@@ -81,3 +118,51 @@ class EventStore(Protocol):
         ...
 
     def record_rejected(self, rejected: Sequence[RejectedInput]) -> None: ...
+
+    def read_rejected(self, *, limit: int | None = None) -> list[RejectedInput]:
+        """Rejected inputs, oldest first."""
+        ...
+
+    # --- projections (see events/projections.py) ---
+
+    def get_user(self, tenant_id: str, user_id: str) -> UserRow | None: ...
+
+    def list_users(self, tenant_id: str) -> list[UserRow]:
+        """The tenant's users that have interactions or were forgotten, by user id."""
+        ...
+
+    def get_head(self, tenant_id: str, user_id: str) -> HeadRow | None:
+        """The revision the stream serves now (`user_id` may be PRIOR_USER_ID)."""
+        ...
+
+    def get_revision(self, revision_id: str) -> RevisionRow | None: ...
+
+    def list_revisions(self, tenant_id: str, user_id: str) -> list[RevisionRow]:
+        """The stream's revisions in training order."""
+        ...
+
+    def projection_state(self) -> ProjectionState:
+        """Every projection row (for audits of the whole catalog and for tests)."""
+        ...
+
+    # --- forgetting ---
+
+    def forget_user(self, tenant_id: str, user_id: str, *, actor: str, reason: str) -> list[str]:
+        """In one transaction: erase the user's interaction content (event data, rejected
+        inputs, request log), mark their revisions forgotten, clear their head and append a
+        USER_FORGOTTEN tombstone. Returns the adapter digests of their revisions, which the
+        caller deletes from the adapter store."""
+        ...
+
+    def last_forgotten_position(self, tenant_id: str, user_id: str) -> int:
+        """Position of the user's latest tombstone (0 if never forgotten): a fresh history
+        starts after it, so datasets use only events with a greater position."""
+        ...
+
+    # --- request audit ---
+
+    def record_requests(self, records: Sequence[RequestRecord]) -> None:
+        """Store request -> revision rows; a request id already stored is kept as is."""
+        ...
+
+    def get_request(self, request_id: str) -> RequestRecord | None: ...

@@ -1,0 +1,215 @@
+"""Projection rows in PostgreSQL: load, save and query users, revisions and heads.
+
+Column names equal the field names of the row dataclasses in events/projections.py, so
+the column lists below are derived from those dataclasses and cannot drift apart.
+Also: `served_revision`, which answers "what does this user get now" from either a
+store or a plain connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import astuple, dataclass, fields
+from typing import Any, Final, Protocol, TypeVar
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
+
+from tessera.events.projections import (
+    HeadRow,
+    ProjectionState,
+    RevisionRow,
+    StreamKey,
+    UserRow,
+)
+from tessera.events.store import ServedSource
+from tessera.schemas.events import PRIOR_USER_ID
+
+Row = TypeVar("Row", UserRow, RevisionRow, HeadRow)
+AnyConnection = psycopg.Connection[Any]
+
+_TABLES: Final[dict[type[Any], tuple[str, tuple[str, ...]]]] = {
+    UserRow: ("users", ("tenant_id", "user_id")),
+    RevisionRow: ("revisions", ("revision_id",)),
+    HeadRow: ("heads", ("tenant_id", "user_id")),
+}
+_JSON_COLUMNS: Final = frozenset({"metrics", "baseline_metrics", "reasons", "provenance"})
+
+
+def _columns(cls: type[Any]) -> list[str]:
+    return [f.name for f in fields(cls)]
+
+
+def _values(row: UserRow | RevisionRow | HeadRow) -> tuple[Any, ...]:
+    names = _columns(type(row))
+    return tuple(
+        Jsonb(value) if name in _JSON_COLUMNS else value
+        for name, value in zip(names, astuple(row), strict=True)
+    )
+
+
+def _select(cls: type[Row], where: sql.Composable, order: str) -> sql.Composed:
+    table, _ = _TABLES[cls]
+    return sql.SQL("SELECT {cols} FROM {table} WHERE {where} ORDER BY {order}").format(
+        cols=sql.SQL(", ").join(map(sql.Identifier, _columns(cls))),
+        table=sql.Identifier(table),
+        where=where,
+        order=sql.SQL(", ").join(map(sql.Identifier, order.split(","))),
+    )
+
+
+def _fetch(
+    conn: AnyConnection, cls: type[Row], where: sql.Composable, params: Sequence[Any], order: str
+) -> list[Row]:
+    with conn.cursor(row_factory=class_row(cls)) as cur:
+        return cur.execute(_select(cls, where, order), params).fetchall()
+
+
+_IN_KEYS: Final = sql.SQL("(tenant_id, user_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))")
+
+
+def load_for_append(
+    conn: AnyConnection, user_keys: Iterable[StreamKey], revision_keys: Iterable[StreamKey]
+) -> ProjectionState:
+    """The rows an append may touch: users of `user_keys`; revisions and heads of
+    `revision_keys` (the streams that received revision or forget events)."""
+    ukeys, rkeys = sorted(set(user_keys)), sorted(set(revision_keys))
+    state = ProjectionState()
+    if ukeys:
+        params = ([k[0] for k in ukeys], [k[1] for k in ukeys])
+        for u in _fetch(conn, UserRow, _IN_KEYS, params, "tenant_id,user_id"):
+            state.users[(u.tenant_id, u.user_id)] = u
+    if rkeys:
+        params = ([k[0] for k in rkeys], [k[1] for k in rkeys])
+        for r in _fetch(conn, RevisionRow, _IN_KEYS, params, "revision_id"):
+            state.revisions[r.revision_id] = r
+        for h in _fetch(conn, HeadRow, _IN_KEYS, params, "tenant_id,user_id"):
+            state.heads[(h.tenant_id, h.user_id)] = h
+    return state
+
+
+def _upsert(conn: AnyConnection, rows: Sequence[UserRow | RevisionRow | HeadRow]) -> None:
+    if not rows:
+        return
+    cls = type(rows[0])
+    table, key = _TABLES[cls]
+    cols = _columns(cls)
+    query = sql.SQL(
+        "INSERT INTO {table} ({cols}) VALUES ({marks}) ON CONFLICT ({key}) DO UPDATE SET {sets}"
+    ).format(
+        table=sql.Identifier(table),
+        cols=sql.SQL(", ").join(map(sql.Identifier, cols)),
+        marks=sql.SQL(", ").join(sql.Placeholder() * len(cols)),
+        key=sql.SQL(", ").join(map(sql.Identifier, key)),
+        sets=sql.SQL(", ").join(
+            sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in cols if c not in key
+        ),
+    )
+    with conn.cursor() as cur:
+        cur.executemany(query, [_values(r) for r in rows])
+
+
+def save_dirty(conn: AnyConnection, state: ProjectionState) -> None:
+    """Write the rows `apply_event` changed; delete heads it cleared."""
+    _upsert(conn, [state.users[k] for k in sorted(state.dirty_users)])
+    _upsert(conn, [state.revisions[k] for k in sorted(state.dirty_revisions)])
+    _upsert(conn, [state.heads[k] for k in sorted(state.dirty_heads) if k in state.heads])
+    cleared = sorted(k for k in state.dirty_heads if k not in state.heads)
+    if cleared:
+        conn.execute(
+            sql.SQL("DELETE FROM heads WHERE {}").format(_IN_KEYS),
+            ([k[0] for k in cleared], [k[1] for k in cleared]),
+        )
+    state.clear_dirty()
+
+
+def copy_all(conn: AnyConnection, state: ProjectionState) -> None:
+    """Bulk-write every row of `state` into empty projection tables (rebuild)."""
+    users, revisions, heads = state.rows()
+    for rows in (users, revisions, heads):
+        if not rows:
+            continue
+        cls = type(rows[0])
+        table, _ = _TABLES[cls]
+        stmt = sql.SQL("COPY {table} ({cols}) FROM STDIN").format(
+            table=sql.Identifier(table), cols=sql.SQL(", ").join(map(sql.Identifier, _columns(cls)))
+        )
+        with conn.cursor() as cur, cur.copy(stmt) as copy:
+            for row in rows:
+                copy.write_row(_values(row))
+
+
+def read_state(conn: AnyConnection) -> ProjectionState:
+    """Every projection row."""
+    state = ProjectionState()
+    true = sql.SQL("true")
+    for u in _fetch(conn, UserRow, true, (), "tenant_id,user_id"):
+        state.users[(u.tenant_id, u.user_id)] = u
+    for r in _fetch(conn, RevisionRow, true, (), "revision_id"):
+        state.revisions[r.revision_id] = r
+    for h in _fetch(conn, HeadRow, true, (), "tenant_id,user_id"):
+        state.heads[(h.tenant_id, h.user_id)] = h
+    return state
+
+
+_BY_STREAM: Final = sql.SQL("tenant_id = %s AND user_id = %s")
+
+
+def get_user(conn: AnyConnection, tenant_id: str, user_id: str) -> UserRow | None:
+    rows = _fetch(conn, UserRow, _BY_STREAM, (tenant_id, user_id), "tenant_id")
+    return rows[0] if rows else None
+
+
+def list_users(conn: AnyConnection, tenant_id: str) -> list[UserRow]:
+    return _fetch(conn, UserRow, sql.SQL("tenant_id = %s"), (tenant_id,), "user_id")
+
+
+def get_head(conn: AnyConnection, tenant_id: str, user_id: str) -> HeadRow | None:
+    rows = _fetch(conn, HeadRow, _BY_STREAM, (tenant_id, user_id), "tenant_id")
+    return rows[0] if rows else None
+
+
+def get_revision(conn: AnyConnection, revision_id: str) -> RevisionRow | None:
+    rows = _fetch(conn, RevisionRow, sql.SQL("revision_id = %s"), (revision_id,), "revision_id")
+    return rows[0] if rows else None
+
+
+def list_revisions(conn: AnyConnection, tenant_id: str, user_id: str) -> list[RevisionRow]:
+    return _fetch(conn, RevisionRow, _BY_STREAM, (tenant_id, user_id), "trained_position")
+
+
+# --- what a user is served ---
+
+
+class HeadReader(Protocol):
+    """Anything that can say a stream's head: both event stores do."""
+
+    def get_head(self, tenant_id: str, user_id: str) -> HeadRow | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ServedRevision:
+    revision_id: str | None  # None: the base model alone
+    adapter_digest: str | None
+    source: ServedSource
+
+
+def served_revision(
+    source: HeadReader | AnyConnection, tenant_id: str, user_id: str
+) -> ServedRevision:
+    """The user's personal head, else the tenant prior's head, else the base model."""
+
+    def head(uid: str) -> HeadRow | None:
+        if isinstance(source, psycopg.Connection):
+            return get_head(source, tenant_id, uid)
+        return source.get_head(tenant_id, uid)
+
+    personal = head(user_id) if user_id != PRIOR_USER_ID else None
+    if personal is not None:
+        return ServedRevision(personal.revision_id, personal.adapter_digest, "personal")
+    prior = head(PRIOR_USER_ID)
+    if prior is not None:
+        return ServedRevision(prior.revision_id, prior.adapter_digest, "prior")
+    return ServedRevision(None, None, "base")

@@ -1,0 +1,474 @@
+"""The PostgreSQL event store: the log, tracking, projections and forgetting.
+
+An append is one transaction: table lock, replay check against `tracking`, skip of
+known event ids, stream versions, the rows (COPY), the projections (`apply_event` on the
+touched rows) and the new tracking offsets. Driver errors are translated in
+events/db.py; transient ones are retried there, the whole transaction at a time.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any, Final
+
+from psycopg import sql
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+from tessera.events import catalog
+from tessera.events.db import Connection, make_pool, translated, with_retry
+from tessera.events.projections import (
+    HeadRow,
+    ProjectionState,
+    RevisionRow,
+    UserRow,
+    apply_event,
+    needs_revisions,
+)
+from tessera.events.store import (
+    NotFoundError,
+    RejectedInput,
+    RequestRecord,
+    StoredEvent,
+    Tracking,
+    truncate_payload,
+)
+from tessera.schemas.events import INTERACTION_TYPES, EventEnvelope, EventType, utcnow
+from tessera.schemas.revisions import UserForgotten
+
+# How long an append waits for the events table lock before giving up with a transient
+# error (retried by with_retry) instead of queueing forever behind a stuck writer.
+LOCK_TIMEOUT: Final = "5s"
+
+_EVENT_COLUMNS: Final = (
+    "position",
+    "event_id",
+    "tenant_id",
+    "user_id",
+    "stream_version",
+    "event_type",
+    "schema_version",
+    "occurred_at",
+    "recorded_at",
+    "causation_id",
+    "correlation_id",
+    "data",
+)
+_SELECT_EVENTS: Final = sql.SQL("SELECT {} FROM events").format(
+    sql.SQL(", ").join(map(sql.Identifier, _EVENT_COLUMNS))
+)
+_COPY_EVENTS: Final = sql.SQL("COPY events ({}) FROM STDIN").format(
+    sql.SQL(", ").join(map(sql.Identifier, _EVENT_COLUMNS))
+)
+_INTERACTION_TYPE_LIST: Final = sorted(str(t) for t in INTERACTION_TYPES)
+
+
+def _row_to_event(row: tuple[Any, ...]) -> StoredEvent:
+    (
+        position,
+        event_id,
+        tenant_id,
+        user_id,
+        version,
+        event_type,
+        schema_version,
+        occurred_at,
+        recorded_at,
+        causation_id,
+        correlation_id,
+        data,
+    ) = row
+    # Rows were validated on the way in; model_construct skips re-validation, which
+    # would dominate the cost of reading large ranges.
+    env = EventEnvelope.model_construct(
+        event_id=event_id,
+        event_type=event_type,
+        schema_version=schema_version,
+        tenant_id=tenant_id,
+        user_id=user_id,
+        occurred_at=occurred_at,
+        recorded_at=recorded_at,
+        causation_id=causation_id,
+        correlation_id=correlation_id,
+        data=data,
+    )
+    return StoredEvent(position=position, stream_version=version, envelope=env)
+
+
+def _event_values(ev: StoredEvent) -> tuple[Any, ...]:
+    e = ev.envelope
+    return (
+        ev.position,
+        e.event_id,
+        e.tenant_id,
+        e.user_id,
+        ev.stream_version,
+        e.event_type,
+        e.schema_version,
+        e.occurred_at,
+        e.recorded_at,
+        e.causation_id,
+        e.correlation_id,
+        Jsonb(e.data),
+    )
+
+
+def _lock_events(conn: Connection) -> None:
+    # Appends are serialised by an EXCLUSIVE table lock (plain readers are not blocked).
+    # Without it, two transactions could take positions 10 and 11 and commit 11 first: a
+    # reader tailing the log by "position > last seen" would then read 11, move past 10
+    # and never see it. With the lock, positions become visible in increasing order.
+    conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT)))
+    conn.execute("LOCK TABLE events IN EXCLUSIVE MODE")
+
+
+def _is_replay(conn: Connection, tracking: Sequence[Tracking]) -> bool:
+    rows = conn.execute(
+        "SELECT consumer_group, topic, partition_no, last_offset FROM tracking "
+        "WHERE (consumer_group, topic, partition_no) IN "
+        "(SELECT * FROM unnest(%s::text[], %s::text[], %s::int[]))",
+        ([t.group for t in tracking], [t.topic for t in tracking], [t.partition for t in tracking]),
+    ).fetchall()
+    stored = {(g, t, p): o for g, t, p, o in rows}
+    return any(
+        (old := stored.get((t.group, t.topic, t.partition))) is not None and t.offset <= old
+        for t in tracking
+    )
+
+
+def _save_tracking(conn: Connection, tracking: Sequence[Tracking]) -> None:
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO tracking (consumer_group, topic, partition_no, last_offset) "
+            "VALUES (%s, %s, %s, %s) ON CONFLICT (consumer_group, topic, partition_no) "
+            "DO UPDATE SET last_offset = EXCLUDED.last_offset, updated_at = now()",
+            [(t.group, t.topic, t.partition, t.offset) for t in tracking],
+        )
+
+
+def _new_envelopes(conn: Connection, events: Sequence[EventEnvelope]) -> list[EventEnvelope]:
+    """The events whose ids are in neither the log nor earlier in this batch."""
+    unique: dict[uuid.UUID, EventEnvelope] = {}
+    for env in events:
+        unique.setdefault(env.event_id, env)
+    known = {
+        row[0]
+        for row in conn.execute(
+            "SELECT event_id FROM events WHERE event_id = ANY(%s::uuid[])", (list(unique),)
+        )
+    }
+    return [env for eid, env in unique.items() if eid not in known]
+
+
+def _stream_versions(conn: Connection, keys: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    # One index probe per stream on UNIQUE (tenant_id, user_id, stream_version).
+    rows = conn.execute(
+        "SELECT k.t, k.u, (SELECT max(e.stream_version) FROM events e "
+        "WHERE e.tenant_id = k.t AND e.user_id = k.u) "
+        "FROM unnest(%s::text[], %s::text[]) AS k(t, u)",
+        ([k[0] for k in keys], [k[1] for k in keys]),
+    ).fetchall()
+    return {(t, u): v or 0 for t, u, v in rows}
+
+
+def append_in_transaction(
+    conn: Connection, events: Sequence[EventEnvelope], tracking: Sequence[Tracking]
+) -> list[StoredEvent]:
+    """The body of `append`, inside a transaction the caller owns (forget uses it too)."""
+    _lock_events(conn)
+    if tracking and _is_replay(conn, tracking):
+        return []
+    fresh = _new_envelopes(conn, events) if events else []
+    stored: list[StoredEvent] = []
+    if fresh:
+        keys = sorted({(e.tenant_id, e.user_id) for e in fresh})
+        versions = _stream_versions(conn, keys)
+        # Positions are taken here, under the lock, so they are dense and in batch order;
+        # COPY then writes them explicitly (much faster than INSERT ... RETURNING).
+        positions = sorted(
+            row[0]
+            for row in conn.execute(
+                "SELECT nextval(pg_get_serial_sequence('events', 'position')) "
+                "FROM generate_series(1, %s)",
+                (len(fresh),),
+            )
+        )
+        now_row = conn.execute("SELECT now()").fetchone()
+        recorded_at: datetime = now_row[0] if now_row else utcnow()
+        for position, env in zip(positions, fresh, strict=True):
+            key = (env.tenant_id, env.user_id)
+            versions[key] += 1
+            stored.append(
+                StoredEvent(
+                    position=position,
+                    stream_version=versions[key],
+                    envelope=env.model_copy(update={"recorded_at": recorded_at}),
+                )
+            )
+        _apply_projections(conn, stored)
+        with conn.cursor() as cur, cur.copy(_COPY_EVENTS) as copy:
+            for ev in stored:
+                copy.write_row(_event_values(ev))
+    if tracking:
+        _save_tracking(conn, tracking)
+    return stored
+
+
+def _apply_projections(conn: Connection, stored: Sequence[StoredEvent]) -> None:
+    user_keys = {(e.envelope.tenant_id, e.envelope.user_id) for e in stored}
+    revision_keys = {
+        (e.envelope.tenant_id, e.envelope.user_id)
+        for e in stored
+        if needs_revisions(e.envelope.event_type)
+    }
+    state = catalog.load_for_append(conn, user_keys, revision_keys)
+    for ev in stored:
+        apply_event(state, ev)
+    catalog.save_dirty(conn, state)
+
+
+class PostgresEventStore:
+    """EventStore on PostgreSQL. Thread-safe (a small connection pool); call `close()`."""
+
+    def __init__(self, url: str, *, pool_size: int = 4) -> None:
+        self.url = url
+        self._pool: ConnectionPool = make_pool(url, min_size=1, max_size=pool_size)
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def __enter__(self) -> PostgresEventStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def connection(self, what: str = "database call") -> Iterator[Connection]:
+        """A pooled connection in a transaction (committed on success), errors translated."""
+        with translated(what), self._pool.connection() as conn:
+            yield conn
+
+    # --- the log ---
+
+    def append(
+        self, events: Sequence[EventEnvelope], *, tracking: Sequence[Tracking] = ()
+    ) -> list[StoredEvent]:
+        if not events and not tracking:
+            return []
+
+        def once() -> list[StoredEvent]:
+            with self.connection("append events") as conn:
+                return append_in_transaction(conn, events, tracking)
+
+        return with_retry(once)
+
+    def read(
+        self,
+        *,
+        after: int = 0,
+        upto: int | None = None,
+        tenant_id: str | None = None,
+        user_id: str | None = None,
+        event_types: Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> list[StoredEvent]:
+        where: list[sql.Composable] = [sql.SQL("position > %s")]
+        params: list[Any] = [after]
+        for clause, value in (
+            ("position <= %s", upto),
+            ("tenant_id = %s", tenant_id),
+            ("user_id = %s", user_id),
+        ):
+            if value is not None:
+                where.append(sql.SQL(clause))
+                params.append(value)
+        if event_types is not None:
+            where.append(sql.SQL("event_type = ANY(%s::text[])"))
+            params.append(list(event_types))
+        query = sql.SQL("{} WHERE {} ORDER BY position").format(
+            _SELECT_EVENTS, sql.SQL(" AND ").join(where)
+        )
+        if limit is not None:
+            query += sql.SQL(" LIMIT %s")
+            params.append(limit)
+
+        def once() -> list[StoredEvent]:
+            with self.connection("read events") as conn:
+                return [_row_to_event(r) for r in conn.execute(query, params)]
+
+        return with_retry(once)
+
+    def max_tracking_offset(self, group: str, topic: str, partition: int) -> int | None:
+        def once() -> int | None:
+            with self.connection("read tracking") as conn:
+                row = conn.execute(
+                    "SELECT last_offset FROM tracking WHERE consumer_group = %s AND topic = %s "
+                    "AND partition_no = %s",
+                    (group, topic, partition),
+                ).fetchone()
+                return int(row[0]) if row else None
+
+        return with_retry(once)
+
+    def head_position(self) -> int:
+        def once() -> int:
+            with self.connection("read head position") as conn:
+                row = conn.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()
+                return int(row[0]) if row else 0
+
+        return with_retry(once)
+
+    def record_rejected(self, rejected: Sequence[RejectedInput]) -> None:
+        if not rejected:
+            return
+
+        def once() -> None:
+            with self.connection("record rejected input") as conn, conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO rejected_inputs (source, reason, payload, received_at, "
+                    "tenant_id, user_id) VALUES (%s, %s, %s, %s, %s, %s)",
+                    [
+                        (
+                            r.source,
+                            r.reason,
+                            truncate_payload(r.payload),
+                            r.received_at,
+                            r.tenant_id,
+                            r.user_id,
+                        )
+                        for r in rejected
+                    ],
+                )
+
+        with_retry(once)
+
+    def read_rejected(self, *, limit: int | None = None) -> list[RejectedInput]:
+        with self.connection("read rejected input") as conn:
+            rows = conn.execute(
+                "SELECT source, reason, payload, received_at, tenant_id, user_id "
+                "FROM rejected_inputs ORDER BY id LIMIT %s",
+                (limit,),
+            ).fetchall()
+        return [RejectedInput(*row) for row in rows]
+
+    # --- projections ---
+
+    def get_user(self, tenant_id: str, user_id: str) -> UserRow | None:
+        with self.connection("read user") as conn:
+            return catalog.get_user(conn, tenant_id, user_id)
+
+    def list_users(self, tenant_id: str) -> list[UserRow]:
+        with self.connection("list users") as conn:
+            return catalog.list_users(conn, tenant_id)
+
+    def get_head(self, tenant_id: str, user_id: str) -> HeadRow | None:
+        with self.connection("read head") as conn:
+            return catalog.get_head(conn, tenant_id, user_id)
+
+    def get_revision(self, revision_id: str) -> RevisionRow | None:
+        with self.connection("read revision") as conn:
+            return catalog.get_revision(conn, revision_id)
+
+    def list_revisions(self, tenant_id: str, user_id: str) -> list[RevisionRow]:
+        with self.connection("list revisions") as conn:
+            return catalog.list_revisions(conn, tenant_id, user_id)
+
+    def projection_state(self) -> ProjectionState:
+        with self.connection("read projections") as conn:
+            return catalog.read_state(conn)
+
+    # --- forgetting ---
+
+    def forget_user(self, tenant_id: str, user_id: str, *, actor: str, reason: str) -> list[str]:
+        def once() -> list[str]:
+            with self.connection("forget user") as conn:
+                return _forget_in_transaction(conn, tenant_id, user_id, actor=actor, reason=reason)
+
+        return with_retry(once)
+
+    def last_forgotten_position(self, tenant_id: str, user_id: str) -> int:
+        user = self.get_user(tenant_id, user_id)
+        return (user.forgotten_position or 0) if user else 0
+
+    # --- request audit ---
+
+    def record_requests(self, records: Sequence[RequestRecord]) -> None:
+        if not records:
+            return
+
+        def once() -> None:
+            with self.connection("record requests") as conn, conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO request_log (request_id, tenant_id, user_id, revision_id, "
+                    "adapter_digest, source, at) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+                    "ON CONFLICT (request_id) DO NOTHING",
+                    [
+                        (
+                            r.request_id,
+                            r.tenant_id,
+                            r.user_id,
+                            r.revision_id,
+                            r.adapter_digest,
+                            r.source,
+                            r.at,
+                        )
+                        for r in records
+                    ],
+                )
+
+        with_retry(once)
+
+    def get_request(self, request_id: str) -> RequestRecord | None:
+        with self.connection("read request") as conn:
+            row = conn.execute(
+                "SELECT request_id, tenant_id, user_id, revision_id, adapter_digest, source, at "
+                "FROM request_log WHERE request_id = %s",
+                (request_id,),
+            ).fetchone()
+        return RequestRecord(*row) if row else None
+
+
+def _forget_in_transaction(
+    conn: Connection, tenant_id: str, user_id: str, *, actor: str, reason: str
+) -> list[str]:
+    _lock_events(conn)
+    if (
+        conn.execute(
+            "SELECT 1 FROM events WHERE tenant_id = %s AND user_id = %s LIMIT 1",
+            (tenant_id, user_id),
+        ).fetchone()
+        is None
+    ):
+        raise NotFoundError(f"no events for user {tenant_id}/{user_id}: nothing to forget")
+    revisions = catalog.list_revisions(conn, tenant_id, user_id)
+    tombstone = EventEnvelope(
+        event_type=EventType.USER_FORGOTTEN,
+        tenant_id=tenant_id,
+        user_id=user_id,
+        occurred_at=utcnow(),
+        data=UserForgotten(
+            actor=actor, reason=reason, forgotten_revision_ids=[r.revision_id for r in revisions]
+        ).model_dump(mode="json"),
+    )
+    append_in_transaction(conn, [tombstone], ())
+    # The one exception to append-only: the content goes, the rows stay, so positions,
+    # stream versions and the audit trail are unchanged.
+    conn.execute(
+        "UPDATE events SET data = '{}'::jsonb, redacted_at = now() "
+        "WHERE tenant_id = %s AND user_id = %s AND event_type = ANY(%s::text[]) "
+        "AND redacted_at IS NULL",
+        (tenant_id, user_id, _INTERACTION_TYPE_LIST),
+    )
+    conn.execute(
+        "DELETE FROM rejected_inputs WHERE (tenant_id = %s AND user_id = %s) "
+        "OR ((tenant_id IS NULL OR tenant_id = %s) AND strpos(payload, %s) > 0)",
+        (tenant_id, user_id, tenant_id, f'"{user_id}"'),
+    )
+    conn.execute(
+        "DELETE FROM request_log WHERE tenant_id = %s AND user_id = %s", (tenant_id, user_id)
+    )
+    return sorted({r.adapter_digest for r in revisions})
