@@ -11,6 +11,7 @@ COMMAND_MODULES = [
     "infra",
     "worker_ingest",
     "serve",
+    "schemas",
 ]
 
 for _name in COMMAND_MODULES:
