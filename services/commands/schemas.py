@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -14,12 +15,13 @@ app.add_typer(schemas_app, name="schemas")
 
 @schemas_app.command("export")
 def export(
-    directory: Path | None = typer.Option(
-        None, help="Where to write (default: schemas/jsonschema in the source tree)."
-    ),
-    check: bool = typer.Option(
-        False, "--check", help="Write nothing; exit 1 when the files are stale."
-    ),
+    directory: Annotated[
+        Path | None,
+        typer.Option(help="Where to write (default: schemas/jsonschema in the source tree)."),
+    ] = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="Write nothing; exit 1 when the files are stale.")
+    ] = False,
 ) -> None:
     """Write schemas/jsonschema/*.json from the pydantic models (envelope, payloads, API)."""
     from tessera.schemas.export import SCHEMA_DIR, export_schemas, stale_schemas
