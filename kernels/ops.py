@@ -8,8 +8,9 @@ caller). `add_lora` is `lora_shrink` then `lora_expand` through an [N, R] float3
 whose rows follow `meta.sorted_token_ids`.
 
 Backends: "triton" (SGMV kernels; CUDA tensors, or CPU under TRITON_INTERPRET=1),
-"torch" (gather + batched matmul, the CPU serving path) and "reference" (the per-adapter
-loop, for tests and benchmarks). "auto" takes Triton for CUDA tensors, or when
+"torch" (batched or segment-wise matmuls in torch, the CPU serving path) and "reference"
+(the per-adapter loop, for tests and benchmarks; `lora_shrink` / `lora_expand` have no
+reference of their own and run the torch path for it). "auto" takes Triton for CUDA tensors, or when
 TESSERA_FORCE_TRITON=1 and TRITON_INTERPRET=1 are both set (tests), else torch.
 """
 
@@ -40,6 +41,8 @@ def _interpreting() -> bool:
 
 def resolve_backend(backend: Backend, device: torch.device) -> ResolvedBackend:
     """The backend that `backend` means for tensors on `device` (see the module doc)."""
+    if backend not in ("auto", "triton", "torch", "reference"):
+        raise LoraOpError(f"unknown backend {backend!r}; use auto, triton, torch or reference")
     if backend == "auto":
         if device.type == "cuda":
             return "triton"
@@ -51,8 +54,6 @@ def resolve_backend(backend: Backend, device: torch.device) -> ResolvedBackend:
             "backend='triton' needs CUDA tensors, or TRITON_INTERPRET=1 set before the "
             "kernels are imported to run the kernels on CPU"
         )
-    if backend not in ("triton", "torch", "reference"):
-        raise LoraOpError(f"unknown backend {backend!r}; use auto, triton, torch or reference")
     return backend
 
 
@@ -84,7 +85,7 @@ def _check_meta(meta: LoraBatchMeta, num_tokens: int, num_slots: int, device: to
 def _check_devices(device: torch.device, **tensors: Tensor) -> None:
     for name, t in tensors.items():
         if t.device != device:
-            raise LoraOpError(f"{name} is on {t.device} but x is on {device}")
+            raise LoraOpError(f"{name} is on {t.device} but the activations are on {device}")
 
 
 def _validate_shrink(x: Tensor, lora_a: Tensor, scales: Tensor, meta: LoraBatchMeta) -> None:
@@ -93,7 +94,6 @@ def _validate_shrink(x: Tensor, lora_a: Tensor, scales: Tensor, meta: LoraBatchM
     _check_table("lora_a", lora_a, (None, None, in_features), f"[S, R, in={in_features}]")
     _check_table("scales", scales, (lora_a.shape[0],), f"[S={lora_a.shape[0]}]")
     _check_float("x", x)
-    _check_float("lora_a", lora_a)
     if lora_a.dtype != x.dtype:
         raise LoraOpError(f"lora_a is {lora_a.dtype} but x is {x.dtype}; cast the slot table")
     if not scales.dtype.is_floating_point:
@@ -102,20 +102,44 @@ def _validate_shrink(x: Tensor, lora_a: Tensor, scales: Tensor, meta: LoraBatchM
     _check_meta(meta, num_tokens, lora_a.shape[0], x.device)
 
 
-def _validate_expand(y: Tensor, buf: Tensor, lora_b: Tensor, meta: LoraBatchMeta) -> None:
+def _validate_expand(y: Tensor, lora_b: Tensor, meta: LoraBatchMeta) -> None:
     _check_table("y", y, (meta.num_tokens, None), f"[T={meta.num_tokens}, out]")
     out_features = y.shape[1]
     _check_table("lora_b", lora_b, (None, out_features, None), f"[S, out={out_features}, R]")
-    rank = lora_b.shape[2]
-    _check_table("buf", buf, (meta.num_lora_tokens, rank), f"[N={meta.num_lora_tokens}, R={rank}]")
-    if buf.dtype != torch.float32:
-        raise LoraOpError(f"buf must be float32 (the shrink output), got {buf.dtype}")
     _check_float("y", y)
-    _check_float("lora_b", lora_b)
     if lora_b.dtype != y.dtype:
         raise LoraOpError(f"lora_b is {lora_b.dtype} but y is {y.dtype}; cast the slot table")
-    _check_devices(y.device, buf=buf, lora_b=lora_b)
+    _check_devices(y.device, lora_b=lora_b)
     _check_meta(meta, meta.num_tokens, lora_b.shape[0], y.device)
+
+
+def _validate_buf(buf: Tensor, rank: int, meta: LoraBatchMeta, device: torch.device) -> None:
+    n = meta.num_lora_tokens
+    _check_table("buf", buf, (n, rank), f"[N={n}, R={rank}] (the lora_shrink output)")
+    if buf.dtype != torch.float32:
+        raise LoraOpError(f"buf must be float32 (the lora_shrink output), got {buf.dtype}")
+    _check_devices(device, buf=buf)
+
+
+def _shrink(
+    resolved: ResolvedBackend, x: Tensor, lora_a: Tensor, scales: Tensor, meta: LoraBatchMeta
+) -> Tensor:
+    if resolved == "triton":
+        from . import triton_sgmv
+
+        return triton_sgmv.sgmv_shrink(x, lora_a, scales, meta)
+    return torch_ops.shrink(x, lora_a, scales, meta)
+
+
+def _expand(
+    resolved: ResolvedBackend, y: Tensor, buf: Tensor, lora_b: Tensor, meta: LoraBatchMeta
+) -> None:
+    if resolved == "triton":
+        from . import triton_sgmv
+
+        triton_sgmv.sgmv_expand(y, buf, lora_b, meta)
+    else:
+        torch_ops.expand(y, buf, lora_b, meta)
 
 
 def lora_shrink(
@@ -131,17 +155,10 @@ def lora_shrink(
     Returns the [N, R] float32 buffer that `lora_expand` takes (N = tokens with slot >= 0).
     """
     _validate_shrink(x, lora_a, scales, meta)
-    rank = lora_a.shape[1]
-    if meta.no_lora:
-        return x.new_zeros((0, rank), dtype=torch.float32)
     resolved = resolve_backend(backend, x.device)
-    if resolved == "triton":
-        from . import triton_sgmv
-
-        return triton_sgmv.sgmv_shrink(x, lora_a, scales, meta)
-    if resolved == "reference":
-        return torch_ops.shrink_segments(x, lora_a, scales, meta)
-    return torch_ops.shrink_sorted(x, lora_a, scales, meta)
+    if meta.no_lora:
+        return x.new_zeros((0, lora_a.shape[1]), dtype=torch.float32)
+    return _shrink(resolved, x, lora_a, scales, meta)
 
 
 def lora_expand(
@@ -153,18 +170,11 @@ def lora_expand(
     backend: Backend = "auto",
 ) -> None:
     """y[t] += buf[j] @ lora_b[slot[t]].T  for t = meta.sorted_token_ids[j], in place."""
-    _validate_expand(y, buf, lora_b, meta)
-    if meta.no_lora:
-        return
+    _validate_expand(y, lora_b, meta)
+    _validate_buf(buf, lora_b.shape[2], meta, y.device)
     resolved = resolve_backend(backend, y.device)
-    if resolved == "triton":
-        from . import triton_sgmv
-
-        triton_sgmv.sgmv_expand(y, buf, lora_b, meta)
-    elif resolved == "reference":
-        torch_ops.expand_segments(y, buf, lora_b, meta)
-    else:
-        torch_ops.expand_sorted(y, buf, lora_b, meta)
+    if not meta.no_lora:
+        _expand(resolved, y, buf, lora_b, meta)
 
 
 def add_lora(
@@ -183,22 +193,17 @@ def add_lora(
     for inputs that do not fit together, before any compute.
     """
     _validate_shrink(x, lora_a, scales, meta)
+    _validate_expand(y, lora_b, meta)
     num_slots, rank = lora_a.shape[0], lora_a.shape[1]
-    _check_table("y", y, (meta.num_tokens, None), f"[T={meta.num_tokens}, out]")
-    _check_table(
-        "lora_b",
-        lora_b,
-        (num_slots, y.shape[1], rank),
-        f"[S={num_slots}, out={y.shape[1]}, R={rank}]",
-    )
-    _validate_expand(
-        y, x.new_empty((meta.num_lora_tokens, rank), dtype=torch.float32), lora_b, meta
-    )
+    if lora_b.shape[0] != num_slots or lora_b.shape[2] != rank:
+        raise LoraOpError(
+            f"lora_b must be [S={num_slots}, out, R={rank}] to match lora_a, "
+            f"got shape {tuple(lora_b.shape)}"
+        )
+    resolved = resolve_backend(backend, x.device)
     if meta.no_lora:
         return
-    resolved = resolve_backend(backend, x.device)
     if resolved == "reference":
         torch_ops.reference_add_lora(y, x, lora_a, lora_b, scales, meta.token_slots)
         return
-    buf = lora_shrink(x, lora_a, scales, meta, backend=resolved)
-    lora_expand(y, buf, lora_b, meta, backend=resolved)
+    _expand(resolved, y, _shrink(resolved, x, lora_a, scales, meta), lora_b, meta)

@@ -1,10 +1,17 @@
 """Multi-LoRA in plain torch: the per-adapter reference loop and the fast CPU path.
 
-The reference is peft's way (one masked matmul pair per adapter) and serves as both the
-correctness oracle and the slow baseline. The fast path works on the slot-sorted tokens
-of `LoraBatchMeta`: one gather of the LoRA tokens, one batched matmul per op over a
-per-token gather of the adapter weights, and one scatter back (see `gather_bmm` below for
-why this beat segment-wise matmuls on CPU).
+The reference is peft's way (one matmul pair per adapter present, in the weights' dtype)
+and serves as both the correctness oracle and the slow baseline.
+
+The fast path works on the slot-sorted tokens of `LoraBatchMeta` with two strategies,
+picked per op by `_use_gather` from the measured CPU crossover (see `bench kernel`):
+- gather: one batched matmul over per-token copies of the adapter weights. No Python
+  loop, but it copies N*R*features weight elements; best for decode batches (about one
+  token per adapter).
+- segments: one matmul per active segment on the sorted tokens (SGMV done by torch).
+  No weight copies, but ~15 us of call overhead per segment; best when segments are long
+  (prefill) or the weights are large (rank 64, MLP widths).
+Both compute in float32 and return / take the same [N, R] buffer.
 
 All functions here assume validated inputs (see `ops.py`).
 """
@@ -15,6 +22,20 @@ import torch
 from torch import Tensor
 
 from .metadata import LoraBatchMeta
+
+GATHER_ELEMENTS_PER_SEGMENT = 32_768
+"""Gather while it copies at most this many weight elements per active segment.
+
+On a 2-core CPU one segment's matmul call costs about as much as copying ~30k float32
+elements; measured for T <= 256, 1..64 adapters, ranks 8..64, widths 576/1536."""
+
+
+def _use_gather(meta: LoraBatchMeta, rank: int, features: int) -> bool:
+    return meta.num_lora_tokens * rank * features <= GATHER_ELEMENTS_PER_SEGMENT * meta.num_segments
+
+
+def _sorted_slots(meta: LoraBatchMeta) -> Tensor:  # [N]
+    return meta.token_slots.index_select(0, meta.sorted_token_ids)
 
 
 def reference_add_lora(
@@ -27,72 +48,49 @@ def reference_add_lora(
 ) -> None:
     """y[i] += (x[i] @ lora_a[slot[i]].T) @ lora_b[slot[i]].T * scales[slot[i]]  (slot[i] >= 0).
 
-    One masked matmul pair per slot, in float32, as peft computes a mixed batch.
+    One masked matmul pair per adapter present, in the weights' dtype, as peft computes a
+    mixed batch (`adapter_names`).
     """
-    for slot in range(lora_a.shape[0]):
-        mask = token_slots == slot
-        if not bool(mask.any()):
+    for slot in torch.unique(token_slots).tolist():
+        if slot < 0:
             continue
-        xs = x[mask].float()
-        delta = (xs @ lora_a[slot].float().T) @ lora_b[slot].float().T * scales[slot].float()
+        mask = token_slots == slot
+        delta = (x[mask] @ lora_a[slot].T) @ lora_b[slot].T * scales[slot].to(x.dtype)
         y[mask] += delta.to(y.dtype)
 
 
-def shrink_sorted(
+def shrink(
     x: Tensor,  # [T, in]
     lora_a: Tensor,  # [S, R, in]
     scales: Tensor,  # [S]
     meta: LoraBatchMeta,
 ) -> Tensor:  # [N, R] float32, rows in meta.sorted_token_ids order
-    """buf[j] = (x[t] @ lora_a[slot[t]].T) * scales[slot[t]] for t = sorted_token_ids[j]."""
-    ids = meta.sorted_token_ids
-    xs = x.index_select(0, ids).float()  # [N, in]
-    slots = meta.token_slots.index_select(0, ids)  # [N]
-    a = lora_a.index_select(0, slots).float()  # [N, R, in]
-    buf = torch.bmm(a, xs.unsqueeze(2)).squeeze(2)  # [N, R]
+    """buf[j] = (x[t] @ lora_a[slot[t]].T) * scales[slot[t]]  for t = sorted_token_ids[j]."""
+    xs = x.index_select(0, meta.sorted_token_ids).float()  # [N, in]
+    slots = _sorted_slots(meta)  # [N]
+    rank = lora_a.shape[1]
+    if _use_gather(meta, rank, x.shape[1]):
+        a = lora_a.index_select(0, slots).float()  # [N, R, in]
+        buf = torch.bmm(a, xs.unsqueeze(2)).squeeze(2)  # [N, R]
+    else:
+        buf = torch.cat(
+            [xs[start : start + n] @ lora_a[slot].float().T for slot, start, n in meta.segments]
+        )
     return buf * scales.float().index_select(0, slots).unsqueeze(1)
 
 
-def expand_sorted(
+def expand(
     y: Tensor,  # [T, out]
     buf: Tensor,  # [N, R] float32, rows in meta.sorted_token_ids order
     lora_b: Tensor,  # [S, out, R]
     meta: LoraBatchMeta,
 ) -> None:
-    """y[t] += buf[j] @ lora_b[slot[t]].T for t = sorted_token_ids[j]."""
-    ids = meta.sorted_token_ids
-    slots = meta.token_slots.index_select(0, ids)
-    b = lora_b.index_select(0, slots).float()  # [N, out, R]
-    delta = torch.bmm(b, buf.unsqueeze(2)).squeeze(2)  # [N, out]
-    y.index_add_(0, ids, delta.to(y.dtype))
-
-
-def shrink_segments(
-    x: Tensor,  # [T, in]
-    lora_a: Tensor,  # [S, R, in]
-    scales: Tensor,  # [S]
-    meta: LoraBatchMeta,
-) -> Tensor:  # [N, R] float32
-    """As `shrink_sorted`, one matmul per segment (kept to measure against gather + bmm)."""
-    xs = x.index_select(0, meta.sorted_token_ids).float()
-    buf = xs.new_empty((xs.shape[0], lora_a.shape[1]))
-    for slot, start, length in meta.segments:
-        seg = xs[start : start + length]
-        torch.mm(seg, lora_a[slot].float().T, out=buf[start : start + length])
-        buf[start : start + length] *= float(scales[slot])
-    return buf
-
-
-def expand_segments(
-    y: Tensor,  # [T, out]
-    buf: Tensor,  # [N, R] float32
-    lora_b: Tensor,  # [S, out, R]
-    meta: LoraBatchMeta,
-) -> None:
-    """As `expand_sorted`, one matmul per segment."""
-    delta = buf.new_empty((buf.shape[0], lora_b.shape[1]))
-    for slot, start, length in meta.segments:
-        torch.mm(
-            buf[start : start + length], lora_b[slot].float().T, out=delta[start : start + length]
+    """y[t] += buf[j] @ lora_b[slot[t]].T  for t = sorted_token_ids[j], in place."""
+    if _use_gather(meta, lora_b.shape[2], lora_b.shape[1]):
+        b = lora_b.index_select(0, _sorted_slots(meta)).float()  # [N, out, R]
+        delta = torch.bmm(b, buf.unsqueeze(2)).squeeze(2)  # [N, out]
+    else:
+        delta = torch.cat(
+            [buf[start : start + n] @ lora_b[slot].float().T for slot, start, n in meta.segments]
         )
     y.index_add_(0, meta.sorted_token_ids, delta.to(y.dtype))
