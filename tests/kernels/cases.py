@@ -41,6 +41,7 @@ def make_case(
     base_fraction: float = 0.25,
     non_contiguous: bool = False,
     seed: int = 0,
+    device: torch.device | str = "cpu",
 ) -> Case:
     """A batch where about `base_fraction` of the tokens use no adapter (slot -1).
 
@@ -51,21 +52,23 @@ def make_case(
     slots = torch.randint(0, adapters, (tokens,), generator=gen)
     base = torch.rand(tokens, generator=gen) < base_fraction
     slots[base] = -1
-    if non_contiguous:
-        x = torch.randn(tokens, 2 * in_features, generator=gen).to(dtype)[:, ::2]
-        y = torch.randn(tokens, out_features + 3, generator=gen).to(dtype)[:, :out_features]
+    if non_contiguous:  # slice after the move: .to(device) would make a view dense again
+        x = torch.randn(tokens, 2 * in_features, generator=gen).to(device, dtype)[:, ::2]
+        y = torch.randn(tokens, out_features + 3, generator=gen).to(device, dtype)
+        y = y[:, :out_features]
     else:
-        x = torch.randn(tokens, in_features, generator=gen).to(dtype)
-        y = torch.randn(tokens, out_features, generator=gen).to(dtype)
+        x = torch.randn(tokens, in_features, generator=gen).to(device, dtype)
+        y = torch.randn(tokens, out_features, generator=gen).to(device, dtype)
     lora_a = torch.randn(adapters, rank, in_features, generator=gen) / in_features**0.5
     lora_b = torch.randn(adapters, out_features, rank, generator=gen) / rank**0.5
     scales = torch.rand(adapters, generator=gen) + 0.5
+    slots = slots.to(device)
     return Case(
         y=y,
         x=x,
-        lora_a=lora_a.to(dtype),
-        lora_b=lora_b.to(dtype),
-        scales=scales,
+        lora_a=lora_a.to(device, dtype),
+        lora_b=lora_b.to(device, dtype),
+        scales=scales.to(device),
         slots=slots,
         meta=build_batch_meta(slots),
     )
@@ -73,10 +76,10 @@ def make_case(
 
 def exact_delta(case: Case) -> Tensor:
     """The one line of math in float64, straight from the definition: [T, out]."""
-    x = case.x.double()
+    x = case.x.double().cpu()
     out = torch.zeros(case.y.shape, dtype=torch.float64)
     for i, slot in enumerate(case.slots.tolist()):
         if slot >= 0:
-            a, b = case.lora_a[slot].double(), case.lora_b[slot].double()
+            a, b = case.lora_a[slot].double().cpu(), case.lora_b[slot].double().cpu()
             out[i] = (x[i] @ a.T) @ b.T * float(case.scales[slot])
     return out
