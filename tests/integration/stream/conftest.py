@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tessera.events.kafka import ensure_topics
-from tessera.infra.stack import StackInfo
+from tessera.infra.stack import LocalStack, StackInfo
 
 from .support import StreamEnv, Worker
 
@@ -36,3 +36,13 @@ def worker(stream_env: StreamEnv) -> Iterator[Worker]:
     w = Worker(stream_env)
     yield w
     w.stop()
+
+
+@pytest.fixture(scope="session")
+def local_stack(stack: StackInfo, tmp_path_factory: pytest.TempPathFactory) -> LocalStack:
+    """The LocalStack behind `stack`. Overrides the root conftest's fixture, whose lookup
+    also matches the `stackcurrent` symlink that recent pytest versions create next to
+    `stack0`, and so fails to unpack."""
+    base = Path(str(tmp_path_factory.getbasetemp()))
+    (stack_dir,) = [p for p in base.iterdir() if p.name.startswith("stack") and not p.is_symlink()]
+    return LocalStack(stack_dir)
