@@ -79,7 +79,8 @@ def adapter_from_tensors(
             )
         if a.shape[0] != r or b.shape[1] != r:
             raise AdapterFormatError(
-                f"adapter {digest[:12]}: {prefix} has rank {a.shape[0]}/{b.shape[1]}, metadata says {r}"
+                f"adapter {digest[:12]}: {prefix} has rank {a.shape[0]}/{b.shape[1]}, "
+                f"metadata says {r}"
             )
         weights[module] = (a.to(dtype).contiguous(), b.to(dtype).contiguous())
     if not weights:

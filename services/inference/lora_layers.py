@@ -59,20 +59,31 @@ class LoraBatchContext:
 class MultiLoraLinear(nn.Module):
     """A base `nn.Linear` plus per-slot LoRA deltas chosen per token."""
 
-    def __init__(self, base: nn.Linear, *, n_slots: int, max_rank: int, scales: Tensor,
-                 context: LoraBatchContext) -> None:
+    def __init__(
+        self,
+        base: nn.Linear,
+        *,
+        n_slots: int,
+        max_rank: int,
+        scales: Tensor,
+        context: LoraBatchContext,
+    ) -> None:
         super().__init__()
         self.base = base
         self.context = context
         w = base.weight
         # plain tensors (not parameters): they never train and must not show up in
         # state_dict comparisons against the base model
-        self.lora_a = torch.zeros(n_slots, max_rank, base.in_features, dtype=w.dtype, device=w.device)
-        self.lora_b = torch.zeros(n_slots, base.out_features, max_rank, dtype=w.dtype, device=w.device)
+        self.lora_a = torch.zeros(
+            n_slots, max_rank, base.in_features, dtype=w.dtype, device=w.device
+        )
+        self.lora_b = torch.zeros(
+            n_slots, base.out_features, max_rank, dtype=w.dtype, device=w.device
+        )
         self.scales = scales
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.base(x)
+        y: Tensor = self.base(x)
         meta = self.context.meta
         if meta is None or meta.no_lora:
             return y
@@ -99,8 +110,16 @@ class MultiLoraLinear(nn.Module):
 class LoraSlotTable:
     """All multi-LoRA layers of one model and the slot operations over them."""
 
-    def __init__(self, model: nn.Module, layers: dict[str, MultiLoraLinear], *,
-                 n_slots: int, max_rank: int, scales: Tensor, context: LoraBatchContext) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: dict[str, MultiLoraLinear],
+        *,
+        n_slots: int,
+        max_rank: int,
+        scales: Tensor,
+        context: LoraBatchContext,
+    ) -> None:
         self.model = model
         self.layers = layers
         self.n_slots = n_slots
@@ -124,7 +143,8 @@ class LoraSlotTable:
         for name, (a, b) in adapter.weights.items():
             base = self.layers[name].base
             if tuple(a.shape) != (adapter.rank, base.in_features) or tuple(b.shape) != (
-                base.out_features, adapter.rank
+                base.out_features,
+                adapter.rank,
             ):
                 raise ValueError(
                     f"adapter {adapter.digest[:12]}: {name} has A {tuple(a.shape)} / B "
@@ -150,13 +170,17 @@ class LoraSlotTable:
             self.scales[slot] = 0.0
 
 
-def wrap_model(model: nn.Module, *, target_modules: Sequence[str], n_slots: int,
-               max_rank: int) -> LoraSlotTable:
+def wrap_model(
+    model: nn.Module, *, target_modules: Sequence[str], n_slots: int, max_rank: int
+) -> LoraSlotTable:
     """Replace every `nn.Linear` whose last name part is in `target_modules` with a
     `MultiLoraLinear` sharing one context and one scales table. Returns the slot table."""
     targets = set(target_modules)
-    found = [(name, mod) for name, mod in model.named_modules()
-             if isinstance(mod, nn.Linear) and name.rsplit(".", 1)[-1] in targets]
+    found = [
+        (name, mod)
+        for name, mod in model.named_modules()
+        if isinstance(mod, nn.Linear) and name.rsplit(".", 1)[-1] in targets
+    ]
     if not found:
         raise ValueError(f"no linear layer of the model is named any of {sorted(targets)}")
     device = found[0][1].weight.device
@@ -165,11 +189,13 @@ def wrap_model(model: nn.Module, *, target_modules: Sequence[str], n_slots: int,
     layers: dict[str, MultiLoraLinear] = {}
     for name, mod in found:
         assert isinstance(mod, nn.Linear)  # narrowed above; keeps mypy exact
-        wrapped = MultiLoraLinear(mod, n_slots=n_slots, max_rank=max_rank, scales=scales,
-                                  context=context)
+        wrapped = MultiLoraLinear(
+            mod, n_slots=n_slots, max_rank=max_rank, scales=scales, context=context
+        )
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child, wrapped)
         layers[name] = wrapped
-    return LoraSlotTable(model, layers, n_slots=n_slots, max_rank=max_rank, scales=scales,
-                         context=context)
+    return LoraSlotTable(
+        model, layers, n_slots=n_slots, max_rank=max_rank, scales=scales, context=context
+    )

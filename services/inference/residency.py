@@ -27,12 +27,8 @@ from prometheus_client import Counter, Gauge
 from tessera.services.inference.adapters import adapter_from_tensors, read_blob
 from tessera.services.inference.lora_layers import LoadedAdapter, LoraSlotTable
 
-RESIDENCY_EVENTS = Counter(
-    "tessera_adapter_residency", "Adapter residency events.", ["event"]
-)
-RESIDENT_ADAPTERS = Gauge(
-    "tessera_adapter_resident", "Adapters resident, by tier.", ["tier"]
-)
+RESIDENCY_EVENTS = Counter("tessera_adapter_residency", "Adapter residency events.", ["event"])
+RESIDENT_ADAPTERS = Gauge("tessera_adapter_resident", "Adapters resident, by tier.", ["tier"])
 
 
 class AdapterSource(Protocol):
@@ -49,8 +45,9 @@ class SlotsBusyError(RuntimeError):
 class AdapterResidency:
     """The slot table's occupant bookkeeping; thread-safe (engine + revision follower)."""
 
-    def __init__(self, table: LoraSlotTable, store: AdapterSource, *, cpu_capacity: int,
-                 dtype: torch.dtype) -> None:
+    def __init__(
+        self, table: LoraSlotTable, store: AdapterSource, *, cpu_capacity: int, dtype: torch.dtype
+    ) -> None:
         if cpu_capacity < 1:
             raise ValueError("cpu_capacity must be >= 1")
         self._table = table
@@ -63,7 +60,9 @@ class AdapterResidency:
         self._occupant: list[str | None] = [None] * table.n_slots
         self._pins = [0] * table.n_slots
         # device slots in least-recently-used order (front = evict first)
-        self._slot_lru: OrderedDict[int, None] = OrderedDict((s, None) for s in range(table.n_slots))
+        self._slot_lru: OrderedDict[int, None] = OrderedDict(
+            (s, None) for s in range(table.n_slots)
+        )
         self._purged: set[str] = set()
         self.hits = self.misses = self.loads = self.evictions = 0
 
@@ -80,8 +79,9 @@ class AdapterResidency:
         # read outside the lock: a slow disk must not stall the decode loop
         path = self._store.path(digest)
         tensors, meta = read_blob(path)
-        adapter = adapter_from_tensors(digest, tensors, meta, module_names=self._table.layers,
-                                       dtype=self._dtype)
+        adapter = adapter_from_tensors(
+            digest, tensors, meta, module_names=self._table.layers, dtype=self._dtype
+        )
         self._table.check(adapter)
         with self._lock:
             self.loads += 1

@@ -32,20 +32,33 @@ def byte_tokenizer() -> PreTrainedTokenizerFast:
 def tiny_model(seed: int = 0, vocab_size: int = 257) -> LlamaForCausalLM:
     torch.manual_seed(seed)
     cfg = LlamaConfig(
-        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-        eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1, tie_word_embeddings=False,
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        eos_token_id=vocab_size - 1,
+        pad_token_id=vocab_size - 1,
+        tie_word_embeddings=False,
     )
     model = LlamaForCausalLM(cfg).eval()
     return model
 
 
-def make_peft(base: nn.Module, seed: int, *, r: int = 4, alpha: int = 8,
-              targets: list[str] | None = None) -> nn.Module:
+def make_peft(
+    base: nn.Module, seed: int, *, r: int = 4, alpha: int = 8, targets: list[str] | None = None
+) -> nn.Module:
     """A peft model over a copy of `base` with random (non-zero) A and B."""
     torch.manual_seed(seed)
-    cfg = LoraConfig(r=r, lora_alpha=alpha, target_modules=targets or TARGETS,
-                     init_lora_weights=False, lora_dropout=0.0)
+    cfg = LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        target_modules=targets or TARGETS,
+        init_lora_weights=False,
+        lora_dropout=0.0,
+    )
     peft_model = get_peft_model(copy.deepcopy(base), cfg)
     with torch.no_grad():  # make the deltas large enough to change the argmax
         for name, p in peft_model.named_parameters():
@@ -54,11 +67,17 @@ def make_peft(base: nn.Module, seed: int, *, r: int = 4, alpha: int = 8,
     return peft_model.eval()
 
 
-def save_blob(peft_model: nn.Module, folder: Path, *, r: int, alpha: int,
-              targets: list[str] | None = None) -> tuple[Path, str]:
+def save_blob(
+    peft_model: nn.Module, folder: Path, *, r: int, alpha: int, targets: list[str] | None = None
+) -> tuple[Path, str]:
     """Write the peft state dict as a Tessera adapter blob; returns (path, sha256)."""
     state = {k: v.contiguous() for k, v in get_peft_model_state_dict(peft_model).items()}
-    meta = {"r": r, "lora_alpha": alpha, "target_modules": targets or TARGETS, "base_digest": "test"}
+    meta = {
+        "r": r,
+        "lora_alpha": alpha,
+        "target_modules": targets or TARGETS,
+        "base_digest": "test",
+    }
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / "tmp.safetensors"
     save_file(state, str(tmp), metadata={"tessera": json.dumps(meta)})

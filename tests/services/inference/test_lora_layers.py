@@ -24,9 +24,20 @@ def test_mixed_batch_matches_peft_per_adapter(tmp_path: Path) -> None:
     specs = [(1, 4, 8, None), (2, 8, 16, ["q_proj", "v_proj"]), (3, 2, 4, ["down_proj", "o_proj"])]
     peft_models, adapters = [], []
     served = copy.deepcopy(base)
-    table = wrap_model(served, target_modules=["q_proj", "k_proj", "v_proj", "o_proj",
-                                               "gate_proj", "up_proj", "down_proj"],
-                       n_slots=5, max_rank=8)
+    table = wrap_model(
+        served,
+        target_modules=[
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ],
+        n_slots=5,
+        max_rank=8,
+    )
     for seed, r, alpha, targets in specs:
         pm = make_peft(base, seed, r=r, alpha=alpha, targets=targets)
         path, digest = save_blob(pm, tmp_path / str(seed), r=r, alpha=alpha, targets=targets)

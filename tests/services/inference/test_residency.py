@@ -27,7 +27,12 @@ def setup(tmp_path: Path) -> tuple[AdapterResidency, DirStore, list[str], torch.
     served = copy.deepcopy(base)
     table = wrap_model(served, target_modules=TARGETS, n_slots=2, max_rank=4)
     store = DirStore(tmp_path)
-    return AdapterResidency(table, store, cpu_capacity=3, dtype=torch.float32), store, digests, served
+    return (
+        AdapterResidency(table, store, cpu_capacity=3, dtype=torch.float32),
+        store,
+        digests,
+        served,
+    )
 
 
 def test_hits_misses_lru_and_pinning(setup) -> None:  # type: ignore[no-untyped-def]
@@ -71,7 +76,7 @@ def test_bad_blob_evicts_nothing(setup, tmp_path: Path) -> None:  # type: ignore
 
 
 def test_purge_waits_for_pins(setup) -> None:  # type: ignore[no-untyped-def]
-    res, _, d, served = setup
+    res, _, d, _served = setup
     s0 = res.acquire(d[0])
     res.purge({d[0]})
     assert res.resident(d[0]) == (False, True)  # a running sequence still uses it

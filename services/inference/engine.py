@@ -1,0 +1,344 @@
+"""Continuous batching: one engine thread runs every request's forward steps together.
+
+Each loop iteration either admits waiting requests (one batched prefill, which also
+yields their first token) or runs one decode step for every running sequence; so new
+requests join between decode steps and never wait for a batch to drain. A sequence pins
+its adapter's device slot from admission to finish. The revision that answers is fixed at
+submit time (`RevisionResolver`), so a hot swap affects new requests only and never a
+running one.
+
+Back-pressure: `submit` raises `QueueFullError` once `queue_size` requests wait. Every
+request has a deadline; one still running past it fails with `RequestTimeoutError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import torch
+from prometheus_client import Counter, Gauge, Histogram
+
+from tessera.services.inference.model_runner import ModelRunner
+from tessera.services.inference.request_log import RequestLog
+from tessera.services.inference.requests import (
+    EngineError,
+    EngineStoppedError,
+    GenerateRequest,
+    GenerateResult,
+    Generation,
+    InvalidRequestError,
+    QueueFullError,
+    RequestTimeoutError,
+    TokenEvent,
+)
+from tessera.services.inference.residency import AdapterResidency, SlotsBusyError
+from tessera.services.inference.revisions import RevisionResolver
+from tessera.services.inference.sampling import (
+    choose_tokens,
+    find_stop,
+    make_generator,
+    safe_prefix_len,
+)
+from tessera.services.inference.tokens import TextCodec
+
+log = logging.getLogger(__name__)
+
+REQUESTS = Counter("tessera_inference_requests", "Inference requests by outcome.", ["outcome"])
+QUEUE_DEPTH = Gauge("tessera_inference_queue_depth", "Requests waiting for admission.")
+RUNNING = Gauge("tessera_inference_running", "Sequences in the running batch.")
+TTFT = Histogram(
+    "tessera_inference_ttft_seconds",
+    "Time to first token.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10),
+)
+
+
+@dataclass
+class _Seq:
+    gen: Generation
+    prompt_ids: list[int]
+    slot: int
+    deadline: float
+    submitted: float
+    generator: torch.Generator | None
+    out_ids: list[int] = field(default_factory=list)
+    emitted: int = 0  # characters of text already streamed
+    first_token_at: float | None = None
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    max_batch: int = 32
+    queue_size: int = 256
+    timeout_s: float = 60.0
+    max_prompt_tokens: int = 2048
+    max_tokens: int = 512
+
+
+class InferenceEngine:
+    """Owns the model runner; `submit` is thread-safe, everything else runs on its thread."""
+
+    def __init__(
+        self,
+        runner: ModelRunner,
+        residency: AdapterResidency,
+        resolver: RevisionResolver,
+        codec: TextCodec,
+        *,
+        config: EngineConfig,
+        request_log: RequestLog | None = None,
+    ) -> None:
+        self.runner = runner
+        self.residency = residency
+        self.resolver = resolver
+        self.codec = codec
+        self.config = config
+        self.request_log = request_log
+        self._waiting: deque[_Seq] = deque()
+        self._running: list[_Seq] = []
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stop = False
+        self.steps = 0
+        self.tokens_generated = 0
+
+    # ---- caller side ----------------------------------------------------------------
+
+    def start(self) -> InferenceEngine:
+        if self._thread is None:
+            self._stop = False
+            self._thread = threading.Thread(target=self._loop, name="inference-engine", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+
+    def submit(
+        self, request: GenerateRequest, *, loop: asyncio.AbstractEventLoop | None = None
+    ) -> Generation:
+        """Queue a request. Resolves the served revision now (so the response names it),
+        encodes the prompt and checks its size. Raises QueueFullError, InvalidRequestError
+        or EngineStoppedError; pass `loop` to consume the result with `aevents()`."""
+        if self._thread is None or self._stop:
+            raise EngineStoppedError("the inference engine is not running")
+        p = request.params
+        if p.max_tokens > self.config.max_tokens:
+            raise InvalidRequestError(
+                f"max_tokens {p.max_tokens} exceeds this server's limit {self.config.max_tokens}"
+            )
+        prompt_ids = (
+            list(request.prompt)
+            if isinstance(request.prompt, list)
+            else self.codec.encode(request.prompt)
+        )
+        if not prompt_ids:
+            raise InvalidRequestError("the prompt is empty")
+        if len(prompt_ids) > self.config.max_prompt_tokens:
+            raise InvalidRequestError(
+                f"the prompt has {len(prompt_ids)} tokens; "
+                f"the limit is {self.config.max_prompt_tokens}"
+            )
+        revision = self.resolver.get(request.tenant_id, request.user_id)
+        timeout = request.timeout_s or self.config.timeout_s
+        gen = Generation(request, revision, timeout, loop)
+        now = time.monotonic()
+        seq = _Seq(gen, prompt_ids, -1, now + timeout, now, make_generator(p))
+        with self._cond:
+            if len(self._waiting) >= self.config.queue_size:
+                REQUESTS.labels("rejected").inc()
+                raise QueueFullError(
+                    f"the inference queue is full ({self.config.queue_size} waiting); retry later"
+                )
+            self._waiting.append(seq)
+            QUEUE_DEPTH.set(len(self._waiting))
+            self._cond.notify()
+        if self.request_log is not None:
+            self.request_log.record(
+                request.request_id, request.tenant_id, request.user_id, revision
+            )
+        return gen
+
+    @property
+    def waiting(self) -> int:
+        with self._cond:
+            return len(self._waiting)
+
+    # ---- engine thread ----------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stop and not self._waiting and not self._running:
+                    self._cond.wait(0.5)
+                if self._stop:
+                    break
+            try:
+                admitted = self._admit()
+                if admitted:
+                    self._prefill(admitted)
+                elif self._running:
+                    self._decode()
+                else:
+                    time.sleep(0.005)  # every slot is pinned and nothing runs: rare
+            except Exception as exc:  # one bad step must not kill the server
+                log.exception("inference step failed")
+                self._fail_all(EngineError(f"inference step failed: {exc}"))
+        self._fail_all(EngineStoppedError("the inference engine stopped"))
+
+    def _admit(self) -> list[_Seq]:
+        """Move waiting requests into the batch while room and adapter slots allow."""
+        admitted: list[_Seq] = []
+        now = time.monotonic()
+        while len(self._running) + len(admitted) < self.config.max_batch:
+            with self._cond:
+                if not self._waiting:
+                    break
+                seq = self._waiting.popleft()
+                QUEUE_DEPTH.set(len(self._waiting))
+            if seq.gen.cancelled.is_set():
+                continue
+            if now > seq.deadline:
+                self._finish_error(
+                    seq,
+                    RequestTimeoutError(
+                        f"request {seq.gen.request_id} waited past its "
+                        f"{seq.gen.timeout_s:.0f} s timeout"
+                    ),
+                )
+                continue
+            digest = seq.gen.revision.adapter_digest
+            if digest is not None:
+                try:
+                    seq.slot = self.residency.acquire(digest)
+                except SlotsBusyError:
+                    with self._cond:
+                        self._waiting.appendleft(seq)  # keeps its place in line
+                    break
+                except Exception as exc:  # missing / corrupt blob: fail this request only
+                    self._finish_error(
+                        seq,
+                        InvalidRequestError(
+                            f"adapter {digest[:12]} of revision {seq.gen.revision.name} "
+                            f"cannot be served: {exc}"
+                        ),
+                    )
+                    continue
+            admitted.append(seq)
+        return admitted
+
+    def _prefill(self, seqs: list[_Seq]) -> None:
+        logits = self.runner.prefill([s.prompt_ids for s in seqs], [s.slot for s in seqs])
+        self._running.extend(seqs)
+        self._advance(seqs, logits)
+
+    def _decode(self) -> None:
+        logits = self.runner.decode(
+            [s.out_ids[-1] for s in self._running], [s.slot for s in self._running]
+        )
+        self._advance(self._running, logits)
+
+    def _advance(self, seqs: list[_Seq], logits: torch.Tensor) -> None:
+        """Sample one token per sequence, stream text, retire finished sequences."""
+        self.steps += 1
+        tokens = choose_tokens(
+            logits, [s.gen.request.params for s in seqs], [s.generator for s in seqs]
+        )
+        now = time.monotonic()
+        done: set[int] = set()
+        for seq, token in zip(seqs, tokens, strict=True):
+            seq.out_ids.append(token)
+            self.tokens_generated += 1
+            if seq.first_token_at is None:
+                seq.first_token_at = now
+                TTFT.observe(now - seq.submitted)
+            reason = self._step_text(seq, token)
+            if reason is not None:
+                self._finish_ok(seq, reason)
+                done.add(id(seq))
+            elif seq.gen.cancelled.is_set():
+                self._finish_error(seq, EngineError("cancelled"))
+                done.add(id(seq))
+            elif now > seq.deadline:
+                self._finish_error(
+                    seq,
+                    RequestTimeoutError(
+                        f"request {seq.gen.request_id} did not finish "
+                        f"within {seq.gen.timeout_s:.0f} s"
+                    ),
+                )
+                done.add(id(seq))
+        if done:
+            keep = [i for i, s in enumerate(self._running) if id(s) not in done]
+            self.runner.keep(keep)
+            self._running = [self._running[i] for i in keep]
+        RUNNING.set(len(self._running))
+
+    def _step_text(self, seq: _Seq, token: int) -> str | None:
+        """Stream what became final; returns a finish reason or None to go on."""
+        p = seq.gen.request.params
+        is_eos = token in self.codec.eos_ids
+        text = self.codec.decode(seq.out_ids[:-1] if is_eos else seq.out_ids)
+        cut = find_stop(text, p.stop)
+        if cut is not None:
+            text = text[:cut]
+        final = cut is not None or is_eos or len(seq.out_ids) >= p.max_tokens
+        ready = len(text) if final else safe_prefix_len(text, p.stop)
+        if ready > seq.emitted:
+            seq.gen.emit(TokenEvent(text[seq.emitted : ready], token))
+            seq.emitted = ready
+        if cut is not None or is_eos:
+            return "stop"
+        if len(seq.out_ids) >= p.max_tokens:
+            return "length"
+        return None
+
+    def _finish_ok(self, seq: _Seq, reason: str) -> None:
+        p = seq.gen.request.params
+        text = self.codec.decode([t for t in seq.out_ids if t not in self.codec.eos_ids])
+        cut = find_stop(text, p.stop)
+        now = time.monotonic()
+        seq.gen.emit(
+            GenerateResult(
+                request_id=seq.gen.request_id,
+                text=text if cut is None else text[:cut],
+                finish_reason="stop" if reason == "stop" else "length",
+                revision=seq.gen.revision,
+                prompt_tokens=len(seq.prompt_ids),
+                completion_tokens=len(seq.out_ids),
+                ttft_s=(seq.first_token_at or now) - seq.submitted,
+                total_s=now - seq.submitted,
+            )
+        )
+        self._release(seq)
+        REQUESTS.labels("ok").inc()
+
+    def _finish_error(self, seq: _Seq, error: EngineError) -> None:
+        seq.gen.emit(error)
+        self._release(seq)
+        REQUESTS.labels(type(error).__name__).inc()
+
+    def _release(self, seq: _Seq) -> None:
+        if seq.slot >= 0:
+            self.residency.release(seq.slot)
+            seq.slot = -1
+
+    def _fail_all(self, error: EngineError) -> None:
+        with self._cond:
+            waiting, self._waiting = list(self._waiting), deque()
+        for seq in [*self._running, *waiting]:
+            self._finish_error(seq, error)
+        self._running = []
+        self.runner.keep([])
+        RUNNING.set(0)
+        QUEUE_DEPTH.set(0)

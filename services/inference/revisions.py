@@ -1,0 +1,89 @@
+"""Which revision serves a user: personal head, else the tenant prior, else the base model.
+
+The answer comes from the event store's projections (`events.projections.served_revision`)
+and is cached per user; the revision follower overwrites entries as revisions are
+promoted, rolled back or forgotten, and the TTL bounds staleness if a message is missed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+Source = Literal["personal", "prior", "base"]
+
+
+@dataclass(frozen=True)
+class Served:
+    """What answers a user's requests; `revision_id` and `adapter_digest` are None for base."""
+
+    revision_id: str | None
+    adapter_digest: str | None
+    source: Source
+
+    @property
+    def name(self) -> str:
+        """The revision id, or `base` when the base model answers."""
+        return self.revision_id or "base"
+
+
+BASE = Served(None, None, "base")
+
+Lookup = Callable[[str, str], Served]
+"""`lookup(tenant_id, user_id)`: the served revision as the projections say now."""
+
+
+class RevisionResolver:
+    """Cached `lookup`, safe to share between request threads and the follower."""
+
+    def __init__(
+        self, lookup: Lookup, *, ttl_s: float = 30.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._lookup = lookup
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._cache: dict[tuple[str, str], tuple[float, Served]] = {}
+
+    def get(self, tenant_id: str, user_id: str) -> Served:
+        key = (tenant_id, user_id)
+        with self._lock:
+            hit = self._cache.get(key)
+        if hit is not None and self._clock() - hit[0] < self._ttl_s:
+            return hit[1]
+        served = self._lookup(tenant_id, user_id)
+        with self._lock:
+            self._cache[key] = (self._clock(), served)
+        return served
+
+    def lookup(self, tenant_id: str, user_id: str) -> Served:
+        """Ask the projections, bypassing the cache (the follower's re-resolve)."""
+        return self._lookup(tenant_id, user_id)
+
+    def put(self, tenant_id: str, user_id: str, served: Served) -> Served | None:
+        """Swap in a new answer; returns the previous cached one, if any."""
+        with self._lock:
+            old = self._cache.get((tenant_id, user_id))
+            self._cache[(tenant_id, user_id)] = (self._clock(), served)
+        return old[1] if old else None
+
+    def cached_digests(self, tenant_id: str) -> set[str]:
+        """Adapter digests currently served to any user of `tenant_id` (for purging)."""
+        with self._lock:
+            return {
+                s.adapter_digest
+                for (t, _), (_, s) in self._cache.items()
+                if t == tenant_id and s.adapter_digest
+            }
+
+    def drop(self, tenant_id: str, user_id: str) -> Served | None:
+        with self._lock:
+            old = self._cache.pop((tenant_id, user_id), None)
+        return old[1] if old else None
+
+    def clear(self) -> None:
+        with self._lock:
+            self._cache.clear()
