@@ -1,0 +1,229 @@
+"""Measure a model (base, or base + one adapter) for the gate.
+
+- `mean_target_nll`: token-weighted mean negative log-likelihood of the target tokens
+  (the same tokens the trainer's loss covers), batched, without gradients;
+- `canary_generations` + `degenerate_reason`: a few greedy generations that must not come
+  out empty or stuck repeating one token;
+- `adapter_norm`: the largest per-module Frobenius norm of the update (alpha/r) * B @ A;
+- `evaluate`: all of it in one go, with the adapter attached once.
+
+`MetricsCache` keeps the baseline's figures (keyed by adapter digest and data digests), so
+evaluating against the same head twice costs nothing.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
+
+from tessera.workers.adapter_store import AdapterBlobConfig, load_adapter_blob, sha256_file
+from tessera.workers.dataset import (
+    IGNORE_INDEX,
+    Example,
+    collate,
+    dataset_digest,
+    encode_example,
+    pad_token_id,
+    token_ids,
+)
+from tessera.workers.gate import EvalMetrics
+from tessera.workers.lora_attach import lora_attached
+from tessera.workers.regression_set import RegressionSet
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+DEFAULT_MAX_LENGTH = 256
+CANARY_TOKENS = 24
+MAX_RUN = 6  # the same word this many times in a row is degenerate
+# A unit of 1-8 characters repeated 8+ times ("eeeeeeee", "ababab...", "lol lol lol ...").
+_LOOP = re.compile(r"(.{1,8}?)\1{7,}", re.DOTALL)
+
+
+@contextmanager
+def _maybe_adapter(model: PreTrainedModel, adapter: Path | None) -> Iterator[torch.nn.Module]:
+    if adapter is None:
+        yield model
+        return
+    state, cfg = load_adapter_blob(adapter)
+    with lora_attached(model, rank=cfg.r, alpha=cfg.lora_alpha, target_modules=cfg.target_modules,
+                       state_dict=state) as peft_model:
+        peft_model.eval()
+        yield peft_model
+
+
+def _nll(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[Example],
+    *,
+    max_length: int,
+    batch_size: int,
+) -> float:
+    import torch
+
+    if not examples:
+        return math.nan
+    encoded = [encode_example(tokenizer, e, max_length=max_length) for e in examples]
+    # Similar lengths together: less padding, same result (the sum is order-free).
+    encoded.sort(key=lambda e: len(e.input_ids))
+    pad_id = pad_token_id(tokenizer)
+    total, count = 0.0, 0
+    with torch.inference_mode():
+        for start in range(0, len(encoded), batch_size):
+            batch = collate(encoded[start : start + batch_size], pad_id=pad_id)
+            logits = model(input_ids=batch["input_ids"],
+                           attention_mask=batch["attention_mask"]).logits
+            labels = batch["labels"][:, 1:]
+            total += float(torch.nn.functional.cross_entropy(
+                logits[:, :-1].flatten(0, 1).float(), labels.flatten(),
+                ignore_index=IGNORE_INDEX, reduction="sum"))
+            count += int((labels != IGNORE_INDEX).sum())
+    return total / count if count else math.nan
+
+
+def mean_target_nll(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[Example],
+    *,
+    adapter: Path | None,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    batch_size: int = 8,
+) -> float:
+    """Mean NLL per target token over `examples` (NaN when there are none); `adapter`
+    None measures the base model."""
+    with _maybe_adapter(model, adapter) as m:
+        return _nll(m, tokenizer, examples, max_length=max_length, batch_size=batch_size)
+
+
+def _generate(
+    model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
+    *, max_new_tokens: int,
+) -> list[str]:
+    import torch
+
+    outputs = []
+    # peft's wrapper forwards generate() to the base model; both have the same signature.
+    generator = cast("PreTrainedModel", model)
+    with torch.inference_mode():
+        for prompt in prompts:
+            prompt_ids = token_ids(tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True))
+            ids = torch.tensor([prompt_ids])
+            out = generator.generate(input_ids=ids, attention_mask=torch.ones_like(ids),  # type: ignore[operator]
+                                     max_new_tokens=max_new_tokens, do_sample=False,
+                                     eos_token_id=tokenizer.eos_token_id,
+                                     pad_token_id=tokenizer.pad_token_id)
+            outputs.append(str(tokenizer.decode(out[0, len(prompt_ids):],
+                                                skip_special_tokens=True)))
+    return outputs
+
+
+def canary_generations(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
+    *, adapter: Path | None, max_new_tokens: int = CANARY_TOKENS,
+) -> list[str]:
+    """Greedy answers to `prompts` (chat template, one user turn each)."""
+    with _maybe_adapter(model, adapter) as m:
+        return _generate(m, tokenizer, prompts, max_new_tokens=max_new_tokens)
+
+
+def degenerate_reason(text: str) -> str | None:
+    """Why a generation is degenerate (empty, one word repeated, a tiny loop), else None."""
+    words = re.findall(r"\w+|[^\w\s]", text.lower())
+    if not words:
+        return "empty output"
+    run, longest = 1, 1
+    for prev, word in itertools.pairwise(words):
+        run = run + 1 if word == prev else 1
+        longest = max(longest, run)
+    if longest >= MAX_RUN:
+        return f"a token repeated {longest} times in a row"
+    if (loop := _LOOP.search(text)) is not None:
+        return f"{loop.group(1)!r} repeated {len(loop.group(0)) // len(loop.group(1))} times"
+    if len(words) >= 12 and len(set(words)) / len(words) < 0.25:
+        return f"only {len(set(words))} distinct tokens in {len(words)}"
+    return None
+
+
+def adapter_norm(state_dict: Mapping[str, torch.Tensor], cfg: AdapterBlobConfig) -> float:
+    """max over modules of ||(alpha/r) * B @ A||_F (0.0 for an empty adapter)."""
+    import torch
+
+    worst = 0.0
+    for key, a in state_dict.items():
+        if ".lora_A." not in key:
+            continue
+        b = state_dict[key.replace(".lora_A.", ".lora_B.")]
+        delta = (b.float() @ a.float()) * cfg.scaling
+        norm = float(torch.linalg.matrix_norm(delta))
+        worst = norm if not math.isfinite(norm) else max(worst, norm)
+        if not math.isfinite(worst):
+            break
+    return worst
+
+
+class MetricsCache:
+    """Metrics of models that do not change (the base, promoted heads), by content."""
+
+    def __init__(self, max_entries: int = 1024) -> None:
+        self._entries: dict[tuple[str, str, str], EvalMetrics] = {}
+        self._max = max_entries
+
+    def get(self, key: tuple[str, str, str]) -> EvalMetrics | None:
+        return self._entries.get(key)
+
+    def put(self, key: tuple[str, str, str], metrics: EvalMetrics) -> None:
+        if len(self._entries) >= self._max:
+            self._entries.pop(next(iter(self._entries)))  # oldest first
+        self._entries[key] = metrics
+
+
+def evaluate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    adapter: Path | None,
+    heldout: Sequence[Example],
+    regression: RegressionSet,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    batch_size: int = 8,
+    canaries: bool = True,
+    cache: MetricsCache | None = None,
+) -> EvalMetrics:
+    """All gate figures for base (`adapter` None) or base + `adapter`, attached once."""
+    key = (sha256_file(adapter) if adapter is not None else "base",
+           dataset_digest((), heldout, holdout_k=len(heldout)),
+           f"{regression.digest}:{max_length}:{canaries}")
+    if cache is not None and (hit := cache.get(key)) is not None:
+        return hit
+    norm = 0.0
+    if adapter is not None:
+        state, cfg = load_adapter_blob(adapter)
+        norm = adapter_norm(state, cfg)
+    with _maybe_adapter(model, adapter) as m:
+        user = _nll(m, tokenizer, heldout, max_length=max_length, batch_size=batch_size)
+        reg = _nll(m, tokenizer, regression.examples, max_length=max_length,
+                   batch_size=batch_size)
+        outputs = _generate(m, tokenizer, regression.canary_prompts,
+                            max_new_tokens=CANARY_TOKENS) if canaries else []
+    failures = tuple(
+        (prompt, f"{why} in {out[:60]!r}")
+        for prompt, out in zip(regression.canary_prompts, outputs, strict=False)
+        if (why := degenerate_reason(out)) is not None
+    )
+    metrics = EvalMetrics(
+        user_nll=user, regression_nll=reg, adapter_norm=norm, heldout_examples=len(heldout),
+        regression_version=regression.version, canary_failures=failures,
+        canary_outputs=tuple(outputs),
+    )
+    if cache is not None:
+        cache.put(key, metrics)
+    return metrics

@@ -1,0 +1,139 @@
+"""The promotion gate: a pure decision from a candidate's and a baseline's metrics.
+
+The baseline is what the user is served now (their promoted revision, else the tenant
+prior, else the base model). A candidate is promoted only if every check passes; each
+failed check adds one human-readable reason with the numbers behind it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class GateConfig(BaseModel):
+    """Thresholds of the gate (recorded with every decision)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_gain: float = Field(
+        0.01, ge=0, lt=1,
+        description="Least relative drop of the user's held-out NLL vs the baseline (0.01 = 1%).",
+    )
+    max_regression: float = Field(
+        0.02, ge=0,
+        description="Most relative rise of the shared regression-set NLL vs the baseline.",
+    )
+    max_adapter_norm: float = Field(
+        50.0, gt=0,
+        description="Largest allowed Frobenius norm of one module's update (alpha/r)*B@A.",
+    )
+    min_heldout_examples: int = Field(
+        1, ge=0, description="Fewest held-out user examples a decision may rest on."
+    )
+
+    def as_provenance(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+@dataclass(frozen=True, slots=True)
+class EvalMetrics:
+    """One model's (base, prior, revision) figures on one user's evaluation data."""
+
+    user_nll: float  # mean target-token NLL on the user's held-out examples
+    regression_nll: float  # mean target-token NLL on the shared regression set
+    adapter_norm: float = 0.0  # max per-module ||(alpha/r) B@A||_F; 0 for the base model
+    heldout_examples: int = 0
+    regression_version: str = ""
+    # (canary prompt, what was wrong with its output), one per degenerate canary
+    canary_failures: tuple[tuple[str, str], ...] = field(default=())
+    canary_outputs: tuple[str, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["canary_failures"] = [list(f) for f in self.canary_failures]
+        out["canary_outputs"] = list(self.canary_outputs)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class GateDecision:
+    promote: bool
+    reasons: list[str]  # why not (when rejected), or what was gained (when promoted)
+    user_gain: float  # relative drop of user NLL (positive = better)
+    regression_change: float  # relative rise of regression NLL (positive = worse)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _relative(new: float, old: float) -> float:
+    """(new - old) / |old|; a change from exactly zero counts as infinitely large."""
+    if old == 0:
+        return 0.0 if new == 0 else math.copysign(math.inf, new)
+    return (new - old) / abs(old)
+
+
+def decide(candidate: EvalMetrics, baseline: EvalMetrics, cfg: GateConfig) -> GateDecision:
+    """Promote `candidate` over `baseline` only if every check below passes."""
+    failures: list[str] = []
+    numbers = {
+        "candidate user NLL": candidate.user_nll,
+        "candidate regression NLL": candidate.regression_nll,
+        "candidate adapter norm": candidate.adapter_norm,
+        "baseline user NLL": baseline.user_nll,
+        "baseline regression NLL": baseline.regression_nll,
+    }
+    non_finite = [f"{name} = {value}" for name, value in numbers.items()
+                  if not math.isfinite(value)]
+    if non_finite:
+        failures.append("non-finite metrics: " + ", ".join(non_finite))
+        return GateDecision(False, failures, math.nan, math.nan)
+
+    gain = -_relative(candidate.user_nll, baseline.user_nll)
+    regression = _relative(candidate.regression_nll, baseline.regression_nll)
+    if candidate.regression_version != baseline.regression_version:
+        failures.append(
+            f"regression sets differ (candidate {candidate.regression_version!r}, baseline "
+            f"{baseline.regression_version!r}); the figures are not comparable"
+        )
+    if candidate.heldout_examples < cfg.min_heldout_examples:
+        failures.append(
+            f"only {candidate.heldout_examples} held-out examples "
+            f"(need >= {cfg.min_heldout_examples})"
+        )
+    if gain < cfg.min_gain:
+        failures.append(
+            f"user held-out NLL {candidate.user_nll:.4f} vs baseline {baseline.user_nll:.4f}: "
+            f"gain {gain:+.2%} < required {cfg.min_gain:.2%}"
+        )
+    if regression > cfg.max_regression:
+        failures.append(
+            f"regression-set NLL {candidate.regression_nll:.4f} vs baseline "
+            f"{baseline.regression_nll:.4f}: worse by {regression:+.2%} > allowed "
+            f"{cfg.max_regression:.2%}"
+        )
+    if candidate.adapter_norm > cfg.max_adapter_norm:
+        failures.append(
+            f"adapter norm {candidate.adapter_norm:.3f} > bound {cfg.max_adapter_norm:.3f}"
+        )
+    # A canary the baseline already fails says nothing about this adapter: only new ones count.
+    already = {prompt for prompt, _ in baseline.canary_failures}
+    failures.extend(
+        f"degenerate canary {prompt!r}: {why}"
+        for prompt, why in candidate.canary_failures
+        if prompt not in already
+    )
+    if failures:
+        return GateDecision(False, failures, gain, regression)
+    return GateDecision(
+        True,
+        [f"user held-out NLL {candidate.user_nll:.4f} vs {baseline.user_nll:.4f} "
+         f"(gain {gain:+.2%}); regression-set NLL change {regression:+.2%}; "
+         f"adapter norm {candidate.adapter_norm:.3f}; canaries ok"],
+        gain,
+        regression,
+    )

@@ -1,0 +1,73 @@
+"""The LoRA training hyperparameters: typed, validated on construction, one help line each.
+
+They are recorded verbatim in every revision's provenance (`as_provenance()`), so a
+revision can be re-trained to the same adapter digest from its record alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DEFAULT_TARGETS = ("q_proj", "v_proj")
+
+
+class LoraTrainConfig(BaseModel):
+    """How one adapter revision is trained (peft LoRA over the frozen base)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rank: int = Field(8, ge=1, le=256, description="LoRA rank r: size of the low-rank update.")
+    alpha: float = Field(16.0, gt=0, description="LoRA alpha; the update is scaled by alpha / r.")
+    target_modules: tuple[str, ...] = Field(
+        DEFAULT_TARGETS, min_length=1,
+        description="Names of the linear layers that get an adapter (e.g. q_proj, v_proj).",
+    )
+    dropout: float = Field(
+        0.05, ge=0, lt=1, description="Dropout on the LoRA input (seeded, so still deterministic)."
+    )
+    lr: float = Field(2e-4, gt=0, le=1, description="AdamW learning rate (constant).")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    epochs: int = Field(2, ge=1, le=100, description="Passes over the training examples.")
+    max_steps: int | None = Field(
+        None, ge=1, description="Stop after this many optimizer steps (None: run all epochs)."
+    )
+    batch_size: int = Field(8, ge=1, le=512, description="Examples per optimizer step.")
+    max_length: int = Field(
+        256, ge=8, le=8192, description="Token cap per example; the prompt is cut from the left."
+    )
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping (global L2 norm).")
+    seed: int = Field(0, ge=0, description="Seeds LoRA init, dropout and the example order.")
+
+    @field_validator("target_modules", mode="before")
+    @classmethod
+    def _split_targets(cls, value: Any) -> Any:
+        # Accept "q_proj,v_proj" from environment variables and CLI options.
+        if isinstance(value, str):
+            return tuple(t.strip() for t in value.split(",") if t.strip())
+        return value
+
+    @field_validator("target_modules")
+    @classmethod
+    def _canonical_targets(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        # Sorted and unique: the same set of targets must give the same provenance and blob.
+        if any(not t.isidentifier() for t in value):
+            raise ValueError(f"target module names must be identifiers, got {value!r}")
+        return tuple(sorted(set(value)))
+
+    @model_validator(mode="after")
+    def _alpha_is_sane(self) -> LoraTrainConfig:
+        if self.alpha / self.rank > 64:
+            raise ValueError(f"alpha / rank = {self.alpha / self.rank:g} is too large (max 64)")
+        return self
+
+    @property
+    def scaling(self) -> float:
+        return self.alpha / self.rank
+
+    def as_provenance(self) -> dict[str, Any]:
+        """Every field, JSON-ready, for the revision record."""
+        out = self.model_dump(mode="json")
+        out["target_modules"] = list(self.target_modules)
+        return out
