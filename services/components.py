@@ -57,14 +57,15 @@ class Component:
 
 
 def build_ingest(ctx: ServerContext) -> Component:
-    """Ingest: a Kafka producer behind `IngestService`, on HTTP and gRPC."""
-    from tessera.events.kafka import ensure_topics, make_producer
+    """Ingest: a Kafka publisher behind `IngestService`, on HTTP and gRPC."""
+    from tessera.events.kafka import ensure_topics
     from tessera.services.grpc_ingest import ingest_grpc_service
     from tessera.services.ingest_service import IngestConfig, IngestService
+    from tessera.services.kafka_publisher import KafkaPublisher
 
     ensure_topics(ctx.stack.kafka_bootstrap, ctx.settings)
-    producer = make_producer(ctx.stack.kafka_bootstrap, client_id="tessera-ingest")
-    service = IngestService(producer=producer, config=IngestConfig.from_settings(ctx.settings))
+    publisher = KafkaPublisher(ctx.stack.kafka_bootstrap, client_id="tessera-ingest")
+    service = IngestService(publisher=publisher, config=IngestConfig.from_settings(ctx.settings))
     return Component(
         name="ingest",
         http_state={"ingest": service},

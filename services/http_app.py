@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 # One module per resource; add yours here.
 ROUTER_MODULES: list[str] = [
+    "health",
     "ingest",
 ]
 

@@ -15,7 +15,6 @@ not stored twice (clients that want safe retries send their own `event_id`s).
 from __future__ import annotations
 
 import asyncio
-import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
@@ -23,8 +22,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from kafka import KafkaProducer
-from kafka.errors import KafkaError
 from pydantic import ValidationError
 
 from tessera.events.kafka import encode_envelope, stream_key
@@ -38,6 +35,7 @@ from tessera.schemas.api import (
 )
 from tessera.schemas.events import EventEnvelope
 from tessera.schemas.settings import Settings
+from tessera.services.kafka_publisher import KafkaPublisher, PublishError
 
 # Discriminated-union errors for a bad or missing "type" are located at the item itself.
 _TAG_ERRORS: Final = frozenset({"union_tag_invalid", "union_tag_not_found"})
@@ -114,35 +112,11 @@ class IngestConfig:
         )
 
 
-class _BatchAcks:
-    """Resolves one future when every record of a batch is acknowledged, or fails it at
-    the first error. kafka-python calls back from its sender thread, hence the lock."""
-
-    def __init__(self, ids: list[uuid.UUID]) -> None:
-        self.future: Future[list[uuid.UUID]] = Future()
-        self._ids = ids
-        self._remaining = len(ids)
-        self._lock = threading.Lock()
-
-    def ok(self, _metadata: object) -> None:
-        with self._lock:
-            self._remaining -= 1
-            if self._remaining == 0 and not self.future.done():
-                self.future.set_result(self._ids)
-
-    def fail(self, exc: BaseException) -> None:
-        with self._lock:
-            if not self.future.done():
-                self.future.set_exception(
-                    StreamUnavailable(f"the event stream did not acknowledge the batch: {exc}")
-                )
-
-
 class IngestService:
     """Validates batches for one tenant and publishes them to `tessera.interactions`."""
 
-    def __init__(self, *, producer: KafkaProducer, config: IngestConfig) -> None:
-        self._producer = producer
+    def __init__(self, *, publisher: KafkaPublisher, config: IngestConfig) -> None:
+        self._publisher = publisher
         self.config = config
 
     # --- validation -------------------------------------------------------------------
@@ -195,47 +169,44 @@ class IngestService:
 
     # --- publishing -------------------------------------------------------------------
 
-    def publish(self, envelopes: Sequence[EventEnvelope]) -> Future[list[uuid.UUID]]:
-        """Send every envelope (keyed `tenant/user`, in order); the returned future
-        resolves to their ids once the broker acknowledged all of them."""
-        acks = _BatchAcks([env.event_id for env in envelopes])
-        if not envelopes:
-            acks.future.set_result([])
-            return acks.future
-        try:
-            for env in envelopes:
-                sent = self._producer.send(
-                    self.config.topic, key=stream_key(env), value=encode_envelope(env)
-                )
-                sent.add_callback(acks.ok)
-                sent.add_errback(acks.fail)
-        except KafkaError as exc:  # buffer full, metadata unavailable, broker gone
-            acks.fail(exc)
-        return acks.future
+    def publish(self, envelopes: Sequence[EventEnvelope]) -> Future[None]:
+        """Send every envelope (keyed `tenant/user`, in order); the future resolves once
+        the broker acknowledged all of them, or fails with `PublishError`."""
+        records = [(stream_key(env), encode_envelope(env)) for env in envelopes]
+        return self._publisher.publish(self.config.topic, records)
 
     def ingest(self, body: bytes | Mapping[str, Any], *, tenant_id: str) -> list[uuid.UUID]:
         """Blocking: validate, publish, wait for the acks (for threaded callers: gRPC)."""
-        future = self.publish(self.parse(body, tenant_id=tenant_id))
+        envelopes = self.parse(body, tenant_id=tenant_id)
         try:
-            return future.result(timeout=self.config.ack_timeout_s)
+            self.publish(envelopes).result(timeout=self.config.ack_timeout_s)
+        except PublishError as exc:
+            raise StreamUnavailable(_retry_message(str(exc))) from exc
         except TimeoutError as exc:
-            raise StreamUnavailable(_timeout_message(self.config.ack_timeout_s)) from exc
+            raise StreamUnavailable(_retry_message(_timeout(self.config))) from exc
+        return [env.event_id for env in envelopes]
 
     async def ingest_async(self, body: bytes, *, tenant_id: str) -> list[uuid.UUID]:
         """Same as `ingest`, awaiting the acks without blocking the event loop."""
-        future = self.publish(self.parse(body, tenant_id=tenant_id))
+        envelopes = self.parse(body, tenant_id=tenant_id)
         try:
-            return await asyncio.wait_for(
-                asyncio.wrap_future(future), timeout=self.config.ack_timeout_s
+            await asyncio.wait_for(
+                asyncio.wrap_future(self.publish(envelopes)), timeout=self.config.ack_timeout_s
             )
+        except PublishError as exc:
+            raise StreamUnavailable(_retry_message(str(exc))) from exc
         except TimeoutError as exc:
-            raise StreamUnavailable(_timeout_message(self.config.ack_timeout_s)) from exc
+            raise StreamUnavailable(_retry_message(_timeout(self.config))) from exc
+        return [env.event_id for env in envelopes]
 
-    def close(self, timeout_s: float = 10.0) -> None:
-        """Flush what is pending and close the producer."""
-        self._producer.flush(timeout=timeout_s)
-        self._producer.close(timeout=timeout_s)
+    def close(self) -> None:
+        """Wait for what is in flight and close the publisher."""
+        self._publisher.close()
 
 
-def _timeout_message(seconds: float) -> str:
-    return f"the event stream did not acknowledge the batch within {seconds:.0f} s; retry it"
+def _timeout(config: IngestConfig) -> str:
+    return f"no acknowledgement within {config.ack_timeout_s:.0f} s"
+
+
+def _retry_message(cause: str) -> str:
+    return f"the event stream did not take the batch ({cause}); retry the same batch"

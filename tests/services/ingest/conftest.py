@@ -9,12 +9,13 @@ from collections.abc import Iterator
 import pytest
 from kafka import KafkaConsumer
 
-from tessera.events.kafka import ensure_topics, make_producer
+from tessera.events.kafka import ensure_topics
 from tessera.infra.stack import StackInfo
 from tessera.schemas.events import EventEnvelope
 from tessera.schemas.settings import Settings
 from tessera.services.auth import KeyAuthenticator
 from tessera.services.ingest_service import IngestConfig, IngestService
+from tessera.services.kafka_publisher import KafkaPublisher
 
 ADMIN_KEY = "test-admin-key"
 # key -> tenant; the lookup the authenticator would make against the tenants table.
@@ -41,8 +42,8 @@ def settings() -> Settings:
 @pytest.fixture()
 def ingest_service(stack: StackInfo, settings: Settings) -> Iterator[IngestService]:
     ensure_topics(stack.kafka_bootstrap, settings)
-    producer = make_producer(stack.kafka_bootstrap, client_id="test-ingest")
-    service = IngestService(producer=producer, config=IngestConfig.from_settings(settings))
+    publisher = KafkaPublisher(stack.kafka_bootstrap, client_id="test-ingest")
+    service = IngestService(publisher=publisher, config=IngestConfig.from_settings(settings))
     yield service
     service.close()
 

@@ -1,0 +1,67 @@
+"""What the event log holds, in numbers: for the demo, the benchmark and operators."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tessera.events.db import connect, translated
+
+
+@dataclass(frozen=True, slots=True)
+class LogSummary:
+    tenant_id: str
+    events_by_type: dict[str, int]
+    users: int
+    first_position: int | None
+    last_position: int | None
+    longest_stream: int  # highest per-user stream version
+    rejected_inputs: int  # for the whole log: rejected input may not name a tenant
+
+    @property
+    def events(self) -> int:
+        return sum(self.events_by_type.values())
+
+    def render(self, indent: str = "") -> str:
+        lines = [f"tenant {self.tenant_id}: {self.events} events from {self.users} users"]
+        lines += [f"  {kind:<24} {n:>8}" for kind, n in sorted(self.events_by_type.items())]
+        lines.append(
+            f"positions {self.first_position}..{self.last_position}, "
+            f"longest user stream {self.longest_stream} events, "
+            f"rejected inputs {self.rejected_inputs}"
+        )
+        return "\n".join(indent + line for line in lines)
+
+
+def count_events(database_url: str, *, tenant_id: str) -> int:
+    with translated("count events"), connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM events WHERE tenant_id = %s", (tenant_id,)
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def summarise(database_url: str, *, tenant_id: str) -> LogSummary:
+    with translated("summarise the event log"), connect(database_url) as conn:
+        by_type = dict(
+            conn.execute(
+                "SELECT event_type, count(*) FROM events WHERE tenant_id = %s GROUP BY event_type",
+                (tenant_id,),
+            ).fetchall()
+        )
+        row = conn.execute(
+            "SELECT count(DISTINCT user_id), min(position), max(position),"
+            " coalesce(max(stream_version), 0) FROM events WHERE tenant_id = %s",
+            (tenant_id,),
+        ).fetchone()
+        rejected = conn.execute("SELECT count(*) FROM rejected_inputs").fetchone()
+    if row is None or rejected is None:  # aggregates always return a row
+        raise RuntimeError("PostgreSQL returned no row for an aggregate query")
+    return LogSummary(
+        tenant_id=tenant_id,
+        events_by_type={str(k): int(v) for k, v in by_type.items()},
+        users=int(row[0]),
+        first_position=row[1],
+        last_position=row[2],
+        longest_stream=int(row[3]),
+        rejected_inputs=int(rejected[0]),
+    )
