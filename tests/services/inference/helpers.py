@@ -68,10 +68,17 @@ def make_peft(
 
 
 def save_blob(
-    peft_model: nn.Module, folder: Path, *, r: int, alpha: int, targets: list[str] | None = None
+    peft_model: nn.Module,
+    folder: Path,
+    *,
+    r: int,
+    alpha: int,
+    targets: list[str] | None = None,
+    adapter_name: str = "default",
 ) -> tuple[Path, str]:
     """Write the peft state dict as a Tessera adapter blob; returns (path, sha256)."""
-    state = {k: v.contiguous() for k, v in get_peft_model_state_dict(peft_model).items()}
+    raw = get_peft_model_state_dict(peft_model, adapter_name=adapter_name)
+    state = {k: v.contiguous() for k, v in raw.items()}
     meta = {
         "r": r,
         "lora_alpha": alpha,
