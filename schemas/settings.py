@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -82,6 +82,17 @@ class Settings(BaseSettings):
     prior_max_events: int = Field(4000, ge=1, description="Cap on the prior's whole sample.")
     prior_eval_users: int = Field(8, ge=1, description="Users whose held-out events gate a prior.")
     train_seed: int = Field(1234, description="Seed of every revision's training.")
+    holdout_k: int = Field(8, ge=1, description="Most recent examples held out for the gate.")
+    min_train_examples: int = Field(
+        8, ge=1, description="Fewer training examples than this: no revision is trained."
+    )
+    train_overrides: dict[str, Any] = Field(
+        default_factory=dict,
+        description='LoraTrainConfig fields as JSON, e.g. {"rank": 8, "epochs": 2}.',
+    )
+    gate_overrides: dict[str, Any] = Field(
+        default_factory=dict, description='GateConfig fields as JSON, e.g. {"min_gain": 0.01}.'
+    )
     worker_metrics_port: int | None = Field(
         None, description="Port for the trainer's Prometheus /metrics (none when unset)."
     )
