@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-import tessera_pb2 as tessera__pb2
+from tessera.schemas.proto_gen import tessera_pb2 as tessera__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
