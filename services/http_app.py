@@ -16,6 +16,8 @@ from fastapi import FastAPI
 ROUTER_MODULES: list[str] = [
     "health",
     "ingest",
+    "generate",
+    "openai_compat",
 ]
 
 
