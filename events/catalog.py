@@ -8,8 +8,9 @@ store or a plain connection.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any, Final, Protocol, TypeVar
 
 import psycopg
@@ -17,6 +18,7 @@ from psycopg import sql
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
+from tessera.events.db import json_rows
 from tessera.events.projections import (
     HeadRow,
     ProjectionState,
@@ -38,16 +40,26 @@ _TABLES: Final[dict[type[Any], tuple[str, tuple[str, ...]]]] = {
 _JSON_COLUMNS: Final = frozenset({"metrics", "baseline_metrics", "reasons", "provenance"})
 
 
-def _columns(cls: type[Any]) -> list[str]:
-    return [f.name for f in fields(cls)]
+_COLUMN_NAMES: Final[dict[type[Any], tuple[str, ...]]] = {
+    cls: tuple(f.name for f in fields(cls)) for cls in (UserRow, RevisionRow, HeadRow)
+}
+
+
+def _columns(cls: type[Any]) -> tuple[str, ...]:
+    return _COLUMN_NAMES[cls]
 
 
 def _values(row: UserRow | RevisionRow | HeadRow) -> tuple[Any, ...]:
-    names = _columns(type(row))
+    # getattr, not dataclasses.astuple: astuple deep-copies every value.
     return tuple(
         Jsonb(value) if name in _JSON_COLUMNS else value
-        for name, value in zip(names, astuple(row), strict=True)
+        for name in _columns(type(row))
+        for value in (getattr(row, name),)
     )
+
+
+def _as_dict(row: UserRow | RevisionRow | HeadRow) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in _columns(type(row))}
 
 
 def _select(cls: type[Row], where: sql.Composable, order: str) -> sql.Composed:
@@ -67,7 +79,16 @@ def _fetch(
         return cur.execute(_select(cls, where, order), params).fetchall()
 
 
-_IN_KEYS: Final = sql.SQL("(tenant_id, user_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))")
+# Stream keys travel as one JSON parameter ([[tenant, user], ...]): psycopg's Python-level
+# array dumper costs more per element than the whole query does on the server.
+_IN_KEYS: Final = sql.SQL(
+    "(tenant_id, user_id) IN (SELECT k->>0, k->>1 FROM jsonb_array_elements(%s::jsonb) AS k)"
+)
+
+
+def keys_param(keys: Sequence[StreamKey]) -> tuple[str]:
+    """The parameters of `_IN_KEYS`."""
+    return (json.dumps(keys),)
 
 
 def load_for_append(
@@ -78,11 +99,11 @@ def load_for_append(
     ukeys, rkeys = sorted(set(user_keys)), sorted(set(revision_keys))
     state = ProjectionState()
     if ukeys:
-        params = ([k[0] for k in ukeys], [k[1] for k in ukeys])
+        params = keys_param(ukeys)
         for u in _fetch(conn, UserRow, _IN_KEYS, params, "tenant_id,user_id"):
             state.users[(u.tenant_id, u.user_id)] = u
     if rkeys:
-        params = ([k[0] for k in rkeys], [k[1] for k in rkeys])
+        params = keys_param(rkeys)
         for r in _fetch(conn, RevisionRow, _IN_KEYS, params, "revision_id"):
             state.revisions[r.revision_id] = r
         for h in _fetch(conn, HeadRow, _IN_KEYS, params, "tenant_id,user_id"):
@@ -96,19 +117,19 @@ def _upsert(conn: AnyConnection, rows: Sequence[UserRow | RevisionRow | HeadRow]
     cls = type(rows[0])
     table, key = _TABLES[cls]
     cols = _columns(cls)
+    # One statement per table and batch; see json_rows for why JSON.
     query = sql.SQL(
-        "INSERT INTO {table} ({cols}) VALUES ({marks}) ON CONFLICT ({key}) DO UPDATE SET {sets}"
+        "INSERT INTO {table} ({cols}) SELECT {cols} FROM jsonb_populate_recordset("
+        "NULL::{table}, %s::jsonb) ON CONFLICT ({key}) DO UPDATE SET {sets}"
     ).format(
         table=sql.Identifier(table),
         cols=sql.SQL(", ").join(map(sql.Identifier, cols)),
-        marks=sql.SQL(", ").join(sql.Placeholder() * len(cols)),
         key=sql.SQL(", ").join(map(sql.Identifier, key)),
         sets=sql.SQL(", ").join(
             sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in cols if c not in key
         ),
     )
-    with conn.cursor() as cur:
-        cur.executemany(query, [_values(r) for r in rows])
+    conn.execute(query, (json_rows([_as_dict(r) for r in rows]),))
 
 
 def save_dirty(conn: AnyConnection, state: ProjectionState) -> None:
@@ -118,10 +139,7 @@ def save_dirty(conn: AnyConnection, state: ProjectionState) -> None:
     _upsert(conn, [state.heads[k] for k in sorted(state.dirty_heads) if k in state.heads])
     cleared = sorted(k for k in state.dirty_heads if k not in state.heads)
     if cleared:
-        conn.execute(
-            sql.SQL("DELETE FROM heads WHERE {}").format(_IN_KEYS),
-            ([k[0] for k in cleared], [k[1] for k in cleared]),
-        )
+        conn.execute(sql.SQL("DELETE FROM heads WHERE {}").format(_IN_KEYS), keys_param(cleared))
     state.clear_dirty()
 
 

@@ -8,11 +8,14 @@ conflict), and only the transient kind is retried, by `with_retry`.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Final, TypeVar
+from datetime import datetime
+from typing import Any, Final, TypeVar
 
 import psycopg
 from psycopg.rows import TupleRow
@@ -114,3 +117,18 @@ def make_pool(
     # surfaces later as a transient error on first use, which callers retry.
     pool.open(wait=False)
     return pool
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise TypeError(f"cannot store a {type(value).__name__} as JSON")
+
+
+def json_rows(rows: Sequence[dict[str, Any]]) -> str:
+    """Rows as one JSON array, for `INSERT ... SELECT FROM jsonb_populate_recordset(NULL::t,
+    %s)`: one parameter per batch, encoded by the C JSON encoder and parsed by the server,
+    which is several times cheaper than binding or COPYing values one by one in Python."""
+    return json.dumps(rows, default=_json_default, separators=(",", ":"))

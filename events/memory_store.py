@@ -25,6 +25,7 @@ from tessera.events.store import (
     RequestRecord,
     StoredEvent,
     Tracking,
+    check_storable,
     truncate_payload,
 )
 from tessera.schemas.events import INTERACTION_TYPES, EventEnvelope, EventType, utcnow
@@ -62,6 +63,7 @@ class MemoryEventStore:
         with self._lock:
             if _is_replay(self._tracking, tracking):
                 return []
+            check_storable(events)
             # Apply to a copy first: a projection error must leave nothing behind. Rows are
             # frozen, so copying the three dicts is enough.
             state = ProjectionState(

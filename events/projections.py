@@ -176,12 +176,16 @@ def _at(stored: StoredEvent) -> datetime:
 
 def _apply_interaction(state: ProjectionState, key: StreamKey, stored: StoredEvent) -> None:
     row = state.users.get(key) or UserRow(tenant_id=key[0], user_id=key[1])
-    state.users[key] = replace(
-        row,
+    # Built directly rather than with dataclasses.replace: this runs for every interaction.
+    state.users[key] = UserRow(
+        tenant_id=row.tenant_id,
+        user_id=row.user_id,
         interactions=row.interactions + 1,
         first_position=row.first_position if row.first_position is not None else stored.position,
         last_position=stored.position,
         last_occurred_at=stored.envelope.occurred_at,
+        forgotten_at=row.forgotten_at,
+        forgotten_position=row.forgotten_position,
     )
     state.dirty_users.add(key)
 

@@ -6,6 +6,8 @@ against both.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -70,6 +72,21 @@ class RequestRecord:
 MAX_REJECTED_PAYLOAD_CHARS = 64_000
 
 
+# An escaped NUL in JSON text: "\\u0000" after an even number of backslashes. PostgreSQL's
+# jsonb refuses it, so both stores refuse it (with the event id) before writing anything.
+_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def check_storable(events: Sequence[EventEnvelope]) -> None:
+    """Raise UnstorableEventError naming the first event whose data holds a NUL."""
+    for env in events:
+        if _JSON_NUL.search(json.dumps(env.data, default=str)):
+            raise UnstorableEventError(
+                f"event {env.event_id}: data contains a NUL character (\\u0000), "
+                "which PostgreSQL cannot store"
+            )
+
+
 def truncate_payload(payload: str) -> str:
     if len(payload) <= MAX_REJECTED_PAYLOAD_CHARS:
         return payload
@@ -82,6 +99,11 @@ class EventStoreError(Exception):
 
 class TransientStoreError(EventStoreError):
     """The database is unreachable or asked us to retry; the operation may be repeated."""
+
+
+class UnstorableEventError(EventStoreError):
+    """An event holds a value the log cannot store (e.g. a NUL character in its text).
+    Raised before anything is written; the caller should reject that event."""
 
 
 class NotFoundError(EventStoreError):

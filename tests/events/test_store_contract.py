@@ -13,6 +13,7 @@ from tessera.events.store import (
     RejectedInput,
     RequestRecord,
     Tracking,
+    UnstorableEventError,
 )
 from tessera.schemas.events import EventType
 
@@ -162,3 +163,14 @@ def test_request_log_keeps_first_record(store: EventStore) -> None:
     store.record_requests([RequestRecord("req-1", "t1", "alice", None, None, "base", at)])
     assert store.get_request("req-1") == rec
     assert store.get_request("req-2") is None
+
+
+def test_nul_characters_are_refused_before_writing(store: EventStore) -> None:
+    bad = exchange("t1", "u", 1).model_copy(update={"data": {"prompt": "a\x00b", "response": "r"}})
+    odd_but_fine = exchange("t1", "u", 2).model_copy(update={"data": {"prompt": "a\\u0000b"}})
+    with pytest.raises(UnstorableEventError, match=str(bad.event_id)):
+        store.append([exchange("t1", "u", 0), bad], tracking=[Tracking("g", "t", 0, 1)])
+    assert store.head_position() == 0
+    assert store.max_tracking_offset("g", "t", 0) is None
+    assert len(store.append([odd_but_fine])) == 1
+    assert store.read()[0].envelope.data == {"prompt": "a\\u0000b"}
