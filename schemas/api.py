@@ -5,10 +5,11 @@ An ingest call carries a batch of *items*. An item is flat: the common fields
 kind's payload (`schemas.events.ExchangeData`, `FeedbackData`, `TextData`), so a client
 writes `{"type": "text", "user_id": "u1", "occurred_at": "...", "text": "hi"}`.
 
-Limits that are configuration rather than contract (longest text, clock skew, oldest
-timestamp) are checked against an `IngestLimits` passed as pydantic validation context;
-their errors come out in the same list, with the same location, as every other
-validation error. Validated without a context, those limits are not checked.
+Limits that are configuration rather than contract are checked while parsing, so their
+errors come out in the same list, located the same way, as every other validation
+error: the longest text by `limited_request_model(max_text_chars)` (the models with
+`max_length` added), the clock skew and oldest timestamp against an `IngestLimits`
+passed as pydantic validation context (validated without it, they are not checked).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
@@ -24,6 +26,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationInfo,
+    create_model,
     field_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -40,9 +43,8 @@ from tessera.schemas.events import (
 
 @dataclass(frozen=True, slots=True)
 class IngestLimits:
-    """The configured limits an item is checked against (from `Settings`)."""
+    """The configured clock limits an item is checked against (from `Settings`)."""
 
-    max_text_chars: int
     max_future_skew: timedelta
     max_past_age: timedelta
     # The clock the skew is measured from; fixed per batch so every item sees one "now".
@@ -105,34 +107,6 @@ class _ItemCommon(BaseModel):
             )
         return value
 
-    @field_validator(
-        "prompt", "response", "text", "edited_response", mode="after", check_fields=False
-    )
-    @classmethod
-    def _text_within_limit(cls, value: str | None, info: ValidationInfo) -> str | None:
-        limits = _limits(info)
-        if value is not None and limits is not None:
-            _check_length(value, limits.max_text_chars)
-        return value
-
-    @field_validator("context", mode="after", check_fields=False)
-    @classmethod
-    def _context_within_limit(cls, value: list[Turn], info: ValidationInfo) -> list[Turn]:
-        limits = _limits(info)
-        if limits is not None:
-            for i, turn in enumerate(value):
-                _check_length(turn.text, limits.max_text_chars, where=f"turn {i}: ")
-        return value
-
-
-def _check_length(value: str, limit: int, *, where: str = "") -> None:
-    if len(value) > limit:
-        raise PydanticCustomError(
-            "text_too_long",
-            "{where}text is {length} characters; the limit is {limit}",
-            {"where": where, "length": len(value), "limit": limit},
-        )
-
 
 class ExchangeItem(_ItemCommon, ExchangeData):
     """A prompt and the response the user accepted or wrote."""
@@ -181,6 +155,40 @@ class IngestRequest(BaseModel):
     )
 
 
+@lru_cache(maxsize=8)
+def limited_request_model(max_text_chars: int) -> type[IngestRequest]:
+    """`IngestRequest` with every text field (prompt, response, text, edited response,
+    each context turn) capped at `max_text_chars`, checked in pydantic's core while
+    parsing: a Python validator per field costs more than the rest of the parse. The
+    payload fields keep their own constraints; only `max_length` is added."""
+    cap = Field(max_length=max_text_chars)
+
+    def capped(model: type[BaseModel], name: str) -> Any:
+        info = model.model_fields[name]
+        return (Annotated[info.annotation, cap], info)
+
+    turn = create_model("Turn", __base__=Turn, text=capped(Turn, "text"))
+    context = (list[turn], ExchangeData.model_fields["context"])  # type: ignore[valid-type]
+    exchange = create_model(
+        "ExchangeItem",
+        __base__=ExchangeItem,
+        prompt=capped(ExchangeData, "prompt"),
+        response=capped(ExchangeData, "response"),
+        context=context,
+    )
+    feedback = create_model(
+        "FeedbackItem",
+        __base__=FeedbackItem,
+        edited_response=capped(FeedbackData, "edited_response"),
+    )
+    text = create_model(
+        "TextItem", __base__=TextItem, text=capped(TextData, "text"), context=context
+    )
+    item = Annotated[exchange | feedback | text, Field(discriminator="type")]  # type: ignore[valid-type]
+    events = (list[item], IngestRequest.model_fields["events"])  # type: ignore[valid-type]
+    return create_model("IngestRequest", __base__=IngestRequest, events=events)
+
+
 class IngestAccepted(BaseModel):
     """The `202` answer: every item is on the durable stream, in request order."""
 
@@ -199,7 +207,7 @@ class ItemError(BaseModel):
         "or `body` when the body is not valid JSON."
     )
     problem: str = Field(description="What is wrong, in words.")
-    type: str = Field(description="Machine-readable kind, e.g. `missing`, `text_too_long`.")
+    type: str = Field(description="Machine-readable kind, e.g. `missing`, `string_too_long`.")
 
 
 class IngestRejected(BaseModel):

@@ -29,9 +29,9 @@ from tessera.schemas.api import (
     ITEM_KINDS,
     LIMITS_CONTEXT_KEY,
     IngestLimits,
-    IngestRequest,
     ItemError,
     item_data,
+    limited_request_model,
 )
 from tessera.schemas.events import EventEnvelope
 from tessera.schemas.settings import Settings
@@ -121,23 +121,21 @@ class IngestService:
 
     # --- validation -------------------------------------------------------------------
 
-    def _limits(self) -> IngestLimits:
-        return IngestLimits(
-            max_text_chars=self.config.max_text_chars,
+    def parse(self, body: bytes | Mapping[str, Any], *, tenant_id: str) -> list[EventEnvelope]:
+        """Validate a request body (raw JSON bytes, or an already-decoded mapping from
+        gRPC) into envelopes for `tenant_id`. Raises `InvalidBatch` listing every problem."""
+        model = limited_request_model(self.config.max_text_chars)
+        limits = IngestLimits(
             max_future_skew=self.config.max_future_skew,
             max_past_age=self.config.max_past_age,
             now=datetime.now(UTC),
         )
-
-    def parse(self, body: bytes | Mapping[str, Any], *, tenant_id: str) -> list[EventEnvelope]:
-        """Validate a request body (raw JSON bytes, or an already-decoded mapping from
-        gRPC) into envelopes for `tenant_id`. Raises `InvalidBatch` listing every problem."""
-        context = {LIMITS_CONTEXT_KEY: self._limits()}
+        context = {LIMITS_CONTEXT_KEY: limits}
         try:
             if isinstance(body, bytes | bytearray):
-                request = IngestRequest.model_validate_json(body, context=context)
+                request = model.model_validate_json(body, context=context)
             else:
-                request = IngestRequest.model_validate(body, context=context)
+                request = model.model_validate(body, context=context)
         except ValidationError as exc:
             errors = item_errors(exc)
             bad_items = {e.index for e in errors if e.index is not None}

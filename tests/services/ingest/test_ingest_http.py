@@ -106,12 +106,12 @@ BAD_ITEMS: list[tuple[str, dict[str, Any], str, str]] = [
     ),
     ("extra field", exchange(mood="happy"), "mood", "extra_forbidden"),
     ("bad user id", exchange(user="no spaces allowed"), "user_id", "string_pattern_mismatch"),
-    ("text over limit", exchange(response=_long(201)), "response", "text_too_long"),
+    ("text over limit", exchange(response=_long(201)), "response", "string_too_long"),
     (
         "context text over limit",
         exchange(context=[{"role": "user", "text": _long(201)}]),
-        "context",
-        "text_too_long",
+        "context[0].text",
+        "string_too_long",
     ),
     (
         "naive timestamp",
