@@ -224,7 +224,8 @@ def sgmv_shrink(
     """buf[j] = (x[t] @ lora_a[slot[t]].T) * scales[slot[t]]  for t = sorted_token_ids[j]."""
     cfg = config or default_config(meta.max_segment_length)
     in_features, rank = x.shape[1], lora_a.shape[1]
-    buf = torch.zeros((meta.num_lora_tokens, rank), dtype=torch.float32, device=x.device)
+    # every row and rank column is written by exactly one program, so no zero fill
+    buf = torch.empty((meta.num_lora_tokens, rank), dtype=torch.float32, device=x.device)
     if meta.no_lora:
         return buf
     block_r = cfg.rank_block(rank)
