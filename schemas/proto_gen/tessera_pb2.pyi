@@ -138,3 +138,174 @@ class GenerateChunk(_message.Message):
     prompt_tokens: int
     completion_tokens: int
     def __init__(self, request_id: _Optional[str] = ..., text: _Optional[str] = ..., revision: _Optional[_Union[ServedRevision, _Mapping]] = ..., done: _Optional[bool] = ..., finish_reason: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ...) -> None: ...
+
+class AdminUserRef(_message.Message):
+    __slots__ = ("tenant_id", "user_id")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    user_id: str
+    def __init__(self, tenant_id: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
+
+class AuditRevision(_message.Message):
+    __slots__ = ("revision_id", "tenant_id", "user_id", "kind", "parent_revision_id", "state", "served", "adapter_digest", "dataset_from", "dataset_to", "metrics", "reasons", "trigger", "trained_at", "decided_at", "children")
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    REVISION_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    PARENT_REVISION_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    SERVED_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FROM_FIELD_NUMBER: _ClassVar[int]
+    DATASET_TO_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    TRIGGER_FIELD_NUMBER: _ClassVar[int]
+    TRAINED_AT_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_AT_FIELD_NUMBER: _ClassVar[int]
+    CHILDREN_FIELD_NUMBER: _ClassVar[int]
+    revision_id: str
+    tenant_id: str
+    user_id: str
+    kind: str
+    parent_revision_id: str
+    state: str
+    served: bool
+    adapter_digest: str
+    dataset_from: int
+    dataset_to: int
+    metrics: _containers.ScalarMap[str, float]
+    reasons: _containers.RepeatedScalarFieldContainer[str]
+    trigger: str
+    trained_at: _timestamp_pb2.Timestamp
+    decided_at: _timestamp_pb2.Timestamp
+    children: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, revision_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., user_id: _Optional[str] = ..., kind: _Optional[str] = ..., parent_revision_id: _Optional[str] = ..., state: _Optional[str] = ..., served: _Optional[bool] = ..., adapter_digest: _Optional[str] = ..., dataset_from: _Optional[int] = ..., dataset_to: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., reasons: _Optional[_Iterable[str]] = ..., trigger: _Optional[str] = ..., trained_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., decided_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., children: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class UserLineageResponse(_message.Message):
+    __slots__ = ("tenant_id", "user_id", "served_revision_id", "served_source", "revisions", "roots", "interactions", "forgotten_at", "json")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    SERVED_REVISION_ID_FIELD_NUMBER: _ClassVar[int]
+    SERVED_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    REVISIONS_FIELD_NUMBER: _ClassVar[int]
+    ROOTS_FIELD_NUMBER: _ClassVar[int]
+    INTERACTIONS_FIELD_NUMBER: _ClassVar[int]
+    FORGOTTEN_AT_FIELD_NUMBER: _ClassVar[int]
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    user_id: str
+    served_revision_id: str
+    served_source: str
+    revisions: _containers.RepeatedCompositeFieldContainer[AuditRevision]
+    roots: _containers.RepeatedScalarFieldContainer[str]
+    interactions: int
+    forgotten_at: _timestamp_pb2.Timestamp
+    json: str
+    def __init__(self, tenant_id: _Optional[str] = ..., user_id: _Optional[str] = ..., served_revision_id: _Optional[str] = ..., served_source: _Optional[str] = ..., revisions: _Optional[_Iterable[_Union[AuditRevision, _Mapping]]] = ..., roots: _Optional[_Iterable[str]] = ..., interactions: _Optional[int] = ..., forgotten_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., json: _Optional[str] = ...) -> None: ...
+
+class RevisionRef(_message.Message):
+    __slots__ = ("revision_id",)
+    REVISION_ID_FIELD_NUMBER: _ClassVar[int]
+    revision_id: str
+    def __init__(self, revision_id: _Optional[str] = ...) -> None: ...
+
+class RevisionProvenanceResponse(_message.Message):
+    __slots__ = ("revision", "provenance_json", "dataset_events", "json")
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    PROVENANCE_JSON_FIELD_NUMBER: _ClassVar[int]
+    DATASET_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    revision: AuditRevision
+    provenance_json: str
+    dataset_events: int
+    json: str
+    def __init__(self, revision: _Optional[_Union[AuditRevision, _Mapping]] = ..., provenance_json: _Optional[str] = ..., dataset_events: _Optional[int] = ..., json: _Optional[str] = ...) -> None: ...
+
+class RequestRef(_message.Message):
+    __slots__ = ("request_id",)
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    def __init__(self, request_id: _Optional[str] = ...) -> None: ...
+
+class RequestAuditResponse(_message.Message):
+    __slots__ = ("request_id", "tenant_id", "user_id", "revision_id", "adapter_digest", "source", "at", "json")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    REVISION_ID_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    tenant_id: str
+    user_id: str
+    revision_id: str
+    adapter_digest: str
+    source: str
+    at: _timestamp_pb2.Timestamp
+    json: str
+    def __init__(self, request_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., user_id: _Optional[str] = ..., revision_id: _Optional[str] = ..., adapter_digest: _Optional[str] = ..., source: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., json: _Optional[str] = ...) -> None: ...
+
+class RollbackRequest(_message.Message):
+    __slots__ = ("tenant_id", "user_id", "to_revision_id", "reason")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    TO_REVISION_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    user_id: str
+    to_revision_id: str
+    reason: str
+    def __init__(self, tenant_id: _Optional[str] = ..., user_id: _Optional[str] = ..., to_revision_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RollbackResponse(_message.Message):
+    __slots__ = ("from_revision_id", "to_revision_id", "event_id", "position", "published", "json")
+    FROM_REVISION_ID_FIELD_NUMBER: _ClassVar[int]
+    TO_REVISION_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHED_FIELD_NUMBER: _ClassVar[int]
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    from_revision_id: str
+    to_revision_id: str
+    event_id: str
+    position: int
+    published: bool
+    json: str
+    def __init__(self, from_revision_id: _Optional[str] = ..., to_revision_id: _Optional[str] = ..., event_id: _Optional[str] = ..., position: _Optional[int] = ..., published: _Optional[bool] = ..., json: _Optional[str] = ...) -> None: ...
+
+class ForgetRequest(_message.Message):
+    __slots__ = ("tenant_id", "user_id", "reason")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    user_id: str
+    reason: str
+    def __init__(self, tenant_id: _Optional[str] = ..., user_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ForgetResponse(_message.Message):
+    __slots__ = ("tombstone_event_id", "position", "forgotten_revision_ids", "deleted_digests", "published", "json")
+    TOMBSTONE_EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    FORGOTTEN_REVISION_IDS_FIELD_NUMBER: _ClassVar[int]
+    DELETED_DIGESTS_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHED_FIELD_NUMBER: _ClassVar[int]
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    tombstone_event_id: str
+    position: int
+    forgotten_revision_ids: _containers.RepeatedScalarFieldContainer[str]
+    deleted_digests: _containers.RepeatedScalarFieldContainer[str]
+    published: bool
+    json: str
+    def __init__(self, tombstone_event_id: _Optional[str] = ..., position: _Optional[int] = ..., forgotten_revision_ids: _Optional[_Iterable[str]] = ..., deleted_digests: _Optional[_Iterable[str]] = ..., published: _Optional[bool] = ..., json: _Optional[str] = ...) -> None: ...

@@ -212,3 +212,247 @@ class Inference:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class AdminStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.UserLineage = channel.unary_unary(
+                '/tessera.v1.Admin/UserLineage',
+                request_serializer=tessera__pb2.AdminUserRef.SerializeToString,
+                response_deserializer=tessera__pb2.UserLineageResponse.FromString,
+                _registered_method=True)
+        self.RevisionProvenance = channel.unary_unary(
+                '/tessera.v1.Admin/RevisionProvenance',
+                request_serializer=tessera__pb2.RevisionRef.SerializeToString,
+                response_deserializer=tessera__pb2.RevisionProvenanceResponse.FromString,
+                _registered_method=True)
+        self.RequestAudit = channel.unary_unary(
+                '/tessera.v1.Admin/RequestAudit',
+                request_serializer=tessera__pb2.RequestRef.SerializeToString,
+                response_deserializer=tessera__pb2.RequestAuditResponse.FromString,
+                _registered_method=True)
+        self.Rollback = channel.unary_unary(
+                '/tessera.v1.Admin/Rollback',
+                request_serializer=tessera__pb2.RollbackRequest.SerializeToString,
+                response_deserializer=tessera__pb2.RollbackResponse.FromString,
+                _registered_method=True)
+        self.Forget = channel.unary_unary(
+                '/tessera.v1.Admin/Forget',
+                request_serializer=tessera__pb2.ForgetRequest.SerializeToString,
+                response_deserializer=tessera__pb2.ForgetResponse.FromString,
+                _registered_method=True)
+
+
+class AdminServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def UserLineage(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevisionProvenance(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RequestAudit(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Rollback(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Forget(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AdminServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'UserLineage': grpc.unary_unary_rpc_method_handler(
+                    servicer.UserLineage,
+                    request_deserializer=tessera__pb2.AdminUserRef.FromString,
+                    response_serializer=tessera__pb2.UserLineageResponse.SerializeToString,
+            ),
+            'RevisionProvenance': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevisionProvenance,
+                    request_deserializer=tessera__pb2.RevisionRef.FromString,
+                    response_serializer=tessera__pb2.RevisionProvenanceResponse.SerializeToString,
+            ),
+            'RequestAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.RequestAudit,
+                    request_deserializer=tessera__pb2.RequestRef.FromString,
+                    response_serializer=tessera__pb2.RequestAuditResponse.SerializeToString,
+            ),
+            'Rollback': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rollback,
+                    request_deserializer=tessera__pb2.RollbackRequest.FromString,
+                    response_serializer=tessera__pb2.RollbackResponse.SerializeToString,
+            ),
+            'Forget': grpc.unary_unary_rpc_method_handler(
+                    servicer.Forget,
+                    request_deserializer=tessera__pb2.ForgetRequest.FromString,
+                    response_serializer=tessera__pb2.ForgetResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'tessera.v1.Admin', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('tessera.v1.Admin', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Admin:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def UserLineage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.v1.Admin/UserLineage',
+            tessera__pb2.AdminUserRef.SerializeToString,
+            tessera__pb2.UserLineageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevisionProvenance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.v1.Admin/RevisionProvenance',
+            tessera__pb2.RevisionRef.SerializeToString,
+            tessera__pb2.RevisionProvenanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RequestAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.v1.Admin/RequestAudit',
+            tessera__pb2.RequestRef.SerializeToString,
+            tessera__pb2.RequestAuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rollback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.v1.Admin/Rollback',
+            tessera__pb2.RollbackRequest.SerializeToString,
+            tessera__pb2.RollbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Forget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.v1.Admin/Forget',
+            tessera__pb2.ForgetRequest.SerializeToString,
+            tessera__pb2.ForgetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
