@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from fastapi import FastAPI
 from kafka import KafkaConsumer
 
 from tessera.events.kafka import ensure_topics
@@ -16,6 +17,7 @@ from tessera.schemas.settings import Settings
 from tessera.services.auth import KeyAuthenticator
 from tessera.services.ingest_service import IngestConfig, IngestService
 from tessera.services.kafka_publisher import KafkaPublisher
+from tessera.services.routes import ingest as ingest_routes
 
 ADMIN_KEY = "test-admin-key"
 # key -> tenant; the lookup the authenticator would make against the tenants table.
@@ -51,6 +53,16 @@ def ingest_service(stack: StackInfo, settings: Settings) -> Iterator[IngestServi
 @pytest.fixture()
 def authenticator() -> KeyAuthenticator:
     return KeyAuthenticator(lookup=KEYS.get, admin_key=ADMIN_KEY, cache_ttl_s=0)
+
+
+def ingest_app(**state: object) -> FastAPI:
+    """An app with only the ingest routes (the full app's other routers belong to other
+    features and are tested there)."""
+    app = FastAPI()
+    for name, value in state.items():
+        setattr(app.state, name, value)
+    app.include_router(ingest_routes.router)
+    return app
 
 
 def read_topic(

@@ -17,10 +17,9 @@ from tessera.infra.stack import StackInfo
 from tessera.schemas.events import EventType
 from tessera.schemas.settings import Settings
 from tessera.services.auth import KeyAuthenticator
-from tessera.services.http_app import create_app
 from tessera.services.ingest_service import IngestService
 
-from .conftest import read_topic
+from .conftest import ingest_app, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +42,7 @@ def exchange(user: str = "u1", **over: Any) -> dict[str, Any]:
 
 @pytest.fixture()
 def client(ingest_service: IngestService, authenticator: KeyAuthenticator) -> Iterator[TestClient]:
-    app = create_app(ingest=ingest_service, auth=authenticator)
+    app = ingest_app(ingest=ingest_service, auth=authenticator)
     with TestClient(app) as c:
         yield c
 
@@ -242,7 +241,7 @@ def test_x_api_key_header_selects_the_tenant(
 
 
 def test_unavailable_component_answers_503() -> None:
-    with TestClient(create_app()) as c:
+    with TestClient(ingest_app()) as c:
         resp = c.post("/v1/events", content=json.dumps({"events": [exchange()]}), headers=ACME)
     assert resp.status_code == 503
     assert "not configured" in resp.json()["detail"] or "not running" in resp.json()["detail"]
