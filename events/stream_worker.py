@@ -15,6 +15,7 @@ that survives Tansu's slow joins.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import cast
 
 import faust
@@ -22,7 +23,7 @@ from faust.types import EventT
 
 from tessera.events.kafka import ensure_topics
 from tessera.events.store import EventStore
-from tessera.events.stream_sink import IngestSink, Record
+from tessera.events.stream_sink import IngestSink, Record, SinkStats
 from tessera.schemas.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,8 @@ log = logging.getLogger(__name__)
 # DLQ headers: why a record was refused and where it was read.
 REASON_HEADER = "tessera-reason"
 SOURCE_HEADER = "tessera-source"
+# How often the worker logs its counters (only when they changed).
+STATS_INTERVAL_S = 5.0
 
 
 class TopicDeadLetters:
@@ -108,6 +111,14 @@ def build_app(
         # cache would be harmless, only slower: the store's tracking check has the last
         # word; see IngestSink.)
         sink.forget_positions()
+
+    last_logged: list[SinkStats] = []
+
+    @app.timer(STATS_INTERVAL_S)
+    async def _log_stats() -> None:
+        if not last_logged or last_logged[-1] != sink.stats:
+            log.info("ingest totals: %s", sink.stats)
+            last_logged[:] = [replace(sink.stats)]
 
     return app, sink
 

@@ -28,6 +28,8 @@ def ingest(
     logging.basicConfig(
         level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # kafka-python (topic setup only) logs every connection at INFO; keep its warnings.
+    logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
     settings = get_settings()
     info = stack_info()
     store = PostgresEventStore(info.database_url)
