@@ -36,10 +36,6 @@ def _use_gather(meta: LoraBatchMeta, rank: int, features: int) -> bool:
     return meta.num_lora_tokens * rank * features <= GATHER_ELEMENTS_PER_SEGMENT * meta.num_segments
 
 
-def _sorted_slots(meta: LoraBatchMeta) -> Tensor:  # [N]
-    return meta.token_slots.index_select(0, meta.sorted_token_ids)
-
-
 def reference_add_lora(
     y: Tensor,  # [T, out]
     x: Tensor,  # [T, in]
@@ -69,7 +65,7 @@ def shrink(
 ) -> Tensor:  # [N, R] float32, rows in meta.sorted_token_ids order
     """buf[j] = (x[t] @ lora_a[slot[t]].T) * scales[slot[t]]  for t = sorted_token_ids[j]."""
     xs = x.index_select(0, meta.sorted_token_ids).float()  # [N, in]
-    slots = _sorted_slots(meta)  # [N]
+    slots = meta.sorted_slots  # [N]
     rank = lora_a.shape[1]
     if _use_gather(meta, rank, x.shape[1]):
         a = lora_a.index_select(0, slots).float()  # [N, R, in]
@@ -89,7 +85,7 @@ def expand(
 ) -> None:
     """y[t] += buf[j] @ lora_b[slot[t]].T  for t = sorted_token_ids[j], in place."""
     if _use_gather(meta, lora_b.shape[2], lora_b.shape[1]):
-        b = lora_b.index_select(0, _sorted_slots(meta)).float()  # [N, out, R]
+        b = lora_b.index_select(0, meta.sorted_slots).float()  # [N, out, R]
         delta = torch.bmm(b, buf.unsqueeze(2)).squeeze(2)  # [N, out]
     else:
         delta = torch.cat(

@@ -14,6 +14,7 @@ def test_segments_follow_slot_order_and_keep_batch_order_within_a_slot() -> None
 
     assert meta.num_tokens == 8
     assert meta.sorted_token_ids.tolist() == [2, 4, 0, 3, 7, 6]
+    assert meta.sorted_slots.tolist() == [0, 0, 2, 2, 2, 5]
     assert meta.segments == ((0, 0, 2), (2, 2, 3), (5, 5, 1))
     assert meta.segment_slots.tolist() == [0, 2, 5]
     assert meta.segment_starts.tolist() == [0, 2, 5]
@@ -55,3 +56,12 @@ def test_int32_slots_are_widened() -> None:
 def test_bad_slot_mappings_are_refused(slots: torch.Tensor, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         build_batch_meta(slots)
+
+
+def test_metadata_is_put_on_the_named_device() -> None:
+    target = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    meta = build_batch_meta(torch.tensor([1, -1, 1, 0]), device=target)
+    for t in (meta.token_slots, meta.sorted_token_ids, meta.segment_lengths):
+        assert t.device.type == target.type
+    assert meta.token_slots.tolist() == [1, -1, 1, 0]
+    assert meta.segments == ((0, 0, 1), (1, 1, 2))
