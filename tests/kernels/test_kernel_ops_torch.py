@@ -20,7 +20,8 @@ from tessera.kernels import (
 
 from .cases import TOLERANCES, exact_delta, make_case
 
-DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+F32 = torch.float32
+DTYPES = [F32, torch.float16, torch.bfloat16]
 GRID = list(itertools.product([1, 7, 64, 256], [1, 5, 64], [1, 8, 64]))
 
 
@@ -193,3 +194,21 @@ def test_forcing_triton_without_cuda_or_interpreter_is_refused(
     )
     with pytest.raises(LoraOpError, match="TRITON_INTERPRET"):
         add_lora(case.y, case.x, case.lora_a, case.lora_b, case.scales, case.meta, backend="triton")
+
+
+def test_one_shrink_feeds_projections_that_share_x() -> None:
+    """Stacking two projections' A along the rank and expanding from column slices of the
+    buffer (a strided [N, R] view) equals two separate add_lora calls."""
+    q = make_case(tokens=24, adapters=4, rank=8, in_features=32, out_features=48, dtype=F32)
+    v = make_case(tokens=24, adapters=4, rank=8, in_features=32, out_features=16, dtype=F32, seed=1)
+    stacked_a = torch.cat([q.lora_a, v.lora_a], dim=1)  # [S, 2R, in]
+    buf = lora_shrink(q.x, stacked_a, q.scales, q.meta)  # [N, 2R]
+    got_q, got_v = q.y.clone(), v.y.clone()
+    lora_expand(got_q, buf[:, :8], q.lora_b, q.meta)
+    lora_expand(got_v, buf[:, 8:], v.lora_b, q.meta)
+
+    want_q, want_v = q.y.clone(), v.y.clone()
+    add_lora(want_q, q.x, q.lora_a, q.lora_b, q.scales, q.meta, backend="reference")
+    add_lora(want_v, q.x, v.lora_a, v.lora_b, q.scales, q.meta, backend="reference")
+    torch.testing.assert_close(got_q, want_q)
+    torch.testing.assert_close(got_v, want_v)

@@ -130,3 +130,28 @@ def test_config_refuses_tiles_tl_dot_cannot_take() -> None:
         SgmvConfig(block_m=8)
     with pytest.raises(ValueError, match="power of two >= 16"):
         SgmvConfig(block_n=48)
+
+
+def test_expand_reads_a_strided_buffer_slice() -> None:
+    """Projections sharing x: one shrink over stacked A, expand from a column slice."""
+    q = make_case(
+        tokens=24, adapters=4, rank=8, in_features=32, out_features=48, dtype=F16, device=DEVICE
+    )
+    v = make_case(
+        tokens=24,
+        adapters=4,
+        rank=8,
+        in_features=32,
+        out_features=16,
+        dtype=F16,
+        seed=1,
+        device=DEVICE,
+    )
+    buf = lora_shrink(
+        q.x, torch.cat([q.lora_a, v.lora_a], dim=1), q.scales, q.meta, backend="triton"
+    )
+    got_v, want_v = v.y.clone(), v.y.clone()
+    lora_expand(got_v, buf[:, 8:], v.lora_b, q.meta, backend="triton")
+    add_lora(want_v, q.x, v.lora_a, v.lora_b, q.scales, q.meta, backend="reference")
+    rtol, atol = TOLERANCES[F16]
+    torch.testing.assert_close(got_v, want_v, rtol=rtol, atol=atol)
