@@ -5,13 +5,15 @@
 with s = slot[i]; tokens with slot -1 are left alone. `lora_a` / `lora_b` are stacked
 slot tables: S device slots sharing one max rank R (smaller ranks zero-padded by the
 caller). `add_lora` is `lora_shrink` then `lora_expand` through an [N, R] float32 buffer
-whose rows follow `meta.sorted_token_ids`.
+whose rows follow `meta.sorted_token_ids`. Projections that share x (q/k/v, gate/up) can
+share one shrink over their A stacked along R and expand from column slices of it.
 
 Backends: "triton" (SGMV kernels; CUDA tensors, or CPU under TRITON_INTERPRET=1),
 "torch" (batched or segment-wise matmuls in torch, the CPU serving path) and "reference"
 (the per-adapter loop, for tests and benchmarks; `lora_shrink` / `lora_expand` have no
-reference of their own and run the torch path for it). "auto" takes Triton for CUDA tensors, or when
-TESSERA_FORCE_TRITON=1 and TRITON_INTERPRET=1 are both set (tests), else torch.
+reference of their own and run the torch path for it). "auto" takes Triton for CUDA
+tensors, or when TESSERA_FORCE_TRITON=1 and TRITON_INTERPRET=1 are both set (tests),
+else torch.
 """
 
 from __future__ import annotations
