@@ -2,7 +2,7 @@
 
 Rules (ARCHITECTURE.md, issue 3 item 2):
 - exchange -> the conversation (context turns, then the prompt) is the prompt; the response
-  the user accepted or wrote is the target;
+  the user accepted or wrote is the target (chat roles: see `_role`);
 - text -> the preceding context turns are the prompt; the user's text is the target;
 - feedback -> applied to the exchange it names, in log order, the latest word winning: an
   edited response replaces the target (and clears an earlier low rating); a rating <= 2
@@ -68,8 +68,12 @@ class DatasetSplit:
 
 
 def _role(turn: Turn) -> str:
-    # The chat template knows user/assistant; a third party speaks to the user, like "user".
-    return "assistant" if turn.role == "assistant" else "user"
+    """Speaker-centric chat roles: the adapter learns to speak AS the user, so the user's
+    words (every target, and their own earlier turns, `Turn.role == "user"`) take the
+    template's "assistant" slot, and everyone they talk to ("other", or an AI "assistant"
+    whose turns they answer) takes the "user" slot. This matches the chitchat loader, where
+    `user` marks the speaker's own earlier turns and `other` the person they talk to."""
+    return "assistant" if turn.role == "user" else "user"
 
 
 @dataclass

@@ -16,10 +16,12 @@ from __future__ import annotations
 import itertools
 import math
 import re
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from tessera.workers.adapter_store import AdapterBlobConfig, load_adapter_blob, sha256_file
 from tessera.workers.dataset import (
@@ -170,20 +172,36 @@ def adapter_norm(state_dict: Mapping[str, torch.Tensor], cfg: AdapterBlobConfig)
     return worst
 
 
-class MetricsCache:
-    """Metrics of models that do not change (the base, promoted heads), by content."""
+@dataclass(frozen=True, slots=True)
+class _General:
+    """A model's figures that do not depend on the user: regression NLL and canaries."""
 
-    def __init__(self, max_entries: int = 1024) -> None:
-        self._entries: dict[tuple[str, str, str], EvalMetrics] = {}
+    regression_nll: float
+    outputs: tuple[str, ...]
+
+
+class MetricsCache:
+    """Figures of models that do not change (the base, promoted heads), by content: the
+    model's blob digest ("base" for none) plus the digest of the data measured. The
+    regression set and canaries are then measured once per model and process, not once per
+    user; a candidate's figures stay cached for when it becomes someone's baseline."""
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self._user: OrderedDict[tuple[str, str, int], float] = OrderedDict()
+        self._general: OrderedDict[tuple[str, str, int, bool], _General] = OrderedDict()
         self._max = max_entries
 
-    def get(self, key: tuple[str, str, str]) -> EvalMetrics | None:
-        return self._entries.get(key)
+    def _trim(self) -> None:
+        for table in (self._user, self._general):
+            while len(table) > self._max:
+                table.popitem(last=False)  # least recently used first
 
-    def put(self, key: tuple[str, str, str], metrics: EvalMetrics) -> None:
-        if len(self._entries) >= self._max:
-            self._entries.pop(next(iter(self._entries)))  # oldest first
-        self._entries[key] = metrics
+
+def _cached(table: OrderedDict[Any, Any] | None, key: object) -> Any:
+    if table is None or key not in table:
+        return None
+    table.move_to_end(key)
+    return table[key]
 
 
 def evaluate(
@@ -198,32 +216,38 @@ def evaluate(
     canaries: bool = True,
     cache: MetricsCache | None = None,
 ) -> EvalMetrics:
-    """All gate figures for base (`adapter` None) or base + `adapter`, attached once."""
-    key = (sha256_file(adapter) if adapter is not None else "base",
-           dataset_digest((), heldout, holdout_k=len(heldout)),
-           f"{regression.digest}:{max_length}:{canaries}")
-    if cache is not None and (hit := cache.get(key)) is not None:
-        return hit
+    """All gate figures for base (`adapter` None) or base + `adapter`, attached once and
+    only when something is not in `cache`."""
+    model_key = sha256_file(adapter) if adapter is not None else "base"
+    user_key = (model_key, dataset_digest((), heldout, holdout_k=len(heldout)), max_length)
+    general_key = (model_key, regression.digest, max_length, canaries)
+    user: float | None = _cached(cache._user if cache else None, user_key)
+    general: _General | None = _cached(cache._general if cache else None, general_key)
     norm = 0.0
     if adapter is not None:
         state, cfg = load_adapter_blob(adapter)
         norm = adapter_norm(state, cfg)
-    with _maybe_adapter(model, adapter) as m:
-        user = _nll(m, tokenizer, heldout, max_length=max_length, batch_size=batch_size)
-        reg = _nll(m, tokenizer, regression.examples, max_length=max_length,
-                   batch_size=batch_size)
-        outputs = _generate(m, tokenizer, regression.canary_prompts,
-                            max_new_tokens=CANARY_TOKENS) if canaries else []
+    if user is None or general is None:
+        with _maybe_adapter(model, adapter) as m:
+            if user is None:
+                user = _nll(m, tokenizer, heldout, max_length=max_length, batch_size=batch_size)
+            if general is None:
+                reg = _nll(m, tokenizer, regression.examples, max_length=max_length,
+                           batch_size=batch_size)
+                outputs = _generate(m, tokenizer, regression.canary_prompts,
+                                    max_new_tokens=CANARY_TOKENS) if canaries else []
+                general = _General(reg, tuple(outputs))
+        if cache is not None:
+            cache._user[user_key] = user
+            cache._general[general_key] = general
+            cache._trim()
     failures = tuple(
         (prompt, f"{why} in {out[:60]!r}")
-        for prompt, out in zip(regression.canary_prompts, outputs, strict=False)
+        for prompt, out in zip(regression.canary_prompts, general.outputs, strict=False)
         if (why := degenerate_reason(out)) is not None
     )
-    metrics = EvalMetrics(
-        user_nll=user, regression_nll=reg, adapter_norm=norm, heldout_examples=len(heldout),
-        regression_version=regression.version, canary_failures=failures,
-        canary_outputs=tuple(outputs),
+    return EvalMetrics(
+        user_nll=user, regression_nll=general.regression_nll, adapter_norm=norm,
+        heldout_examples=len(heldout), regression_version=regression.version,
+        canary_failures=failures, canary_outputs=general.outputs,
     )
-    if cache is not None:
-        cache.put(key, metrics)
-    return metrics

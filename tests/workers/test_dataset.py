@@ -20,8 +20,9 @@ Make = Callable[..., list[StoredEvent]]
 def test_exchange_and_text_become_prompt_target_pairs(make_events: Make) -> None:
     events = make_events([
         exchange("How was your day?", "Great, I went climbing.",
-                 context=[{"role": "other", "text": "Hi!"}, {"role": "assistant", "text": "Hey"}]),
-        text("Note to self: buy chalk.", context=[{"role": "user", "text": "Anything else?"}]),
+                 context=[{"role": "other", "text": "Hi!"}, {"role": "user", "text": "Hey"}]),
+        text("Note to self: buy chalk.", context=[{"role": "other", "text": "Anything else?"},
+                                                   {"role": "assistant", "text": "AI says"}]),
         text("Standalone thought."),
     ])
     split = build_dataset(events, holdout_k=0)
@@ -30,7 +31,9 @@ def test_exchange_and_text_become_prompt_target_pairs(make_events: Make) -> None
     assert first == Example(
         messages=(("user", "Hi!"), ("assistant", "Hey"), ("user", "How was your day?")),
         target="Great, I went climbing.", position=1, kind="exchange")
-    assert second == Example((("user", "Anything else?"),), "Note to self: buy chalk.", 2, "text")
+    # speaker-centric roles: the user's own words take the template's "assistant" slot
+    assert second == Example((("user", "Anything else?"), ("user", "AI says")),
+                             "Note to self: buy chalk.", 2, "text")
     assert third == Example((), "Standalone thought.", 3, "text")
     assert (split.from_position, split.to_position) == (0, 3)
 

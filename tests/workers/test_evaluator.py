@@ -90,7 +90,17 @@ def test_evaluate_reports_all_figures_and_caches_the_baseline(tiny: tuple[Any, A
         mean_target_nll(model, tokenizer, EXAMPLES, adapter=None), rel=1e-6)
     again = evaluate(model, tokenizer, adapter=None, heldout=EXAMPLES, regression=regression,
                      cache=cache)
-    assert again is metrics
+    assert again == metrics
+    # The cache answers from content: poison its entries and the answer follows them.
+    for key in cache._user:
+        cache._user[key] = 42.0
+    assert evaluate(model, tokenizer, adapter=None, heldout=EXAMPLES, regression=regression,
+                    cache=cache).user_nll == 42.0
+    # A different held-out set is measured afresh; the regression part stays cached.
+    other = evaluate(model, tokenizer, adapter=None, heldout=EXAMPLES[:2],
+                     regression=regression, cache=cache)
+    assert other.user_nll != 42.0
+    assert other.regression_nll == metrics.regression_nll
 
 
 def test_regression_set_is_versioned_and_stable() -> None:
