@@ -31,7 +31,8 @@ from tessera.workers.training_request import TrainingRequest
 
 log = logging.getLogger(__name__)
 
-# The handler returns the outcome label: "promoted", "rejected", "skipped".
+# The handler returns the outcome label: "promoted", "rejected", "skipped" (it counts its
+# own outcomes in `metrics`; the worker counts only requests it gives up on).
 Handler = Callable[[TrainingRequest], str]
 
 
@@ -125,8 +126,8 @@ class TrainWorker:
                     return False
         else:
             outcome = "failed"
+            metrics.record_outcome(outcome)
             log.error("giving up on training request %s", where, extra=ids)
-        metrics.record_outcome(outcome)
         log.info("request %s done: %s", where, outcome, extra={**ids, "outcome": outcome})
         self._commit(tp, record.offset)
         return True

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
+
 from tessera.workers.scheduler import NIGHTLY_JOB, ScheduleConfig, TrainingScheduler
 from tessera.workers.scheduler_state import SchedulerState
 from tessera.workers.training_request import TrainingRequest

@@ -1,0 +1,95 @@
+"""Re-train a recorded revision from its provenance alone and compare the digests.
+
+The `RevisionTrained` payload names the dataset (builder, stream, positions, held-out
+count, sampling parameters), the base weights, the parent adapter, the hyperparameters,
+the seed and the torch thread count. This module rebuilds the dataset from the log with
+those parameters, checks its digest, re-trains with the same warm start and seed, and
+reports whether the adapter digest comes out the same.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from tessera.schemas.events import PRIOR_USER_ID
+from tessera.workers.adapter_store import sha256_file
+from tessera.workers.dataset import build_dataset
+from tessera.workers.lora_config import LoraTrainConfig
+from tessera.workers.pipeline import INTERACTIONS, RevisionPipeline
+from tessera.workers.prior import sample_prior_dataset
+from tessera.workers.revision_events import code_version
+
+
+class ReproduceError(RuntimeError):
+    """The revision cannot be re-trained here (unknown, other base, data forgotten)."""
+
+
+@dataclass(frozen=True)
+class Reproduction:
+    revision_id: str
+    dataset_digest: str
+    dataset_matches: bool
+    adapter_digest: str
+    adapter_matches: bool
+    recorded_code_version: str
+    code_version: str
+
+
+def reproduce_revision(pipeline: RevisionPipeline, revision_id: str) -> Reproduction:
+    """Rebuild the dataset of `revision_id` from the log and re-train it."""
+    import torch
+
+    store = pipeline.store
+    row = store.get_revision(revision_id)
+    if row is None:
+        raise ReproduceError(f"no revision {revision_id!r} in the catalog")
+    prov = row.provenance
+    hyper = prov["hyperparameters"]
+    if prov["base_digest"] != pipeline.engine.base.digest:
+        raise ReproduceError(
+            f"revision {revision_id} was trained on base {prov['base_digest'][:12]}, "
+            f"this process holds {pipeline.engine.base.digest[:12]}"
+        )
+    params = hyper["dataset"]
+    if params["builder"] == "prior":
+        sample = sample_prior_dataset(
+            store, row.tenant_id, int(params["to"]), max_per_user=int(params["max_per_user"]),
+            max_events=int(params["max_events"]), eval_users=len(params["eval_users"]),
+            holdout_k=int(params["holdout_k"]), users=list(params["users"]),
+        )
+        train, digest = sample.train, sample.digest
+    else:
+        after, upto = int(params["after"]), int(params["to"])
+        events = store.read(after=after, upto=upto, tenant_id=row.tenant_id,
+                            user_id=row.user_id, event_types=INTERACTIONS)
+        split = build_dataset(events, holdout_k=int(params["holdout_k"]), from_position=after,
+                              to_position=upto)
+        train, digest = split.train, split.digest
+    if row.user_id != PRIOR_USER_ID and not train:
+        raise ReproduceError(f"revision {revision_id}: its events are gone (forgotten?)")
+
+    from tessera.workers.trainer import train_adapter
+
+    parent_digest = hyper.get("parent_adapter_digest")
+    init = pipeline.adapters.path(parent_digest) if parent_digest else None
+    threads = torch.get_num_threads()
+    torch.set_num_threads(int(hyper.get("torch_threads", threads)))
+    try:
+        with tempfile.TemporaryDirectory(prefix="tessera-reproduce-") as tmp:
+            result = train_adapter(
+                pipeline.engine.model, pipeline.engine.tokenizer, train,
+                config=LoraTrainConfig.model_validate(hyper["train"]),
+                base_digest=prov["base_digest"], init_adapter=init, seed=int(prov["seed"]),
+                out_dir=Path(tmp),
+            )
+            adapter_digest = sha256_file(result.blob_path)
+    finally:
+        torch.set_num_threads(threads)
+    return Reproduction(
+        revision_id=revision_id, dataset_digest=digest,
+        dataset_matches=digest == row.dataset_digest, adapter_digest=adapter_digest,
+        adapter_matches=adapter_digest == row.adapter_digest,
+        recorded_code_version=str(prov["code_version"]), code_version=code_version(),
+    )
