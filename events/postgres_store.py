@@ -121,12 +121,13 @@ def _event_row(ev: StoredEvent) -> dict[str, Any]:
     }
 
 
-def _lock_events(conn: Connection) -> None:
+def lock_events(conn: Connection, *, timeout: str = LOCK_TIMEOUT) -> None:
+    """Take the append lock for the rest of the transaction (waiting at most `timeout`)."""
     # Appends are serialised by an EXCLUSIVE table lock (plain readers are not blocked).
     # Without it, two transactions could take positions 10 and 11 and commit 11 first: a
     # reader tailing the log by "position > last seen" would then read 11, move past 10
     # and never see it. With the lock, positions become visible in increasing order.
-    conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT)))
+    conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(timeout)))
     conn.execute("LOCK TABLE events IN EXCLUSIVE MODE")
 
 
@@ -188,7 +189,7 @@ def append_in_transaction(
     conn: Connection, events: Sequence[EventEnvelope], tracking: Sequence[Tracking]
 ) -> list[StoredEvent]:
     """The body of `append`, inside a transaction the caller owns (forget uses it too)."""
-    _lock_events(conn)
+    lock_events(conn)
     if tracking and _is_replay(conn, tracking):
         return []
     fresh = _new_envelopes(conn, events) if events else []
@@ -449,7 +450,7 @@ class PostgresEventStore:
 def _forget_in_transaction(
     conn: Connection, tenant_id: str, user_id: str, *, actor: str, reason: str
 ) -> list[str]:
-    _lock_events(conn)
+    lock_events(conn)
     if (
         conn.execute(
             "SELECT 1 FROM events WHERE tenant_id = %s AND user_id = %s LIMIT 1",
