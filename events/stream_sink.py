@@ -1,8 +1,8 @@
 """The ingest sink: a batch of Kafka records in, events durably in the log, exactly once.
 
-For each partition in the batch, the valid events and a tracking row holding the
-partition's highest offset go to the store in ONE `append` call (one transaction), so
-the log and the consumer position can never disagree. The caller (the faust agent)
+The batch's valid events and, for each partition in it, a tracking row holding the
+highest offset read go to the store in ONE `append` call (one transaction), so the log
+and the consumer position can never disagree. The caller (the faust agent)
 acks the records only after `process` returns, so a Kafka offset is committed only
 after PostgreSQL has committed. After a crash the records since the last Kafka commit
 come again: those at or below the stored tracking offset are skipped here, and a
@@ -114,50 +114,81 @@ class IngestSink:
     async def process(self, records: Sequence[Record]) -> None:
         """Make every record durable (as an event or as a rejection). Returns only when
         that is done; retries transient store errors for as long as it takes."""
+        slices = await self._fresh_slices(records)
+        if not slices:
+            self.stats.batches += 1
+            return
+        checked = [_validate(s, self.max_text_chars) for s in slices]
+        # Rejections are written before the tracking rows: a crash in between replays
+        # them (a duplicate rejection row), never loses them.
+        await self._reject([bad for c in checked for bad in c.invalid])
+        envelopes = [env for c in checked for _, env in c.valid]
+        tracking = [c.tracking(self.group) for c in checked]
+        try:
+            # Fast path: the whole batch, every partition's tracking row, one transaction.
+            stored = await self._retrying(self.store.append, envelopes, tracking=tracking)
+        except EventStoreError as exc:
+            log.warning("batch append failed (%s); retrying partition by partition", exc)
+            self._count(len(envelopes), await self._append_partitions(checked))
+        else:
+            if len(stored) < len(envelopes):
+                # Duplicates, or a replay: the store skips a WHOLE call when any of its
+                # tracking rows is not newer (possible if another worker moved a
+                # partition on meanwhile), which would also skip the other partitions'
+                # new events. Per-partition calls are exact either way: a partition
+                # already stored is now a no-op replay.
+                stored_more = await self._append_partitions(checked)
+                self._count(len(envelopes), len(stored) + stored_more)
+            else:
+                self._count(len(envelopes), len(stored))
+        for c in checked:
+            self._stored[(c.topic, c.partition)] = c.records[-1].offset
+        self.stats.batches += 1
+
+    async def _fresh_slices(self, records: Sequence[Record]) -> list[_Slice]:
+        """The batch per partition, in offset order, without records already in the log."""
         by_partition: dict[tuple[str, int], list[Record]] = {}
         for rec in records:
             by_partition.setdefault((rec.topic, rec.partition), []).append(rec)
+        slices = []
         for (topic, partition), recs in by_partition.items():
+            stored = await self._stored_offset(topic, partition)
             # Kafka delivers a partition in offset order; sort anyway, order is the contract.
-            recs.sort(key=lambda r: r.offset)
-            await self._process_partition(topic, partition, recs)
-        self.stats.batches += 1
+            fresh = sorted(
+                (r for r in recs if stored is None or r.offset > stored), key=lambda r: r.offset
+            )
+            self.stats.replayed += len(recs) - len(fresh)
+            if fresh:
+                slices.append(_Slice(topic, partition, fresh))
+        return slices
 
-    async def _process_partition(self, topic: str, partition: int, recs: list[Record]) -> None:
-        stored = await self._stored_offset(topic, partition)
-        fresh = [r for r in recs if stored is None or r.offset > stored]
-        self.stats.replayed += len(recs) - len(fresh)
-        if not fresh:
-            return
-        valid: list[tuple[Record, EventEnvelope]] = []
-        invalid: list[tuple[Record, Invalid]] = []
-        for rec in fresh:
-            result = validate_record(rec.value, max_text_chars=self.max_text_chars)
-            if isinstance(result, Invalid):
-                invalid.append((rec, result))
+    async def _append_partitions(self, checked: list[_Checked]) -> int:
+        """One append per partition; a permanent error there narrows down to single events."""
+        appended = 0
+        for c in checked:
+            envelopes = [env for _, env in c.valid]
+            try:
+                new = await self._retrying(
+                    self.store.append, envelopes, tracking=[c.tracking(self.group)]
+                )
+            except EventStoreError as exc:
+                log.warning(
+                    "append to %s/%d failed (%s); appending singly", c.topic, c.partition, exc
+                )
+                appended += await self._append_singly(c.topic, c.partition, c.valid)
+                await self._retrying(self.store.append, [], tracking=[c.tracking(self.group)])
             else:
-                valid.append((rec, result))
-        # Rejections are written before the tracking row: a crash in between replays
-        # them (a duplicate rejection row), never loses them.
-        await self._reject(invalid)
-        tracking = Tracking(self.group, topic, partition, fresh[-1].offset)
-        envelopes = [env for _, env in valid]
-        try:
-            stored_now = await self._retrying(self.store.append, envelopes, tracking=[tracking])
-        except EventStoreError as exc:
-            # A permanent error means some event in the batch is unacceptable to the
-            # database although it passed validation; find it one by one.
-            log.warning("batch append failed (%s); appending %d events singly", exc, len(valid))
-            await self._append_singly(topic, partition, valid)
-            await self._retrying(self.store.append, [], tracking=[tracking])
-        else:
-            self.stats.appended += len(stored_now)
-            self.stats.duplicates += len(envelopes) - len(stored_now)
-        self._stored[(topic, partition)] = tracking.offset
+                appended += len(new)
+        return appended
+
+    def _count(self, sent: int, stored: int) -> None:
+        self.stats.appended += stored
+        self.stats.duplicates += sent - stored
 
     async def _append_singly(
         self, topic: str, partition: int, valid: list[tuple[Record, EventEnvelope]]
-    ) -> None:
+    ) -> int:
+        appended = 0
         for rec, env in valid:
             tracking = Tracking(self.group, topic, partition, rec.offset)
             try:
@@ -167,8 +198,8 @@ class IngestSink:
                 refused = Invalid(reason, tenant_id=env.tenant_id, user_id=env.user_id)
                 await self._reject([(rec, refused)])
                 continue
-            self.stats.appended += len(new)
-            self.stats.duplicates += 1 - len(new)
+            appended += len(new)
+        return appended
 
     async def _reject(self, invalid: list[tuple[Record, Invalid]]) -> None:
         if not invalid:
@@ -214,6 +245,40 @@ class IngestSink:
                 self.stats.retries += 1
                 log.warning("event store unavailable (%s); retrying in %.1fs", exc, wait)
                 await asyncio.sleep(wait)
+
+
+@dataclass(frozen=True, slots=True)
+class _Slice:
+    """The new records of one partition in a batch, in offset order (never empty)."""
+
+    topic: str
+    partition: int
+    records: list[Record]
+
+
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    topic: str
+    partition: int
+    records: list[Record]
+    valid: list[tuple[Record, EventEnvelope]]
+    invalid: list[tuple[Record, Invalid]]
+
+    def tracking(self, group: str) -> Tracking:
+        # The highest offset read, valid or not: rejected records are done with too.
+        return Tracking(group, self.topic, self.partition, self.records[-1].offset)
+
+
+def _validate(part: _Slice, max_text_chars: int) -> _Checked:
+    valid: list[tuple[Record, EventEnvelope]] = []
+    invalid: list[tuple[Record, Invalid]] = []
+    for rec in part.records:
+        result = validate_record(rec.value, max_text_chars=max_text_chars)
+        if isinstance(result, Invalid):
+            invalid.append((rec, result))
+        else:
+            valid.append((rec, result))
+    return _Checked(part.topic, part.partition, part.records, valid, invalid)
 
 
 def _as_text(value: bytes | None) -> str:

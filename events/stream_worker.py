@@ -1,8 +1,8 @@
 """The ingest stream worker: a faust-streaming app from `tessera.interactions` to the log.
 
-One agent reads the topic in batches (`take_events`: up to `stream_batch_max` records or
+One agent reads the topic in batches (up to `stream_batch_max` records or
 `stream_batch_within_s` seconds), hands each batch to the `IngestSink`, and only then
-lets faust ack the records; faust commits acked offsets to Kafka on its commit interval.
+acks the records; faust commits acked offsets to Kafka on its commit interval.
 So the Kafka position trails PostgreSQL, never leads it.
 
 Faust is configured for what the broker can do (Tansu in the local stack, see
@@ -97,13 +97,17 @@ def build_app(
 
     @app.agent(interactions, name="ingest")
     async def ingest(stream: faust.StreamT[bytes]) -> None:
-        # take_events (not take) so each record's partition and offset are at hand;
-        # faust acks the whole batch only when this loop body has returned.
-        batches = cast(faust.Stream[bytes], stream).take_events(
-            settings.stream_batch_max, within=settings.stream_batch_within_s
-        )
-        async for events in batches:
+        # noack_take, not take/take_events: those ack the batch in a `finally`, so a
+        # batch interrupted by shutdown (say, while waiting out a database outage)
+        # would be acked, and its offsets committed, without being stored. Here a
+        # record is acked only after the store committed it.
+        real = cast(faust.Stream[bytes], stream)
+        batches = real.noack_take(settings.stream_batch_max, within=settings.stream_batch_within_s)
+        async for batch in batches:
+            events = cast(list[EventT[bytes]], batch)
             await sink.process([_record(event) for event in events])
+            for event in events:
+                await real.ack(event)
 
     @app.on_partitions_assigned.connect
     async def _on_assigned(sender: object, /, *args: object, signal: object, **_: object) -> None:
@@ -114,11 +118,12 @@ def build_app(
 
     last_logged: list[SinkStats] = []
 
-    @app.timer(STATS_INTERVAL_S)
     async def _log_stats() -> None:
         if not last_logged or last_logged[-1] != sink.stats:
             log.info("ingest totals: %s", sink.stats)
             last_logged[:] = [replace(sink.stats)]
+
+    app.timer(STATS_INTERVAL_S)(_log_stats)  # (faust's decorators are untyped)
 
     return app, sink
 
