@@ -19,6 +19,7 @@ All functions here assume validated inputs (see `ops.py`).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .metadata import LoraBatchMeta
@@ -72,7 +73,10 @@ def shrink(
         buf = torch.bmm(a, xs.unsqueeze(2)).squeeze(2)  # [N, R]
     else:
         buf = torch.cat(
-            [xs[start : start + n] @ lora_a[slot].float().T for slot, start, n in meta.segments]
+            [
+                F.linear(xs[start : start + n], lora_a[slot].float())
+                for slot, start, n in meta.segments
+            ]
         )
     return buf * scales.float().index_select(0, slots).unsqueeze(1)
 
@@ -89,6 +93,9 @@ def expand(
         delta = torch.bmm(b, buf.unsqueeze(2)).squeeze(2)  # [N, out]
     else:
         delta = torch.cat(
-            [buf[start : start + n] @ lora_b[slot].float().T for slot, start, n in meta.segments]
+            [
+                F.linear(buf[start : start + n], lora_b[slot].float())
+                for slot, start, n in meta.segments
+            ]
         )
     y.index_add_(0, meta.sorted_token_ids, delta.to(y.dtype))
