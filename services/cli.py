@@ -14,6 +14,8 @@ COMMAND_MODULES = [
     "worker_ingest",
     "serve",
     "schemas",
+    "db",
+    "tenant",
 ]
 
 for _name in COMMAND_MODULES:

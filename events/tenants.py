@@ -1,0 +1,142 @@
+"""Tenants and their API keys. Only a key's sha256 is stored; the key is shown once.
+
+A key reads `tsk_<key_id>_<secret>`: `key_id` finds the row with one index lookup, the
+secret makes it unguessable, and the stored sha256 of the whole key is compared in
+constant time. Functions take a psycopg connection (the HTTP app's pool lends one) and
+run in their own transaction, or in a savepoint when the caller has one open.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+import psycopg
+from pydantic import TypeAdapter, ValidationError
+
+from tessera.events.db import translated
+from tessera.events.store import EventStoreError, NotFoundError
+from tessera.schemas.events import TenantId
+
+KEY_PREFIX: Final = "tsk"
+_KEY_ID_BYTES: Final = 6  # 12 hex characters
+_SECRET_BYTES: Final = 32
+_TENANT_ID: Final = TypeAdapter(TenantId)
+
+Conn = psycopg.Connection[Any]
+
+
+class TenantError(EventStoreError):
+    """A tenant id is not acceptable."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyInfo:
+    """What may be shown about a key after it was issued: never the key itself."""
+
+    key_id: str
+    tenant_id: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def validate_tenant_id(tenant_id: str) -> str:
+    try:
+        return _TENANT_ID.validate_python(tenant_id)
+    except ValidationError as exc:
+        raise TenantError(
+            f"invalid tenant id {tenant_id!r}: use 1-64 of a-z, 0-9, '_' and '-', "
+            "starting with a letter or digit"
+        ) from exc
+
+
+def create_tenant(conn: Conn, tenant_id: str) -> bool:
+    """Create a tenant unless it exists: True if created, False if it was already there.
+    TenantError if the id is invalid."""
+    validate_tenant_id(tenant_id)
+    with translated("create tenant"), conn.transaction():
+        row = conn.execute(
+            "INSERT INTO tenants (tenant_id) VALUES (%s) ON CONFLICT DO NOTHING RETURNING 1",
+            (tenant_id,),
+        ).fetchone()
+    return row is not None
+
+
+def tenant_exists(conn: Conn, tenant_id: str) -> bool:
+    with translated("read tenant"):
+        row = conn.execute("SELECT 1 FROM tenants WHERE tenant_id = %s", (tenant_id,)).fetchone()
+    return row is not None
+
+
+def list_tenants(conn: Conn) -> list[str]:
+    with translated("list tenants"):
+        return [r[0] for r in conn.execute("SELECT tenant_id FROM tenants ORDER BY tenant_id")]
+
+
+def issue_api_key(conn: Conn, tenant_id: str) -> str:
+    """A new key for the tenant, returned in plaintext this once; only its sha256 is kept."""
+    key_id = secrets.token_hex(_KEY_ID_BYTES)
+    key = f"{KEY_PREFIX}_{key_id}_{secrets.token_urlsafe(_SECRET_BYTES)}"
+    with translated("issue API key"), conn.transaction():
+        if not tenant_exists(conn, tenant_id):
+            raise NotFoundError(f"no tenant {tenant_id!r}: create it first")
+        conn.execute(
+            "INSERT INTO api_keys (key_id, tenant_id, key_sha256) VALUES (%s, %s, %s)",
+            (key_id, tenant_id, _digest(key)),
+        )
+    return key
+
+
+def _key_id_of(key: str) -> str | None:
+    prefix, sep, rest = key.partition("_")
+    key_id, sep2, secret = rest.partition("_")
+    if prefix != KEY_PREFIX or not sep or not sep2 or not secret:
+        return None
+    if len(key_id) != 2 * _KEY_ID_BYTES:
+        return None
+    return key_id
+
+
+def authenticate(conn: Conn, key: str) -> str | None:
+    """The tenant a key belongs to, or None for a malformed, unknown or revoked key."""
+    key_id = _key_id_of(key)
+    if key_id is None:
+        return None
+    with translated("authenticate API key"):
+        row = conn.execute(
+            "SELECT tenant_id, key_sha256 FROM api_keys WHERE key_id = %s AND revoked_at IS NULL",
+            (key_id,),
+        ).fetchone()
+    if row is None:
+        return None
+    tenant_id, stored = row
+    return str(tenant_id) if hmac.compare_digest(str(stored), _digest(key)) else None
+
+
+def revoke_api_key(conn: Conn, key_id: str) -> bool:
+    """Revoke a key by its id (the part after `tsk_`); False if there was none to revoke."""
+    with translated("revoke API key"), conn.transaction():
+        row = conn.execute(
+            "UPDATE api_keys SET revoked_at = now() WHERE key_id = %s AND revoked_at IS NULL "
+            "RETURNING 1",
+            (key_id,),
+        ).fetchone()
+    return row is not None
+
+
+def list_api_keys(conn: Conn, tenant_id: str) -> list[ApiKeyInfo]:
+    with translated("list API keys"):
+        rows = conn.execute(
+            "SELECT key_id, tenant_id, created_at, revoked_at FROM api_keys "
+            "WHERE tenant_id = %s ORDER BY created_at, key_id",
+            (tenant_id,),
+        ).fetchall()
+    return [ApiKeyInfo(*row) for row in rows]

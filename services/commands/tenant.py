@@ -1,0 +1,87 @@
+"""`tessera tenant create | key | revoke | list`: tenants and their API keys."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import typer
+
+from tessera.services.cli_apps import tenant_app
+from tessera.services.commands.infra import stack_info
+
+if TYPE_CHECKING:  # psycopg is imported only when a command runs, so --help stays instant
+    from tessera.events.db import Connection
+
+
+@contextmanager
+def _connection() -> Iterator[Connection]:
+    """A migrated database's connection; store errors become a clean CLI exit."""
+    from tessera.events.db import connect
+    from tessera.events.migrate import migrate
+    from tessera.events.store import EventStoreError
+
+    try:
+        url = stack_info().database_url
+        migrate(url)
+        with connect(url, autocommit=True) as conn:
+            yield conn
+    except EventStoreError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from exc
+
+
+@tenant_app.command("create")
+def create(tenant_id: str = typer.Argument(..., help="New tenant id, e.g. acme")) -> None:
+    """Create a tenant and print its first API key (shown only this once)."""
+    from tessera.events import tenants
+
+    with _connection() as conn:
+        if not tenants.create_tenant(conn, tenant_id):
+            typer.secho(
+                f"error: tenant {tenant_id!r} already exists; "
+                f"`tessera tenant key {tenant_id}` issues another key",
+                fg="red",
+                err=True,
+            )
+            raise typer.Exit(1)
+        key = tenants.issue_api_key(conn, tenant_id)
+    typer.echo(f"created tenant {tenant_id}")
+    typer.echo(f"api key (store it now; it is not kept): {key}")
+
+
+@tenant_app.command("key")
+def key(tenant_id: str = typer.Argument(..., help="Existing tenant id")) -> None:
+    """Issue another API key for a tenant and print it (shown only this once)."""
+    from tessera.events import tenants
+
+    with _connection() as conn:
+        issued = tenants.issue_api_key(conn, tenant_id)
+    typer.echo(f"api key (store it now; it is not kept): {issued}")
+
+
+@tenant_app.command("revoke")
+def revoke(key_id: str = typer.Argument(..., help="The key id: the part after 'tsk_'")) -> None:
+    """Revoke an API key; requests with it are refused from now on."""
+    from tessera.events import tenants
+
+    with _connection() as conn:
+        if not tenants.revoke_api_key(conn, key_id):
+            typer.secho(f"error: no live key with id {key_id!r}", fg="red", err=True)
+            raise typer.Exit(1)
+    typer.echo(f"revoked {key_id}")
+
+
+@tenant_app.command("list")
+def list_command() -> None:
+    """List tenants with their keys' ids and states (never the keys)."""
+    from tessera.events import tenants
+
+    with _connection() as conn:
+        for tenant_id in tenants.list_tenants(conn):
+            keys = tenants.list_api_keys(conn, tenant_id)
+            live = [k.key_id for k in keys if k.revoked_at is None]
+            typer.echo(
+                f"{tenant_id}  keys: {', '.join(live) or '-'}  ({len(keys) - len(live)} revoked)"
+            )
