@@ -47,6 +47,8 @@ class RevisionResolver:
         self._clock = clock
         self._lock = threading.Lock()
         self._cache: dict[tuple[str, str], tuple[float, Served]] = {}
+        # every adapter a user was served by this process, so forgetting can purge them all
+        self._seen: dict[tuple[str, str], set[str]] = {}
 
     def get(self, tenant_id: str, user_id: str) -> Served:
         key = (tenant_id, user_id)
@@ -57,6 +59,7 @@ class RevisionResolver:
         served = self._lookup(tenant_id, user_id)
         with self._lock:
             self._cache[key] = (self._clock(), served)
+            self._remember(key, served)
         return served
 
     def lookup(self, tenant_id: str, user_id: str) -> Served:
@@ -68,16 +71,27 @@ class RevisionResolver:
         with self._lock:
             old = self._cache.get((tenant_id, user_id))
             self._cache[(tenant_id, user_id)] = (self._clock(), served)
+            self._remember((tenant_id, user_id), served)
         return old[1] if old else None
 
-    def cached_digests(self, tenant_id: str) -> set[str]:
-        """Adapter digests currently served to any user of `tenant_id` (for purging)."""
+    def forget(self, tenant_id: str, user_id: str) -> set[str]:
+        """Drop what this process remembers of a user's adapters; returns their digests."""
         with self._lock:
-            return {
-                s.adapter_digest
-                for (t, _), (_, s) in self._cache.items()
-                if t == tenant_id and s.adapter_digest
-            }
+            return self._seen.pop((tenant_id, user_id), set())
+
+    def _remember(self, key: tuple[str, str], served: Served) -> None:
+        if served.adapter_digest is not None and served.source == "personal":
+            self._seen.setdefault(key, set()).add(served.adapter_digest)
+
+    def cached_users(self, tenant_id: str) -> set[str]:
+        """Users of `tenant_id` with a cached answer (re-resolved when the prior changes)."""
+        with self._lock:
+            return {u for (t, u) in self._cache if t == tenant_id}
+
+    def served_digests(self) -> set[str]:
+        """Adapter digests some cached user is served now (never purge those)."""
+        with self._lock:
+            return {s.adapter_digest for _, s in self._cache.values() if s.adapter_digest}
 
     def drop(self, tenant_id: str, user_id: str) -> Served | None:
         with self._lock:

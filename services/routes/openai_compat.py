@@ -59,6 +59,18 @@ class CompletionBody(_Common):
     prompt: str | list[str]
 
 
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "An OpenAI-shaped completion, or an SSE stream of chunks ending "
+        "with `data: [DONE]` when `stream` is true."
+    },
+    400: {"description": "Invalid request (OpenAI error object)."},
+    401: {"description": "No API key, or an unknown or revoked one."},
+    503: {"description": "The queue is full: retry after `Retry-After` seconds."},
+    504: {"description": "The request ran past its timeout."},
+}
+
+
 def _error(
     status: int, message: str, kind: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
@@ -159,7 +171,12 @@ async def _chunks(gen: Generation, model: str, kind: str) -> AsyncIterator[str]:
         yield f"data: {json.dumps(err)}\n\n"
 
 
-@router.post("/v1/chat/completions", summary="OpenAI-compatible chat completion")
+@router.post(
+    "/v1/chat/completions",
+    summary="OpenAI-compatible chat completion",
+    response_model=None,
+    responses=_RESPONSES,
+)
 async def chat_completions(
     body: ChatBody, tenant_id: TenantCaller, engine: Engine
 ) -> JSONResponse | StreamingResponse:
@@ -173,7 +190,12 @@ async def chat_completions(
     return await _run(engine, body, request, "chat")
 
 
-@router.post("/v1/completions", summary="OpenAI-compatible text completion")
+@router.post(
+    "/v1/completions",
+    summary="OpenAI-compatible text completion",
+    response_model=None,
+    responses=_RESPONSES,
+)
 async def completions(
     body: CompletionBody, tenant_id: TenantCaller, engine: Engine
 ) -> JSONResponse | StreamingResponse:

@@ -1,0 +1,76 @@
+"""The inference component of `tessera serve`: base model, adapters, engine, hot swap.
+
+Loads the base model once, wraps it with multi-LoRA layers, serves adapters from the
+local content-addressed store, resolves who gets which revision from the event store's
+projections, follows `tessera.revisions`, and records request -> revision in
+`request_log` (a sampled share). Routes find the engine as `app.state.inference`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from tessera.events.kafka import ensure_topics
+from tessera.services.components import Component, ServerContext
+from tessera.services.inference.build import build_engine, torch_dtype
+from tessera.services.inference.request_log import PostgresRequestLog
+from tessera.services.inference.revision_follower import KafkaRevisionFollower, RevisionFollower
+from tessera.services.inference.revisions import Lookup, Served
+
+log = logging.getLogger(__name__)
+
+
+def projection_lookup(database_url: str) -> Lookup:
+    """`lookup(tenant, user)` answered by `events.catalog.served_revision` over a pool."""
+    from tessera.events.catalog import served_revision
+    from tessera.events.db import make_pool
+
+    pool = make_pool(database_url, min_size=1, max_size=4)
+
+    def lookup(tenant_id: str, user_id: str) -> Served:
+        with pool.connection() as conn:
+            s = served_revision(conn, tenant_id, user_id)
+        return Served(s.revision_id, s.adapter_digest, s.source)
+
+    return lookup
+
+
+def build_component(ctx: ServerContext) -> Component:
+    """Everything inference needs, started; `close` stops it in reverse order."""
+    from tessera.services.grpc_inference import inference_grpc_service
+    from tessera.workers.adapter_store import LocalAdapterStore
+    from tessera.workers.base_model import load_base_model, resolve_base_model
+
+    settings = ctx.settings
+    info = resolve_base_model(settings)
+    model, tokenizer = load_base_model(info, dtype=torch_dtype(settings.inference_dtype))
+    request_log = PostgresRequestLog(
+        ctx.stack.database_url, share=settings.inference_request_log_share
+    )
+    engine = build_engine(
+        model,
+        tokenizer,
+        LocalAdapterStore(settings.adapter_store_dir),
+        projection_lookup(ctx.stack.database_url),
+        settings=settings,
+        request_log=request_log,
+    ).start()
+    ensure_topics(ctx.stack.kafka_bootstrap, settings)
+    follower = KafkaRevisionFollower(
+        RevisionFollower(engine.resolver, engine.residency),
+        bootstrap=ctx.stack.kafka_bootstrap,
+        topic=settings.topic_revisions,
+    ).start()
+    log.info("inference: %s with %d adapter slots", info.model_id, settings.inference_device_slots)
+
+    def close() -> None:
+        follower.stop()
+        engine.stop()
+        request_log.close()
+
+    return Component(
+        name="inference",
+        http_state={"inference": engine},
+        grpc_services=[inference_grpc_service(engine=engine, auth=ctx.auth)],
+        close=close,
+    )
