@@ -59,7 +59,7 @@ def default_config(max_segment_length: int) -> SgmvConfig:
         return SgmvConfig(block_m=16)
     if max_segment_length <= 64:
         return SgmvConfig(block_m=32)
-    return SgmvConfig(block_m=64, num_warps=8 if not _interpreting() else 4)
+    return SgmvConfig(block_m=64, num_warps=8)
 
 
 def _interpreting() -> bool:
