@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     admin_key: SecretStr = Field(
         SecretStr(DEV_ADMIN_KEY), description="Key for admin actions (audit, rollback, forget)."
     )
+    default_tenant: str = Field(
+        "demo", description="Tenant of the CLI's audit, rollback and forget when --tenant is not given."
+    )
 
     # ingest limits
     max_batch_events: int = Field(1000, ge=1, description="Most events in one ingest call.")

@@ -16,6 +16,8 @@ COMMAND_MODULES = [
     "schemas",
     "db",
     "tenant",
+    "audit",
+    "corrective",
 ]
 
 for _name in COMMAND_MODULES:

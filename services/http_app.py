@@ -18,6 +18,7 @@ ROUTER_MODULES: list[str] = [
     "ingest",
     "generate",
     "openai_compat",
+    "admin",
 ]
 
 
