@@ -1,248 +1,35 @@
-"""The PostgreSQL event store: the log, tracking, projections and forgetting.
+"""The PostgreSQL event store: pooled connections around the log's SQL (events/pg_log.py).
 
-An append is one transaction: table lock, replay check against `tracking`, skip of
-known event ids, stream versions, the rows (one INSERT per batch), the projections
-(`apply_event` on the touched rows) and the new tracking offsets. Driver errors are translated in
-events/db.py; transient ones are retried there, the whole transaction at a time.
+Every public method is one transaction. Driver errors are translated in events/db.py;
+transient ones are retried there, the whole transaction at a time.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
-from typing import Any, Final
+from typing import Any
 
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from tessera.events import catalog
-from tessera.events.db import Connection, json_rows, make_pool, translated, with_retry
-from tessera.events.projections import (
-    HeadRow,
-    ProjectionState,
-    RevisionRow,
-    UserRow,
-    apply_event,
-    needs_revisions,
+from tessera.events.db import Connection, make_pool, translated, with_retry
+from tessera.events.pg_log import (
+    SELECT_EVENTS,
+    append_in_transaction,
+    forget_in_transaction,
+    row_to_event,
 )
+from tessera.events.projections import HeadRow, ProjectionState, RevisionRow, UserRow
 from tessera.events.store import (
-    EventStoreError,
-    NotFoundError,
     RejectedInput,
     RequestRecord,
     StoredEvent,
     Tracking,
-    check_storable,
     truncate_payload,
 )
-from tessera.schemas.events import INTERACTION_TYPES, EventEnvelope, EventType, utcnow
-from tessera.schemas.revisions import UserForgotten
-
-# How long an append waits for the events table lock before giving up with a transient
-# error (retried by with_retry) instead of queueing forever behind a stuck writer.
-LOCK_TIMEOUT: Final = "5s"
-
-_EVENT_COLUMNS: Final = (
-    "position",
-    "event_id",
-    "tenant_id",
-    "user_id",
-    "stream_version",
-    "event_type",
-    "schema_version",
-    "occurred_at",
-    "recorded_at",
-    "causation_id",
-    "correlation_id",
-    "data",
-)
-_INSERT_COLUMNS: Final = tuple(c for c in _EVENT_COLUMNS if c != "recorded_at")
-_SELECT_EVENTS: Final = sql.SQL("SELECT {} FROM events").format(
-    sql.SQL(", ").join(map(sql.Identifier, _EVENT_COLUMNS))
-)
-_INSERT_EVENTS: Final = sql.SQL(
-    "INSERT INTO events ({cols}) SELECT {cols} "
-    "FROM jsonb_populate_recordset(NULL::events, %s::jsonb)"
-).format(cols=sql.SQL(", ").join(map(sql.Identifier, _INSERT_COLUMNS)))
-_INTERACTION_TYPE_LIST: Final = sorted(str(t) for t in INTERACTION_TYPES)
-
-
-def _row_to_event(row: tuple[Any, ...]) -> StoredEvent:
-    (
-        position,
-        event_id,
-        tenant_id,
-        user_id,
-        version,
-        event_type,
-        schema_version,
-        occurred_at,
-        recorded_at,
-        causation_id,
-        correlation_id,
-        data,
-    ) = row
-    # Rows were validated on the way in; model_construct skips re-validation, which
-    # would dominate the cost of reading large ranges.
-    env = EventEnvelope.model_construct(
-        event_id=event_id,
-        event_type=event_type,
-        schema_version=schema_version,
-        tenant_id=tenant_id,
-        user_id=user_id,
-        occurred_at=occurred_at,
-        recorded_at=recorded_at,
-        causation_id=causation_id,
-        correlation_id=correlation_id,
-        data=data,
-    )
-    return StoredEvent(position=position, stream_version=version, envelope=env)
-
-
-def _event_row(ev: StoredEvent) -> dict[str, Any]:
-    e = ev.envelope
-    # Strings made here rather than in json_rows' default hook: fewer Python calls per row.
-    return {
-        "position": ev.position,
-        "event_id": str(e.event_id),
-        "tenant_id": e.tenant_id,
-        "user_id": e.user_id,
-        "stream_version": ev.stream_version,
-        "event_type": e.event_type,
-        "schema_version": e.schema_version,
-        "occurred_at": e.occurred_at.isoformat(),
-        # recorded_at is left out: the column default now() is the transaction time,
-        # the same value the StoredEvents carry.
-        "causation_id": e.causation_id,
-        "correlation_id": e.correlation_id,
-        "data": e.data,
-    }
-
-
-def lock_events(conn: Connection, *, timeout: str = LOCK_TIMEOUT) -> None:
-    """Take the append lock for the rest of the transaction (waiting at most `timeout`)."""
-    # Appends are serialised by an EXCLUSIVE table lock (plain readers are not blocked).
-    # Without it, two transactions could take positions 10 and 11 and commit 11 first: a
-    # reader tailing the log by "position > last seen" would then read 11, move past 10
-    # and never see it. With the lock, positions become visible in increasing order.
-    conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(timeout)))
-    conn.execute("LOCK TABLE events IN EXCLUSIVE MODE")
-
-
-def _is_replay(conn: Connection, tracking: Sequence[Tracking]) -> bool:
-    rows = conn.execute(
-        "SELECT consumer_group, topic, partition_no, last_offset FROM tracking "
-        "WHERE (consumer_group, topic, partition_no) IN "
-        "(SELECT * FROM unnest(%s::text[], %s::text[], %s::int[]))",
-        ([t.group for t in tracking], [t.topic for t in tracking], [t.partition for t in tracking]),
-    ).fetchall()
-    stored = {(g, t, p): o for g, t, p, o in rows}
-    return any(
-        (old := stored.get((t.group, t.topic, t.partition))) is not None and t.offset <= old
-        for t in tracking
-    )
-
-
-def _save_tracking(conn: Connection, tracking: Sequence[Tracking]) -> None:
-    with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO tracking (consumer_group, topic, partition_no, last_offset) "
-            "VALUES (%s, %s, %s, %s) ON CONFLICT (consumer_group, topic, partition_no) "
-            "DO UPDATE SET last_offset = EXCLUDED.last_offset, updated_at = now()",
-            [(t.group, t.topic, t.partition, t.offset) for t in tracking],
-        )
-
-
-def _new_envelopes(conn: Connection, events: Sequence[EventEnvelope]) -> list[EventEnvelope]:
-    """The events whose ids are in neither the log nor earlier in this batch."""
-    unique: dict[uuid.UUID, EventEnvelope] = {}
-    for env in events:
-        unique.setdefault(env.event_id, env)
-    known = {
-        row[0]
-        for row in conn.execute(
-            # The ids as one array literal: uuids need no quoting, and building the string
-            # is far cheaper than psycopg's per-element array dumper. psycopg sends a str as
-            # an untyped literal, so the server parses it once, as a uuid[] constant (a
-            # text::uuid[] cast would be re-evaluated for every row a seq scan visits).
-            "SELECT event_id FROM events WHERE event_id = ANY(%s::uuid[])",
-            ("{" + ",".join(map(str, unique)) + "}",),
-        )
-    }
-    return [env for eid, env in unique.items() if eid not in known]
-
-
-def _stream_versions(conn: Connection, keys: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
-    # One index probe per stream on UNIQUE (tenant_id, user_id, stream_version).
-    rows = conn.execute(
-        "SELECT k.t, k.u, (SELECT max(e.stream_version) FROM events e "
-        "WHERE e.tenant_id = k.t AND e.user_id = k.u) "
-        "FROM (SELECT k->>0 AS t, k->>1 AS u FROM jsonb_array_elements(%s::jsonb) AS k) AS k",
-        catalog.keys_param(keys),
-    ).fetchall()
-    return {(t, u): v or 0 for t, u, v in rows}
-
-
-def append_in_transaction(
-    conn: Connection, events: Sequence[EventEnvelope], tracking: Sequence[Tracking]
-) -> list[StoredEvent]:
-    """The body of `append`, inside a transaction the caller owns (forget uses it too)."""
-    lock_events(conn)
-    if tracking and _is_replay(conn, tracking):
-        return []
-    fresh = _new_envelopes(conn, events) if events else []
-    stored: list[StoredEvent] = []
-    if fresh:
-        keys = sorted({(e.tenant_id, e.user_id) for e in fresh})
-        versions = _stream_versions(conn, keys)
-        # Positions are taken here, under the lock, so they are dense and in batch order;
-        # the insert then writes them explicitly (cheaper than INSERT ... RETURNING).
-        # One round trip: advance the sequence by len(fresh) and compute the first value.
-        # Nothing else draws from it while we hold the lock, so the block is ours.
-        # recorded_at is the transaction's time, the same for the whole batch.
-        seq_row = conn.execute(
-            "SELECT setval(pg_get_serial_sequence('events', 'position'), "
-            "nextval(pg_get_serial_sequence('events', 'position')) + %s - 1), now()",
-            (len(fresh),),
-        ).fetchone()
-        if seq_row is None:
-            raise EventStoreError("append: the position sequence returned nothing")
-        first = int(seq_row[0]) - len(fresh) + 1
-        positions = range(first, first + len(fresh))
-        recorded_at: datetime = seq_row[1]
-        for position, env in zip(positions, fresh, strict=True):
-            key = (env.tenant_id, env.user_id)
-            versions[key] += 1
-            stored.append(
-                StoredEvent(
-                    position=position,
-                    stream_version=versions[key],
-                    envelope=env.model_copy(update={"recorded_at": recorded_at}),
-                )
-            )
-        _apply_projections(conn, stored)
-        encoded = json_rows([_event_row(ev) for ev in stored])
-        if "\\u0000" in encoded:  # cheap pre-check; check_storable finds the culprit
-            check_storable(fresh)
-        conn.execute(_INSERT_EVENTS, (encoded,))
-    if tracking:
-        _save_tracking(conn, tracking)
-    return stored
-
-
-def _apply_projections(conn: Connection, stored: Sequence[StoredEvent]) -> None:
-    user_keys = {(e.envelope.tenant_id, e.envelope.user_id) for e in stored}
-    revision_keys = {
-        (e.envelope.tenant_id, e.envelope.user_id)
-        for e in stored
-        if needs_revisions(e.envelope.event_type)
-    }
-    state = catalog.load_for_append(conn, user_keys, revision_keys)
-    for ev in stored:
-        apply_event(state, ev)
-    catalog.save_dirty(conn, state)
+from tessera.schemas.events import EventEnvelope
 
 
 class PostgresEventStore:
@@ -305,7 +92,7 @@ class PostgresEventStore:
             where.append(sql.SQL("event_type = ANY(%s::text[])"))
             params.append(list(event_types))
         query = sql.SQL("{} WHERE {} ORDER BY position").format(
-            _SELECT_EVENTS, sql.SQL(" AND ").join(where)
+            SELECT_EVENTS, sql.SQL(" AND ").join(where)
         )
         if limit is not None:
             query += sql.SQL(" LIMIT %s")
@@ -313,7 +100,7 @@ class PostgresEventStore:
 
         def once() -> list[StoredEvent]:
             with self.connection("read events") as conn:
-                return [_row_to_event(r) for r in conn.execute(query, params)]
+                return [row_to_event(r) for r in conn.execute(query, params)]
 
         return with_retry(once)
 
@@ -401,7 +188,7 @@ class PostgresEventStore:
     def forget_user(self, tenant_id: str, user_id: str, *, actor: str, reason: str) -> list[str]:
         def once() -> list[str]:
             with self.connection("forget user") as conn:
-                return _forget_in_transaction(conn, tenant_id, user_id, actor=actor, reason=reason)
+                return forget_in_transaction(conn, tenant_id, user_id, actor=actor, reason=reason)
 
         return with_retry(once)
 
@@ -445,45 +232,3 @@ class PostgresEventStore:
                 (request_id,),
             ).fetchone()
         return RequestRecord(*row) if row else None
-
-
-def _forget_in_transaction(
-    conn: Connection, tenant_id: str, user_id: str, *, actor: str, reason: str
-) -> list[str]:
-    lock_events(conn)
-    if (
-        conn.execute(
-            "SELECT 1 FROM events WHERE tenant_id = %s AND user_id = %s LIMIT 1",
-            (tenant_id, user_id),
-        ).fetchone()
-        is None
-    ):
-        raise NotFoundError(f"no events for user {tenant_id}/{user_id}: nothing to forget")
-    revisions = catalog.list_revisions(conn, tenant_id, user_id)
-    tombstone = EventEnvelope(
-        event_type=EventType.USER_FORGOTTEN,
-        tenant_id=tenant_id,
-        user_id=user_id,
-        occurred_at=utcnow(),
-        data=UserForgotten(
-            actor=actor, reason=reason, forgotten_revision_ids=[r.revision_id for r in revisions]
-        ).model_dump(mode="json"),
-    )
-    append_in_transaction(conn, [tombstone], ())
-    # The one exception to append-only: the content goes, the rows stay, so positions,
-    # stream versions and the audit trail are unchanged.
-    conn.execute(
-        "UPDATE events SET data = '{}'::jsonb, redacted_at = now() "
-        "WHERE tenant_id = %s AND user_id = %s AND event_type = ANY(%s::text[]) "
-        "AND redacted_at IS NULL",
-        (tenant_id, user_id, _INTERACTION_TYPE_LIST),
-    )
-    conn.execute(
-        "DELETE FROM rejected_inputs WHERE (tenant_id = %s AND user_id = %s) "
-        "OR ((tenant_id IS NULL OR tenant_id = %s) AND strpos(payload, %s) > 0)",
-        (tenant_id, user_id, tenant_id, f'"{user_id}"'),
-    )
-    conn.execute(
-        "DELETE FROM request_log WHERE tenant_id = %s AND user_id = %s", (tenant_id, user_id)
-    )
-    return sorted({r.adapter_digest for r in revisions})

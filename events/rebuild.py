@@ -15,7 +15,7 @@ from psycopg import sql
 
 from tessera.events import catalog
 from tessera.events.db import connect, translated
-from tessera.events.postgres_store import lock_events
+from tessera.events.pg_log import lock_events
 from tessera.events.projections import ProjectionState, apply_event
 from tessera.events.store import StoredEvent
 from tessera.schemas.events import INTERACTION_TYPES, EventEnvelope

@@ -43,9 +43,13 @@ def random_step(store: PostgresEventStore, rng: random.Random, step: int) -> Non
         targets = [r.revision_id for r in revisions if r.state in ("superseded", "rolled_back")]
         target = rng.choice([*targets, None])
         store.append([rolled_back(T, user, current, target)])
-    elif action == "forget" and user != PRIOR_USER_ID and rng.random() < 0.2:
-        if store.read(tenant_id=T, user_id=user, limit=1):
-            store.forget_user(T, user, actor="admin", reason=f"step {step}")
+    elif (
+        action == "forget"
+        and user != PRIOR_USER_ID
+        and rng.random() < 0.2
+        and store.read(tenant_id=T, user_id=user, limit=1)
+    ):
+        store.forget_user(T, user, actor="admin", reason=f"step {step}")
 
 
 def test_rebuilt_projections_equal_live(database_url: str) -> None:
