@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     )
     admin_key: SecretStr = Field(
         SecretStr(DEV_ADMIN_KEY), description="Key for admin actions (audit, rollback, forget)."
+    )
+    default_tenant: str = Field(
+        "demo", description="Tenant of the CLI's audit, rollback and forget when --tenant is not given."
     )
 
     # ingest limits
@@ -82,6 +85,17 @@ class Settings(BaseSettings):
     prior_max_events: int = Field(4000, ge=1, description="Cap on the prior's whole sample.")
     prior_eval_users: int = Field(8, ge=1, description="Users whose held-out events gate a prior.")
     train_seed: int = Field(1234, description="Seed of every revision's training.")
+    holdout_k: int = Field(8, ge=1, description="Most recent examples held out for the gate.")
+    min_train_examples: int = Field(
+        8, ge=1, description="Fewer training examples than this: no revision is trained."
+    )
+    train_overrides: dict[str, Any] = Field(
+        default_factory=dict,
+        description='LoraTrainConfig fields as JSON, e.g. {"rank": 8, "epochs": 2}.',
+    )
+    gate_overrides: dict[str, Any] = Field(
+        default_factory=dict, description='GateConfig fields as JSON, e.g. {"min_gain": 0.01}.'
+    )
     worker_metrics_port: int | None = Field(
         None, description="Port for the trainer's Prometheus /metrics (none when unset)."
     )
@@ -90,6 +104,43 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     grpc_port: int = 50051
+    http_workers: int = Field(
+        1, ge=1, description="HTTP server processes (each with its own producer); gRPC runs in the first."
+    )
+    auth_cache_ttl_s: float = Field(
+        30.0, ge=0, description="How long a key -> tenant lookup is cached (a revoked key works this long)."
+    )
+
+    # inference (services.inference)
+    inference_device_slots: int = Field(
+        16, ge=1, description="Adapter slots in the model's LoRA tables (device memory)."
+    )
+    inference_max_rank: int = Field(16, ge=1, description="Largest LoRA rank a slot holds.")
+    inference_cpu_adapters: int = Field(
+        64, ge=1, description="Loaded adapters kept in the CPU LRU behind the device slots."
+    )
+    inference_target_modules: list[str] = Field(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        description="Linear layers replaced by multi-LoRA layers (adapters may use fewer).",
+    )
+    inference_dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="Serving dtype of the base model and the LoRA tables."
+    )
+    inference_max_batch: int = Field(32, ge=1, description="Most sequences in one decode step.")
+    inference_queue_size: int = Field(
+        256, ge=1, description="Waiting requests before new ones get 503 / RESOURCE_EXHAUSTED."
+    )
+    inference_request_timeout_s: float = Field(
+        60.0, gt=0, description="A request still unfinished after this long fails with a timeout."
+    )
+    inference_max_tokens: int = Field(512, ge=1, description="Upper bound on max_tokens.")
+    inference_max_prompt_tokens: int = Field(2048, ge=1, description="Longest prompt accepted.")
+    inference_request_log_share: float = Field(
+        1.0, ge=0, le=1, description="Share of requests whose revision goes to request_log."
+    )
+    inference_revision_cache_s: float = Field(
+        30.0, ge=0, description="How long a resolved served revision is reused without the follower."
+    )
 
     @model_validator(mode="after")
     def _refuse_default_secrets_in_production(self) -> Settings:
