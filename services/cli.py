@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "tenant",
     "audit",
     "corrective",
+    "train",
 ]
 
 for _name in COMMAND_MODULES:
