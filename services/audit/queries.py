@@ -307,7 +307,13 @@ def _log_entries(conn: Connection, tenant_id: str, user_id: str) -> list[LogEntr
 
 
 def _named_revisions(entry: LogEntry) -> set[str]:
-    keys = ("revision_id", "from_revision_id", "to_revision_id", "previous_revision_id")
+    keys = (
+        "revision_id",
+        "from_revision_id",
+        "to_revision_id",
+        "previous_revision_id",
+        "baseline_revision_id",
+    )
     named = {str(entry.data[k]) for k in keys if entry.data.get(k)}
     named.update(str(r) for r in entry.data.get("forgotten_revision_ids", []))
     return named
