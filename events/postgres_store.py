@@ -14,7 +14,7 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from tessera.events import catalog
-from tessera.events.db import Connection, make_pool, translated, with_retry
+from tessera.events.db import Connection, connect, make_pool, translated, with_retry
 from tessera.events.pg_log import (
     SELECT_EVENTS,
     append_in_transaction,
@@ -191,6 +191,16 @@ class PostgresEventStore:
                 return forget_in_transaction(conn, tenant_id, user_id, actor=actor, reason=reason)
 
         return with_retry(once)
+
+    def purge_erased(self, *, full: bool = True) -> None:
+        """Physically drop the old row versions a forget left behind. An UPDATE or DELETE
+        only marks the old versions dead; until VACUUM their bytes stay in the table
+        files. FULL rewrites the tables (a brief exclusive lock) so nothing remains on
+        disk; without it the space is only marked reusable. (The WAL and backups keep
+        their own copies until they expire: an operational matter.)"""
+        with connect(self.url, autocommit=True) as conn, translated("vacuum erased rows"):
+            option = sql.SQL("(FULL) ") if full else sql.SQL("")
+            conn.execute(sql.SQL("VACUUM {}events, rejected_inputs, request_log").format(option))
 
     def last_forgotten_position(self, tenant_id: str, user_id: str) -> int:
         user = self.get_user(tenant_id, user_id)
