@@ -30,7 +30,6 @@ from tessera.events.store import (
     RejectedInput,
     Tracking,
     TransientStoreError,
-    truncate_payload,
 )
 from tessera.events.stream_validate import Invalid, validate_record
 from tessera.schemas.events import EventEnvelope
@@ -211,7 +210,7 @@ class IngestSink:
             RejectedInput(
                 source=rec.source,
                 reason=why.reason,
-                payload=truncate_payload(_as_text(rec.value)),
+                payload=_as_text(rec.value),  # the store cuts huge ones
                 received_at=now,
                 tenant_id=why.tenant_id,
                 user_id=why.user_id,

@@ -42,9 +42,17 @@ def validate_record(raw: bytes | None, *, max_text_chars: int) -> EventEnvelope 
         doc = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         return Invalid(f"not JSON: {exc}")
+    except RecursionError:
+        return Invalid("not JSON: nested too deeply to decode")
     if not isinstance(doc, dict):
         return Invalid(f"not a JSON object: got {type(doc).__name__}")
-    reason = _check(doc, max_text_chars)
+    try:
+        reason = _check(doc, max_text_chars)
+    except Exception as exc:
+        # A record that trips an unforeseen error (a validator bug, a pathological
+        # document) must become a rejection, not a poison pill that crashes the worker
+        # on every restart.
+        return Invalid(f"could not be validated: {type(exc).__name__}: {exc}")
     if isinstance(reason, str):
         tenant, user = doc.get("tenant_id"), doc.get("user_id")
         return Invalid(

@@ -14,16 +14,18 @@ that survives Tansu's slow joins.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import replace
 from typing import cast
 
 import faust
+from aiokafka.errors import KafkaError
 from faust.types import EventT
 
 from tessera.events.kafka import ensure_topics
 from tessera.events.store import EventStore
-from tessera.events.stream_sink import IngestSink, Record, SinkStats
+from tessera.events.stream_sink import Backoff, IngestSink, Record, SinkStats
 from tessera.schemas.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,16 +42,27 @@ class TopicDeadLetters:
     reason and source in headers. Waits for the broker's ack so a rejection is durable
     before the record's offset can be committed."""
 
-    def __init__(self, topic: faust.TopicT) -> None:
+    def __init__(self, topic: faust.TopicT, backoff: Backoff | None = None) -> None:
         self._topic = topic
+        self._backoff = backoff or Backoff()
 
     async def send(self, record: Record, reason: str) -> None:
         headers = {
             REASON_HEADER: reason.encode(),
             SOURCE_HEADER: record.source.encode(),
         }
-        pending = await self._topic.send(key=record.key, value=record.value, headers=headers)
-        await pending
+        delay = self._backoff.delays()
+        while True:  # the record's offset waits for this; so does the whole partition
+            try:
+                pending = await self._topic.send(
+                    key=record.key, value=record.value, headers=headers
+                )
+                await pending
+                return
+            except KafkaError as exc:
+                wait = delay()
+                log.warning("dead-letter send failed (%s); retrying in %.1fs", exc, wait)
+                await asyncio.sleep(wait)
 
 
 def build_app(
