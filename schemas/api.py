@@ -126,7 +126,8 @@ class TextItem(_ItemCommon, TextData):
     type: Literal["text"]
 
 
-IngestItem = Annotated[ExchangeItem | FeedbackItem | TextItem, Field(discriminator="type")]
+AnyItem = ExchangeItem | FeedbackItem | TextItem
+IngestItem = Annotated[AnyItem, Field(discriminator="type")]
 
 # API kind -> (event type, payload model whose fields become the envelope's `data`).
 ITEM_KINDS: Final[dict[str, tuple[EventType, type[BaseModel]]]] = {
@@ -138,7 +139,7 @@ ITEM_KINDS: Final[dict[str, tuple[EventType, type[BaseModel]]]] = {
 COMMON_FIELDS: Final = frozenset(_ItemCommon.model_fields) | {"type"}
 
 
-def item_data(item: ExchangeItem | FeedbackItem | TextItem) -> dict[str, Any]:
+def item_data(item: AnyItem) -> dict[str, Any]:
     """The item's payload fields as the JSON-ready dict an envelope's `data` holds."""
     return item.model_dump(mode="json", exclude=set(COMMON_FIELDS), exclude_none=True)
 

@@ -9,15 +9,18 @@ from tessera.services.cli_apps import app
 # One module per command group; add yours here.
 COMMAND_MODULES = [
     "bench_kernel",
+    "bench_serve",
     "bench_train",
     "infra",
     "worker_ingest",
     "serve",
     "schemas",
-    "db",
-    "tenant",
+    "demo",
+    "bench_ingest",
     "audit",
     "corrective",
+    "db",
+    "tenant",
     "train",
 ]
 

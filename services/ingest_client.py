@@ -15,6 +15,11 @@ from typing import Any
 import httpx
 
 
+def encode_batch(items: Sequence[dict[str, Any]]) -> bytes:
+    """The body of `POST /v1/events` for `items`."""
+    return json.dumps({"events": list(items)}).encode()
+
+
 class IngestRequestFailed(RuntimeError):
     """The server answered a batch with an error (the message has its body)."""
 
@@ -68,7 +73,10 @@ class IngestClient:
         """Send one batch; items without `event_id` get one here, so retries are safe."""
         for item in items:
             item.setdefault("event_id", str(uuid.uuid4()))
-        body = json.dumps({"events": items}).encode()
+        return self.post_body(encode_batch(items))
+
+    def post_body(self, body: bytes) -> BatchResult:
+        """Send one already-encoded request body (see `encode_batch`)."""
         sent_at = time.monotonic()
         for attempt in range(self._retries + 1):
             try:
@@ -90,15 +98,16 @@ class IngestClient:
 
     def post_all(
         self,
-        batches: Iterable[Sequence[dict[str, Any]]],
+        batches: Iterable[Sequence[dict[str, Any]] | bytes],
         *,
         on_batch: Callable[[BatchResult], None] | None = None,
     ) -> list[BatchResult]:
-        """Send every batch, `connections` at a time; results in completion order.
-        `on_batch` is called (from worker threads) as each batch is accepted."""
+        """Send every batch (items, or an encoded body), `connections` at a time;
+        results in request order. `on_batch` is called (from the sending threads) as
+        each batch is accepted."""
 
-        def send(items: Sequence[dict[str, Any]]) -> BatchResult:
-            result = self.post_batch(items)
+        def send(batch: Sequence[dict[str, Any]] | bytes) -> BatchResult:
+            result = self.post_body(batch) if isinstance(batch, bytes) else self.post_batch(batch)
             if on_batch is not None:
                 on_batch(result)
             return result

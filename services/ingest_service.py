@@ -28,6 +28,7 @@ from tessera.events.kafka import encode_envelope, stream_key
 from tessera.schemas.api import (
     ITEM_KINDS,
     LIMITS_CONTEXT_KEY,
+    AnyItem,
     IngestLimits,
     ItemError,
     item_data,
@@ -90,6 +91,23 @@ def _path(parts: Sequence[int | str]) -> str:
     return text or "item"
 
 
+def to_envelopes(items: Sequence[AnyItem], *, tenant_id: str) -> list[EventEnvelope]:
+    """Validated API items as the envelopes published for them (server-assigned ids
+    for items that came without one)."""
+    return [
+        EventEnvelope(
+            event_id=item.event_id or uuid.uuid4(),
+            event_type=ITEM_KINDS[item.type][0],
+            tenant_id=tenant_id,
+            user_id=item.user_id,
+            occurred_at=item.occurred_at,
+            correlation_id=item.correlation_id,
+            data=item_data(item),
+        )
+        for item in items
+    ]
+
+
 @dataclass(frozen=True, slots=True)
 class IngestConfig:
     """What the service needs from `Settings`."""
@@ -149,21 +167,7 @@ class IngestService:
                 [ItemError(index=None, field="events", problem=problem, type="too_long")],
                 too_large=True,
             )
-        envelopes = []
-        for item in request.events:
-            event_type, _ = ITEM_KINDS[item.type]
-            envelopes.append(
-                EventEnvelope(
-                    event_id=item.event_id or uuid.uuid4(),
-                    event_type=event_type,
-                    tenant_id=tenant_id,
-                    user_id=item.user_id,
-                    occurred_at=item.occurred_at,
-                    correlation_id=item.correlation_id,
-                    data=item_data(item),
-                )
-            )
-        return envelopes
+        return to_envelopes(request.events, tenant_id=tenant_id)
 
     # --- publishing -------------------------------------------------------------------
 

@@ -1,0 +1,56 @@
+"""`tessera bench ingest`: HTTP -> Kafka -> worker -> PostgreSQL, with the bare rates."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Final
+
+import typer
+
+from tessera.services.cli_apps import bench_app
+
+DEFAULT_OUT: Final = Path("bench/results/ingest.json")
+
+
+@bench_app.command("ingest")
+def bench_ingest(
+    events: int = typer.Option(50_000, min=1, help="Events sent over HTTP."),
+    users: int = typer.Option(1_000, min=1, help="Users they are spread over."),
+    batch: int = typer.Option(1_000, min=1, help="Events per request."),
+    connections: int = typer.Option(16, min=1, help="Parallel client connections."),
+    http_workers: int = typer.Option(1, min=1, help="HTTP server processes."),
+    out: Annotated[Path, typer.Option(help="Where the JSON result is written.")] = DEFAULT_OUT,
+) -> None:
+    """Measure ingest: events/s and accept->durable latency over HTTP to committed in
+    PostgreSQL, then bare kafka-python produce / consume and COPY of the same rows.
+    Prints the result JSON as the last line and writes it to --out."""
+    from tqdm import tqdm
+
+    from tessera.schemas.settings import get_settings
+    from tessera.services.commands.infra import stack_info
+    from tessera.services.ingest_bench import BenchConfig, run_bench
+
+    settings = get_settings()
+    config = BenchConfig(
+        events=events,
+        users=users,
+        batch=min(batch, settings.max_batch_events),
+        connections=connections,
+        http_workers=http_workers,
+    )
+    log_dir = settings.state_dir / "bench-logs"
+    with tqdm(total=events, unit="event", desc="bench ingest") as bar:
+        result = run_bench(
+            settings,
+            stack_info(),
+            config,
+            log_dir=log_dir,
+            on_accepted=bar.update,
+            report=lambda line: bar.write(line, file=sys.stderr),
+        )
+    line = json.dumps(result.as_dict())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(line + "\n")
+    typer.echo(line)

@@ -1,0 +1,176 @@
+"""`tessera demo`: the main job on the embedded defaults, as a list of steps.
+
+Today: start the stack, migrate, create a demo tenant and key, start the ingest worker
+and the API server, send real conversations (chitchat-dataset, one user per speaker)
+through `POST /v1/events`, wait until PostgreSQL has committed them, and print what the
+log holds. Later features add steps (train, evaluate, serve) by appending to `STEPS`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+import typer
+
+from tessera.services.cli_apps import app
+
+if TYPE_CHECKING:
+    from tessera.services.subprocesses import TesseraProcess
+
+DEMO_TENANT: Final = "demo"
+
+
+@dataclass
+class DemoRun:
+    """What the steps share; each step reads what earlier ones filled in."""
+
+    users: int
+    messages_per_user: int
+    seed: int
+    state_dir: Path
+    database_url: str = ""
+    kafka_bootstrap: str = ""
+    api_key: str = ""
+    http_url: str = ""
+    accepted: int = 0
+    processes: list[TesseraProcess] = field(default_factory=list)  # stopped at the end
+
+
+Step = Callable[[DemoRun], None]
+
+
+def step_stack(run: DemoRun) -> None:
+    from tessera.services.commands.infra import stack_info
+
+    info = stack_info()
+    run.database_url, run.kafka_bootstrap = info.database_url, info.kafka_bootstrap
+    typer.echo(f"  postgres {info.database_url}\n  kafka    {info.kafka_bootstrap}")
+
+
+def step_migrate(run: DemoRun) -> None:
+    from tessera.events.migrate import migrate
+
+    migrate(run.database_url)
+    typer.echo("  schema up to date")
+
+
+def step_tenant(run: DemoRun) -> None:
+    from tessera.services.tenant_admin import ensure_tenant_with_key
+
+    run.api_key = ensure_tenant_with_key(run.database_url, DEMO_TENANT)
+    typer.echo(f"  tenant {DEMO_TENANT!r} with a fresh API key")
+
+
+def step_processes(run: DemoRun) -> None:
+    from tessera.infra.stack import free_port
+    from tessera.services.subprocesses import TesseraProcess
+
+    env = {"TESSERA_DATABASE_URL": run.database_url, "TESSERA_KAFKA_BOOTSTRAP": run.kafka_bootstrap}
+    logs = run.state_dir / "demo-logs"
+    worker = TesseraProcess(
+        "ingest worker", ["worker", "ingest"], log_path=logs / "worker.log", env=env
+    )
+    run.processes.append(worker)
+    port = free_port()
+    server = TesseraProcess(
+        "API server",
+        # Ingest only for now: the serving steps start inference when they need it.
+        ["serve", "--http-port", str(port), "--grpc-port", "0", "--without", "inference"],
+        log_path=logs / "serve.log",
+        env=env,
+    )
+    run.processes.append(server)
+    run.http_url = f"http://127.0.0.1:{port}"
+    server.wait_http(f"{run.http_url}/healthz", timeout_s=90)
+    typer.echo(
+        f"  worker pid {worker.pid}, server pid {server.pid} at {run.http_url} (logs {logs})"
+    )
+
+
+def step_ingest(run: DemoRun) -> None:
+    from tqdm import tqdm
+
+    from tessera.schemas.settings import get_settings
+    from tessera.services.ingest_client import BatchResult, IngestClient
+    from tessera.workers.chitchat import load_speakers
+
+    settings = get_settings()
+    speakers = load_speakers(
+        min_messages=20, limit=run.users, seed=run.seed, max_chars=settings.max_text_chars
+    )
+    items = [
+        m.as_ingest_item(s.speaker_id)
+        for s in speakers
+        for m in s.messages[: run.messages_per_user]
+    ]
+    batch = min(250, settings.max_batch_events)
+    batches = [items[i : i + batch] for i in range(0, len(items), batch)]
+    typer.echo(f"  {len(items)} messages of {len(speakers)} speakers (chitchat-dataset)")
+    client = IngestClient(run.http_url, run.api_key, connections=4)
+    with tqdm(total=len(items), unit="event", desc="  ingest") as bar:
+
+        def done(result: BatchResult) -> None:
+            bar.update(len(result.accepted))
+
+        results = client.post_all(batches, on_batch=done)
+    client.close()
+    run.accepted = sum(len(r.accepted) for r in results)
+
+
+def step_wait_committed(run: DemoRun, timeout_s: float = 120.0) -> None:
+    from tessera.services.log_summary import count_events
+
+    deadline = time.monotonic() + timeout_s
+    committed = 0
+    while time.monotonic() < deadline:
+        committed = count_events(run.database_url, tenant_id=DEMO_TENANT)
+        if committed >= run.accepted:
+            typer.echo(f"  {committed} events committed")
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"only {committed} of {run.accepted} events committed after {timeout_s} s")
+
+
+def step_summary(run: DemoRun) -> None:
+    from tessera.services.log_summary import summarise
+
+    typer.echo(summarise(run.database_url, tenant_id=DEMO_TENANT).render(indent="  "))
+
+
+STEPS: Final[list[tuple[str, Step]]] = [
+    ("start the stack", step_stack),
+    ("migrate the event store", step_migrate),
+    ("create the demo tenant", step_tenant),
+    ("start the ingest worker and the API server", step_processes),
+    ("ingest real conversations over HTTP", step_ingest),
+    ("wait until PostgreSQL has committed them", step_wait_committed),
+    ("what the log holds", step_summary),
+]
+
+
+@app.command("demo")
+def demo(
+    users: int = typer.Option(40, min=1, help="Speakers of chitchat-dataset to ingest as users."),
+    messages: int = typer.Option(150, min=1, help="Most messages sent per user."),
+    seed: int = typer.Option(0, help="Seed of the speaker selection."),
+) -> None:
+    """Run the main job on the embedded stack (see README)."""
+    from tessera.schemas.settings import get_settings
+
+    run = DemoRun(
+        users=users, messages_per_user=messages, seed=seed, state_dir=get_settings().state_dir
+    )
+    try:
+        for i, (title, step) in enumerate(STEPS, 1):
+            typer.secho(f"[{i}/{len(STEPS)}] {title}", bold=True)
+            step(run)
+    except Exception as exc:
+        typer.secho(f"demo failed: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from exc
+    finally:
+        for proc in reversed(run.processes):
+            proc.stop()
