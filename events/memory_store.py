@@ -11,6 +11,7 @@ import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from tessera.events.projections import (
     HeadRow,
@@ -20,6 +21,7 @@ from tessera.events.projections import (
     apply_event,
 )
 from tessera.events.store import (
+    EventStore,
     NotFoundError,
     RejectedInput,
     RequestRecord,
@@ -197,6 +199,9 @@ class MemoryEventStore:
             }
             return sorted({r.adapter_digest for r in revisions})
 
+    def purge_erased(self, *, full: bool = True) -> None:
+        """Nothing to do: erased content is not kept anywhere in memory."""
+
     def last_forgotten_position(self, tenant_id: str, user_id: str) -> int:
         with self._lock:
             row = self._state.users.get((tenant_id, user_id))
@@ -230,3 +235,7 @@ def _rejected_is_about(r: RejectedInput, tenant_id: str, user_id: str) -> bool:
     if (r.tenant_id, r.user_id) == (tenant_id, user_id):
         return True
     return r.tenant_id in (None, tenant_id) and f'"{user_id}"' in r.payload
+
+
+if TYPE_CHECKING:  # mypy proves the class satisfies the EventStore protocol
+    _conforms: EventStore = MemoryEventStore()

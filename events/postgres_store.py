@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
 from psycopg_pool import ConnectionPool
@@ -23,6 +23,7 @@ from tessera.events.pg_log import (
 )
 from tessera.events.projections import HeadRow, ProjectionState, RevisionRow, UserRow
 from tessera.events.store import (
+    EventStore,
     RejectedInput,
     RequestRecord,
     StoredEvent,
@@ -242,3 +243,7 @@ class PostgresEventStore:
                 (request_id,),
             ).fetchone()
         return RequestRecord(*row) if row else None
+
+
+if TYPE_CHECKING:  # mypy proves the class satisfies the EventStore protocol
+    _conforms: EventStore = PostgresEventStore("")

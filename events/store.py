@@ -176,6 +176,11 @@ class EventStore(Protocol):
         caller deletes from the adapter store."""
         ...
 
+    def purge_erased(self, *, full: bool = True) -> None:
+        """Physically reclaim what forgets erased (PostgreSQL: VACUUM [FULL]); a no-op
+        where erased content leaves no copy behind (memory)."""
+        ...
+
     def last_forgotten_position(self, tenant_id: str, user_id: str) -> int:
         """Position of the user's latest tombstone (0 if never forgotten): a fresh history
         starts after it, so datasets use only events with a greater position."""
