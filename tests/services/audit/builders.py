@@ -18,7 +18,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from tessera.events.postgres_store import PostgresEventStore
 from tessera.events.store import StoredEvent
-from tessera.schemas.events import EventEnvelope, EventType, utcnow
+from tessera.schemas.events import PRIOR_USER_ID, EventEnvelope, EventType, utcnow
 from tessera.schemas.revisions import (
     RevisionEvaluated,
     RevisionPromoted,
@@ -122,7 +122,8 @@ def revision(
                              occurred_at=utcnow(), data=payload.model_dump(mode="json"))
 
     events = [env(EventType.REVISION_TRAINED, RevisionTrained(
-        revision_id=rid, kind="personal", parent_revision_id=parent, base_model_id="tiny",
+        revision_id=rid, kind="prior" if user == PRIOR_USER_ID else "personal",
+        parent_revision_id=parent, base_model_id="tiny",
         base_digest="b" * 64, adapter_digest=digest, adapter_bytes=1000, rank=RANK,
         alpha=8.0, target_modules=TARGETS, hyperparameters={"train": {"lr": 1e-3}},
         seed=7, dataset_from=1, dataset_to=to, dataset_digest="d" * 64,
