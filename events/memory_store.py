@@ -28,7 +28,7 @@ from tessera.events.store import (
     StoredEvent,
     Tracking,
     check_storable,
-    truncate_payload,
+    storable_rejected,
 )
 from tessera.schemas.events import INTERACTION_TYPES, EventEnvelope, EventType, utcnow
 from tessera.schemas.revisions import UserForgotten
@@ -137,7 +137,7 @@ class MemoryEventStore:
 
     def record_rejected(self, rejected: Sequence[RejectedInput]) -> None:
         with self._lock:
-            self._rejected.extend(replace(r, payload=truncate_payload(r.payload)) for r in rejected)
+            self._rejected.extend(storable_rejected(r) for r in rejected)
 
     def read_rejected(self, *, limit: int | None = None) -> list[RejectedInput]:
         with self._lock:

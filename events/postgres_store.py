@@ -28,7 +28,7 @@ from tessera.events.store import (
     RequestRecord,
     StoredEvent,
     Tracking,
-    truncate_payload,
+    storable_rejected,
 )
 from tessera.schemas.events import EventEnvelope
 
@@ -135,15 +135,8 @@ class PostgresEventStore:
                     "INSERT INTO rejected_inputs (source, reason, payload, received_at, "
                     "tenant_id, user_id) VALUES (%s, %s, %s, %s, %s, %s)",
                     [
-                        (
-                            r.source,
-                            r.reason,
-                            truncate_payload(r.payload),
-                            r.received_at,
-                            r.tenant_id,
-                            r.user_id,
-                        )
-                        for r in rejected
+                        (r.source, r.reason, r.payload, r.received_at, r.tenant_id, r.user_id)
+                        for r in map(storable_rejected, rejected)
                     ],
                 )
 

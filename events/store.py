@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -88,9 +88,21 @@ def check_storable(events: Sequence[EventEnvelope]) -> None:
 
 
 def truncate_payload(payload: str) -> str:
+    """Rejected input made storable: NUL characters (which PostgreSQL text refuses, and
+    junk input may well hold) shown as U+FFFD, and cut to MAX_REJECTED_PAYLOAD_CHARS."""
+    payload = payload.replace("\x00", "\ufffd")
     if len(payload) <= MAX_REJECTED_PAYLOAD_CHARS:
         return payload
     return payload[:MAX_REJECTED_PAYLOAD_CHARS] + f"...[truncated {len(payload)} chars]"
+
+
+def storable_rejected(rejected: RejectedInput) -> RejectedInput:
+    """The row both stores keep: payload cut and NUL-free, reason NUL-free."""
+    return replace(
+        rejected,
+        payload=truncate_payload(rejected.payload),
+        reason=rejected.reason.replace("\x00", "\ufffd"),
+    )
 
 
 class EventStoreError(Exception):

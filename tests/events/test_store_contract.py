@@ -143,10 +143,11 @@ def test_rejected_inputs_are_kept_with_reason(store: EventStore) -> None:
             RejectedInput(
                 "http", "too long", "x" * (MAX_REJECTED_PAYLOAD_CHARS + 10), at, "t1", "u"
             ),
+            RejectedInput("http", "NUL in \x00 reason", "raw \x00 bytes", at),
         ]
     )
     got = store.read_rejected()
-    assert [(r.source, r.reason) for r in got] == [
+    assert [(r.source, r.reason) for r in got][:2] == [
         ("kafka:tessera.interactions/0@5", "data.prompt: field required"),
         ("http", "too long"),
     ]
@@ -154,6 +155,8 @@ def test_rejected_inputs_are_kept_with_reason(store: EventStore) -> None:
     assert got[1].payload.endswith(f"[truncated {MAX_REJECTED_PAYLOAD_CHARS + 10} chars]")
     assert (got[1].tenant_id, got[1].user_id) == ("t1", "u")
     assert store.read_rejected(limit=1) == got[:1]
+    # PostgreSQL text cannot hold NUL: shown as U+FFFD rather than failing the worker.
+    assert (got[2].reason, got[2].payload) == ("NUL in \ufffd reason", "raw \ufffd bytes")
 
 
 def test_request_log_keeps_first_record(store: EventStore) -> None:
