@@ -78,11 +78,13 @@ _JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
 def check_storable(events: Sequence[EventEnvelope]) -> None:
-    """Raise UnstorableEventError naming the first event whose data holds a NUL."""
+    """Raise UnstorableEventError naming the first event whose data or ids hold a NUL."""
     for env in events:
-        if _JSON_NUL.search(json.dumps(env.data, default=str)):
+        if "\x00" in env.user_id + env.event_type or _JSON_NUL.search(
+            json.dumps(env.data, default=str)
+        ):
             raise UnstorableEventError(
-                f"event {env.event_id}: data contains a NUL character (\\u0000), "
+                f"event {env.event_id}: contains a NUL character (\\u0000), "
                 "which PostgreSQL cannot store"
             )
 

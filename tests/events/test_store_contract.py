@@ -175,5 +175,8 @@ def test_nul_characters_are_refused_before_writing(store: EventStore) -> None:
         store.append([exchange("t1", "u", 0), bad], tracking=[Tracking("g", "t", 0, 1)])
     assert store.head_position() == 0
     assert store.max_tracking_offset("g", "t", 0) is None
+    bad_type = exchange("t1", "u", 3).model_copy(update={"event_type": "interaction\x00"})
+    with pytest.raises(UnstorableEventError, match=str(bad_type.event_id)):
+        store.append([bad_type])
     assert len(store.append([odd_but_fine])) == 1
     assert store.read()[0].envelope.data == {"prompt": "a\\u0000b"}
