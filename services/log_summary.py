@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tessera.events.db import connect, translated
@@ -36,6 +38,15 @@ def count_events(database_url: str, *, tenant_id: str) -> int:
     with translated("count events"), connect(database_url) as conn:
         row = conn.execute(
             "SELECT count(*) FROM events WHERE tenant_id = %s", (tenant_id,)
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def count_present(database_url: str, event_ids: Sequence[uuid.UUID]) -> int:
+    """How many of `event_ids` are in the log."""
+    with translated("count events by id"), connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM events WHERE event_id = ANY(%s)", (list(event_ids),)
         ).fetchone()
     return int(row[0]) if row else 0
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import random
+import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from datetime import datetime
 from functools import lru_cache
 from importlib import resources
 from typing import Any, Final, Literal
+
+EVENT_ID_NAMESPACE: Final = uuid.UUID("7d0c2a4e-5f43-4c59-9a8e-3b7c1e0f9d21")
 
 # Utterances of one turn are joined with a newline: they were sent as separate messages.
 UTTERANCE_SEP: Final = "\n"
@@ -40,15 +43,25 @@ class SpeakerMessage:
     """One turn of a speaker, with the conversation before it."""
 
     conversation_id: str
+    turn_index: int  # position of the turn in its conversation
     occurred_at: datetime
     text: str
     prompt: str | None  # the turn this one answers; None when the speaker opened
     context: tuple[ContextTurn, ...]  # turns before `prompt`, oldest first
 
+    def event_id(self, user_id: str) -> uuid.UUID:
+        """A stable id for this message as `user_id`'s event: sending it again (a second
+        demo run) is a no-op in the log."""
+        return uuid.uuid5(EVENT_ID_NAMESPACE, f"{self.conversation_id}/{self.turn_index}/{user_id}")
+
     def as_ingest_item(self, user_id: str) -> dict[str, Any]:
         """The item for `POST /v1/events` (an exchange, or a text when it opened)."""
         context = [{"role": t.role, "text": t.text} for t in self.context]
-        common = {"user_id": user_id, "occurred_at": self.occurred_at.isoformat()}
+        common = {
+            "event_id": str(self.event_id(user_id)),
+            "user_id": user_id,
+            "occurred_at": self.occurred_at.isoformat(),
+        }
         if self.prompt is None:
             return {**common, "type": "text", "text": self.text, "context": context}
         return {
@@ -107,10 +120,9 @@ def load_speakers(
             context = tuple(
                 ContextTurn("user" if s == sender else "other", t) for s, _, t in earlier
             )
-            by_sender[sender].append(SpeakerMessage(conv_id, stamp, text, prompt, context))
+            message = SpeakerMessage(conv_id, i, stamp, text, prompt, context)
+            by_sender[sender].append(message)
     eligible = sorted(s for s, msgs in by_sender.items() if len(msgs) >= min_messages)
     random.Random(seed).shuffle(eligible)
     chosen = eligible if limit is None else eligible[:limit]
-    return [
-        Speaker(s, tuple(sorted(by_sender[s], key=lambda m: m.occurred_at))) for s in chosen
-    ]
+    return [Speaker(s, tuple(sorted(by_sender[s], key=lambda m: m.occurred_at))) for s in chosen]
