@@ -57,6 +57,14 @@ class TesseraProcess:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
+    def ensure_running(self) -> None:
+        """Raise, with the log tail, if the child has exited."""
+        if self.proc.poll() is not None:
+            raise ProcessNotReady(
+                f"{self.name} exited with {self.proc.returncode}; log {self.log_path}:\n"
+                f"{self.log_tail()}"
+            )
+
     def wait_until(self, ready: Callable[[], bool], *, timeout_s: float, what: str) -> None:
         """Poll `ready` until true; fail early, with the log tail, if the child exits."""
         deadline = time.monotonic() + timeout_s
