@@ -119,3 +119,5 @@ def configure_logging(*, json_logs: bool = True, level: int = logging.INFO) -> N
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # kafka-python logs every connection step at INFO; keep its warnings and errors only.
+    logging.getLogger("kafka").setLevel(max(level, logging.WARNING))

@@ -11,6 +11,8 @@ revision.
 Broker limits (Tansu): group joins are slow, so the session timeout is ~6 s with a 1 s
 heartbeat. kafka-python heartbeats from a background thread, so a long training does not
 cost the membership; `max_poll_interval_ms` is set above the longest training we expect.
+The price: a member joining while another is mid-training waits for that training to
+end before the group settles (a rebalance needs every live member to poll again).
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 from pydantic import ValidationError
+
 from tessera.workers import metrics
 from tessera.workers.training_request import TrainingRequest
 
@@ -54,6 +57,17 @@ class WorkerConfig:
     queue_depth_every_s: float = 10.0
 
 
+class _LogAssignments(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Logs each rebalance's outcome: which partitions this member now owns."""
+
+    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
+
+    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        log.info("partitions assigned: %s", sorted(tp.partition for tp in assigned),
+                 extra={"assigned": len(assigned)})
+
+
 class TrainWorker:
     """One member of the trainer consumer group. `run()` blocks until `stop()`."""
 
@@ -64,7 +78,6 @@ class TrainWorker:
         self._last_depth = 0.0
         try:
             self._consumer = KafkaConsumer(
-                config.topic,
                 bootstrap_servers=config.bootstrap,
                 group_id=config.group_id,
                 client_id=config.client_id,
@@ -76,6 +89,7 @@ class TrainWorker:
                 max_poll_interval_ms=config.max_poll_interval_ms,
                 request_timeout_ms=max(30_000, config.session_timeout_ms + 5_000),
             )
+            self._consumer.subscribe([config.topic], listener=_LogAssignments())
         except KafkaError as exc:
             raise RuntimeError(f"cannot reach Kafka at {config.bootstrap}: {exc}") from exc
 
