@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Final
 
 from pydantic import BaseModel
+
 from tessera.schemas.events import EventEnvelope, EventType, utcnow
 
 _NAMESPACE: Final = uuid.UUID("5c6f0f7e-3f55-4b8e-9a2d-7465737365ff")

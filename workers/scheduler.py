@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
+
 from tessera.schemas.settings import Settings
 from tessera.workers.scheduler_state import Due, SchedulerState
 from tessera.workers.training_request import TrainingRequest, Trigger

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
 from tessera.schemas.events import utcnow
 
 Trigger = Literal["nightly", "threshold", "manual", "demo", "bench", "test"]
