@@ -9,7 +9,7 @@ store or a plain connection.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Final, Protocol, TypeVar
 
@@ -91,24 +91,47 @@ def keys_param(keys: Sequence[StreamKey]) -> tuple[str]:
     return (json.dumps(keys),)
 
 
+def start_load_for_append(
+    conn: AnyConnection, user_keys: Iterable[StreamKey], revision_keys: Iterable[StreamKey]
+) -> Callable[[], ProjectionState]:
+    """Send the queries for the rows an append may touch (users of `user_keys`; revisions
+    and heads of `revision_keys`, the streams with revision or forget events) and return
+    a function that collects them. Split in two so that, in pipeline mode, the queries
+    share one round trip with the append's other reads."""
+    ukeys, rkeys = sorted(set(user_keys)), sorted(set(revision_keys))
+    pending: list[psycopg.Cursor[Any]] = []
+
+    def send(cls: type[Row], keys: Sequence[StreamKey], order: str) -> None:
+        if keys:
+            cur = conn.cursor(row_factory=class_row(cls))
+            cur.execute(_select(cls, _IN_KEYS, order), keys_param(keys))
+            pending.append(cur)
+
+    send(UserRow, ukeys, "tenant_id,user_id")
+    send(RevisionRow, rkeys, "revision_id")
+    send(HeadRow, rkeys, "tenant_id,user_id")
+
+    def collect() -> ProjectionState:
+        state = ProjectionState()
+        for cur in pending:
+            with cur:
+                for row in cur.fetchall():
+                    if isinstance(row, UserRow):
+                        state.users[(row.tenant_id, row.user_id)] = row
+                    elif isinstance(row, RevisionRow):
+                        state.revisions[row.revision_id] = row
+                    elif isinstance(row, HeadRow):
+                        state.heads[(row.tenant_id, row.user_id)] = row
+        return state
+
+    return collect
+
+
 def load_for_append(
     conn: AnyConnection, user_keys: Iterable[StreamKey], revision_keys: Iterable[StreamKey]
 ) -> ProjectionState:
-    """The rows an append may touch: users of `user_keys`; revisions and heads of
-    `revision_keys` (the streams that received revision or forget events)."""
-    ukeys, rkeys = sorted(set(user_keys)), sorted(set(revision_keys))
-    state = ProjectionState()
-    if ukeys:
-        params = keys_param(ukeys)
-        for u in _fetch(conn, UserRow, _IN_KEYS, params, "tenant_id,user_id"):
-            state.users[(u.tenant_id, u.user_id)] = u
-    if rkeys:
-        params = keys_param(rkeys)
-        for r in _fetch(conn, RevisionRow, _IN_KEYS, params, "revision_id"):
-            state.revisions[r.revision_id] = r
-        for h in _fetch(conn, HeadRow, _IN_KEYS, params, "tenant_id,user_id"):
-            state.heads[(h.tenant_id, h.user_id)] = h
-    return state
+    """The rows an append may touch, loaded at once (see start_load_for_append)."""
+    return start_load_for_append(conn, user_keys, revision_keys)()
 
 
 def _upsert(conn: AnyConnection, rows: Sequence[UserRow | RevisionRow | HeadRow]) -> None:

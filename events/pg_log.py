@@ -14,13 +14,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from psycopg import sql
+from psycopg import Cursor, sql
 
 from tessera.events import catalog
 from tessera.events.db import Connection, json_rows
 from tessera.events.projections import apply_event, needs_revisions
 from tessera.events.store import (
-    EventStoreError,
     NotFoundError,
     StoredEvent,
     Tracking,
@@ -116,17 +115,24 @@ def lock_events(conn: Connection, *, timeout: str = LOCK_TIMEOUT) -> None:
     # Without it, two transactions could take positions 10 and 11 and commit 11 first: a
     # reader tailing the log by "position > last seen" would then read 11, move past 10
     # and never see it. With the lock, positions become visible in increasing order.
-    conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(timeout)))
-    conn.execute("LOCK TABLE events IN EXCLUSIVE MODE")
+    # Two statements, one round trip (allowed because there are no parameters).
+    conn.execute(
+        sql.SQL("SET LOCAL lock_timeout = {}; LOCK TABLE events IN EXCLUSIVE MODE").format(
+            sql.Literal(timeout)
+        )
+    )
 
 
-def _is_replay(conn: Connection, tracking: Sequence[Tracking]) -> bool:
-    rows = conn.execute(
+def _start_replay_check(conn: Connection, tracking: Sequence[Tracking]) -> Cursor:
+    return conn.execute(
         "SELECT consumer_group, topic, partition_no, last_offset FROM tracking "
         "WHERE (consumer_group, topic, partition_no) IN "
         "(SELECT * FROM unnest(%s::text[], %s::text[], %s::int[]))",
         ([t.group for t in tracking], [t.topic for t in tracking], [t.partition for t in tracking]),
-    ).fetchall()
+    )
+
+
+def _is_replay(rows: list[tuple[Any, ...]], tracking: Sequence[Tracking]) -> bool:
     stored = {(g, t, p): o for g, t, p, o in rows}
     return any(
         (old := stored.get((t.group, t.topic, t.partition))) is not None and t.offset <= old
@@ -144,94 +150,107 @@ def _save_tracking(conn: Connection, tracking: Sequence[Tracking]) -> None:
         )
 
 
-def _new_envelopes(conn: Connection, events: Sequence[EventEnvelope]) -> list[EventEnvelope]:
-    """The events whose ids are in neither the log nor earlier in this batch."""
-    unique: dict[uuid.UUID, EventEnvelope] = {}
-    for env in events:
-        unique.setdefault(env.event_id, env)
-    known = {
-        row[0]
-        for row in conn.execute(
-            # The ids as one array literal: uuids need no quoting, and building the string
-            # is far cheaper than psycopg's per-element array dumper. psycopg sends a str as
-            # an untyped literal, so the server parses it once, as a uuid[] constant (a
-            # text::uuid[] cast would be re-evaluated for every row a seq scan visits).
-            "SELECT event_id FROM events WHERE event_id = ANY(%s::uuid[])",
-            ("{" + ",".join(map(str, unique)) + "}",),
-        )
-    }
-    return [env for eid, env in unique.items() if eid not in known]
+def _start_known_ids(conn: Connection, ids: Sequence[uuid.UUID]) -> Cursor:
+    # The ids as one array literal: uuids need no quoting, and building the string is far
+    # cheaper than psycopg's per-element array dumper. psycopg sends a str as an untyped
+    # literal, so the server parses it once, as a uuid[] constant (a text::uuid[] cast
+    # would be re-evaluated for every row a seq scan visits).
+    return conn.execute(
+        "SELECT event_id FROM events WHERE event_id = ANY(%s::uuid[])",
+        ("{" + ",".join(map(str, ids)) + "}",),
+    )
 
 
-def _stream_versions(conn: Connection, keys: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+def _start_stream_versions(conn: Connection, keys: Sequence[tuple[str, str]]) -> Cursor:
     # One index probe per stream on UNIQUE (tenant_id, user_id, stream_version).
-    rows = conn.execute(
-        "SELECT k.t, k.u, (SELECT max(e.stream_version) FROM events e "
-        "WHERE e.tenant_id = k.t AND e.user_id = k.u) "
+    return conn.execute(
+        "SELECT k.t, k.u, coalesce((SELECT max(e.stream_version) FROM events e "
+        "WHERE e.tenant_id = k.t AND e.user_id = k.u), 0) "
         "FROM (SELECT k->>0 AS t, k->>1 AS u FROM jsonb_array_elements(%s::jsonb) AS k) AS k",
         catalog.keys_param(keys),
-    ).fetchall()
-    return {(t, u): v or 0 for t, u, v in rows}
+    )
+
+
+def _start_clock(conn: Connection) -> Cursor:
+    # The last position handed out, and the transaction time (= recorded_at). Under the
+    # lock nothing else draws positions, so ours follow this one.
+    return conn.execute(
+        "SELECT coalesce(pg_sequence_last_value(pg_get_serial_sequence('events', 'position')"
+        "::regclass), 0), now()"
+    )
 
 
 def append_in_transaction(
     conn: Connection, events: Sequence[EventEnvelope], tracking: Sequence[Tracking]
 ) -> list[StoredEvent]:
-    """The body of `append`, inside a transaction the caller owns (forget uses it too)."""
+    """The body of `append`, inside a transaction the caller owns (forget uses it too).
+
+    Three round trips: the lock; every read (pipelined); every write (pipelined)."""
     lock_events(conn)
-    if tracking and _is_replay(conn, tracking):
+    unique: dict[uuid.UUID, EventEnvelope] = {}
+    for env in events:
+        unique.setdefault(env.event_id, env)  # a duplicate inside the batch counts once
+    keys = sorted({(e.tenant_id, e.user_id) for e in unique.values()})
+    revision_keys = {
+        (e.tenant_id, e.user_id) for e in unique.values() if needs_revisions(e.event_type)
+    }
+    with conn.pipeline():
+        track_cur = _start_replay_check(conn, tracking) if tracking else None
+        if unique:
+            ids_cur = _start_known_ids(conn, list(unique))
+            versions_cur = _start_stream_versions(conn, keys)
+            clock_cur = _start_clock(conn)
+            collect_state = catalog.start_load_for_append(conn, keys, revision_keys)
+    if track_cur is not None and _is_replay(track_cur.fetchall(), tracking):
         return []
-    fresh = _new_envelopes(conn, events) if events else []
     stored: list[StoredEvent] = []
-    if fresh:
-        keys = sorted({(e.tenant_id, e.user_id) for e in fresh})
-        versions = _stream_versions(conn, keys)
-        # Positions are taken here, under the lock, so they are dense and in batch order;
-        # the insert then writes them explicitly (cheaper than INSERT ... RETURNING).
-        # One round trip: advance the sequence by len(fresh) and compute the first value.
-        # Nothing else draws from it while we hold the lock, so the block is ours.
-        # recorded_at is the transaction's time, the same for the whole batch.
-        seq_row = conn.execute(
-            "SELECT setval(pg_get_serial_sequence('events', 'position'), "
-            "nextval(pg_get_serial_sequence('events', 'position')) + %s - 1), now()",
-            (len(fresh),),
-        ).fetchone()
-        if seq_row is None:
-            raise EventStoreError("append: the position sequence returned nothing")
-        first = int(seq_row[0]) - len(fresh) + 1
-        positions = range(first, first + len(fresh))
-        recorded_at: datetime = seq_row[1]
-        for position, env in zip(positions, fresh, strict=True):
-            key = (env.tenant_id, env.user_id)
-            versions[key] += 1
-            stored.append(
-                StoredEvent(
-                    position=position,
-                    stream_version=versions[key],
-                    envelope=env.model_copy(update={"recorded_at": recorded_at}),
-                )
+    if unique:
+        known = {row[0] for row in ids_cur.fetchall()}
+        fresh = [env for eid, env in unique.items() if eid not in known]
+        versions: dict[tuple[str, str], int] = {(t, u): v for t, u, v in versions_cur.fetchall()}
+        clock = clock_cur.fetchone()
+        state = collect_state()
+        if fresh and clock is not None:
+            stored = _number(fresh, versions, first=int(clock[0]) + 1, recorded_at=clock[1])
+            for ev in stored:
+                apply_event(state, ev)
+            encoded = json_rows([_event_row(ev) for ev in stored])
+            if "\\u0000" in encoded:  # cheap pre-check; check_storable finds the culprit
+                check_storable(fresh)
+    with conn.pipeline():
+        if stored:
+            conn.execute(
+                "SELECT setval(pg_get_serial_sequence('events', 'position'), %s)",
+                (stored[-1].position,),
             )
-        _apply_projections(conn, stored)
-        encoded = json_rows([_event_row(ev) for ev in stored])
-        if "\\u0000" in encoded:  # cheap pre-check; check_storable finds the culprit
-            check_storable(fresh)
-        conn.execute(_INSERT_EVENTS, (encoded,))
-    if tracking:
-        _save_tracking(conn, tracking)
+            catalog.save_dirty(conn, state)
+            conn.execute(_INSERT_EVENTS, (encoded,))
+        if tracking:
+            _save_tracking(conn, tracking)
     return stored
 
 
-def _apply_projections(conn: Connection, stored: Sequence[StoredEvent]) -> None:
-    user_keys = {(e.envelope.tenant_id, e.envelope.user_id) for e in stored}
-    revision_keys = {
-        (e.envelope.tenant_id, e.envelope.user_id)
-        for e in stored
-        if needs_revisions(e.envelope.event_type)
-    }
-    state = catalog.load_for_append(conn, user_keys, revision_keys)
-    for ev in stored:
-        apply_event(state, ev)
-    catalog.save_dirty(conn, state)
+def _number(
+    fresh: Sequence[EventEnvelope],
+    versions: dict[tuple[str, str], int],
+    *,
+    first: int,
+    recorded_at: datetime,
+) -> list[StoredEvent]:
+    """Give each new event its position (dense, from `first`, in batch order) and its
+    stream version (after the stream's current maximum)."""
+    stored = []
+    for position, env in enumerate(fresh, start=first):
+        key = (env.tenant_id, env.user_id)
+        versions[key] += 1
+        stored.append(
+            StoredEvent(
+                position=position,
+                stream_version=versions[key],
+                envelope=env.model_copy(update={"recorded_at": recorded_at}),
+            )
+        )
+    return stored
 
 
 def forget_in_transaction(
