@@ -13,7 +13,7 @@ For a personal request `(tenant, user, up_to_position)`:
    prior, else the base) on the user's held-out examples and the shared regression set;
    append `RevisionEvaluated` plus `RevisionPromoted` or `RevisionRejected` in one
    transaction;
-6. publish the decision on `tessera.revisions` keyed `tenant/user`, after the commit.
+6. publish a promotion on `tessera.revisions` keyed `tenant/user`, after the commit.
 
 Tenant priors (`user_id == PRIOR_USER_ID`) differ only in step 2-3 (see workers/prior.py);
 steps 4-6 are shared (`RevisionPipeline.run_plan`).
@@ -316,9 +316,10 @@ class RevisionPipeline:
         log.info("%s: %s", outcome, "; ".join(decision.reasons),
                  extra={**ids, "outcome": outcome, "user_nll": candidate.user_nll,
                         "baseline_user_nll": base_metrics.user_nll})
-        if stored and self._publish is not None:
-            # Only the worker whose append stored the decision announces it: a duplicate
-            # attempt (rebalance, retry) finds it stored already and stays quiet.
+        if stored and decision.promote and self._publish is not None:
+            # Promotions only (the topic carries what serving must act on). Only the worker
+            # whose append stored the decision announces it: a duplicate attempt
+            # (rebalance, retry) finds it stored already and stays quiet.
             self._publish(decision_event)
         return RevisionOutcome(
             outcome, plan.revision_id, decision.reasons, tenant_id=plan.tenant_id,

@@ -170,7 +170,8 @@ class SchedulerState:
                 stored: datetime = row[0]
                 return stored
 
-        return with_retry(write)
+        slot_now: datetime = with_retry(write)
+        return slot_now
 
     def claim_slot(self, job: str, slot: datetime) -> bool:
         """Atomically advance the job to `slot`; True only for the one caller that did.
@@ -185,7 +186,8 @@ class SchedulerState:
                 )
                 return bool(cur.rowcount == 1)
 
-        return with_retry(write)
+        claimed: bool = with_retry(write)
+        return claimed
 
     def finish(self, job: str, requested: int) -> None:
         def write() -> None:
@@ -203,4 +205,5 @@ class SchedulerState:
                 rows: list[tuple[Any, ...]] = conn.execute(query.encode(), params).fetchall()
                 return rows
 
-        return with_retry(read)
+        result: list[tuple[Any, ...]] = with_retry(read)
+        return result
