@@ -183,7 +183,10 @@ def encode_example(
     the prompt loses its oldest tokens first (keeping at least one, which predicts the
     target's first token); a target longer than the cap is cut at its end.
     """
-    messages = [{"role": r, "content": c} for r, c in example.messages]
+    # Chat templates refuse an empty conversation; text written unprompted answers an empty
+    # turn from the other side.
+    messages = [{"role": r, "content": c} for r, c in example.messages] or [
+        {"role": "user", "content": ""}]
     prompt = token_ids(tokenizer.apply_chat_template(
         messages, add_generation_prompt=True, tokenize=True))
     target = [int(i) for i in tokenizer(example.target, add_special_tokens=False)["input_ids"]]

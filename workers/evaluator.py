@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any, cast
 
 from tessera.workers.adapter_store import AdapterBlobConfig, load_adapter_blob, sha256_file
 from tessera.workers.dataset import (
-    IGNORE_INDEX,
     Example,
     collate,
     dataset_digest,
@@ -36,13 +35,14 @@ from tessera.workers.dataset import (
 from tessera.workers.gate import EvalMetrics
 from tessera.workers.lora_attach import lora_attached
 from tessera.workers.regression_set import RegressionSet
+from tessera.workers.target_loss import target_nll
 
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 DEFAULT_MAX_LENGTH = 256
-CANARY_TOKENS = 24
+CANARY_TOKENS = 16  # enough to see a loop or an empty answer; generation is slow on CPU
 MAX_RUN = 6  # the same word this many times in a row is degenerate
 # A unit of 1-8 characters repeated 8+ times ("eeeeeeee", "ababab...", "lol lol lol ...").
 _LOOP = re.compile(r"(.{1,8}?)\1{7,}", re.DOTALL)
@@ -80,13 +80,9 @@ def _nll(
     with torch.inference_mode():
         for start in range(0, len(encoded), batch_size):
             batch = collate(encoded[start : start + batch_size], pad_id=pad_id)
-            logits = model(input_ids=batch["input_ids"],
-                           attention_mask=batch["attention_mask"]).logits
-            labels = batch["labels"][:, 1:]
-            total += float(torch.nn.functional.cross_entropy(
-                logits[:, :-1].flatten(0, 1).float(), labels.flatten(),
-                ignore_index=IGNORE_INDEX, reduction="sum"))
-            count += int((labels != IGNORE_INDEX).sum())
+            nll_sum, n_tokens = target_nll(model, batch)
+            total += float(nll_sum)
+            count += n_tokens
     return total / count if count else math.nan
 
 

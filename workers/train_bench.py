@@ -33,6 +33,7 @@ from tessera.workers.trainer import train_adapter
 
 STAGES = ("dataset", "train", "evaluate", "store")
 _TYPES = {"exchange": EventType.EXCHANGE, "text": EventType.TEXT}
+_PAYLOAD_KEYS = {"exchange": ("prompt", "response", "context"), "text": ("text", "context")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +50,7 @@ def speaker_events(users: int, events_per_user: int, *, seed: int = 0) -> list[l
     from tessera.workers.chitchat import load_speakers
 
     speakers = load_speakers(min_messages=events_per_user, limit=users, seed=seed,
-                             max_context_turns=4, max_chars=2000)
+                             max_context_turns=2, max_chars=2000)
     if len(speakers) < users:
         raise ValueError(f"only {len(speakers)} speakers have >= {events_per_user} messages")
     streams, position = [], 0
@@ -58,13 +59,12 @@ def speaker_events(users: int, events_per_user: int, *, seed: int = 0) -> list[l
         stream = []
         for version, message in enumerate(speaker.messages[:events_per_user], start=1):
             item = message.as_ingest_item(user_id)
-            kind = item.pop("type")
-            for key in ("user_id", "occurred_at"):
-                item.pop(key)
+            kind = item["type"]
+            data = {key: item[key] for key in _PAYLOAD_KEYS[kind]}  # the envelope has the rest
             position += 1
             env = EventEnvelope(
                 event_id=uuid.UUID(int=position), event_type=_TYPES[kind], tenant_id="bench",
-                user_id=user_id, occurred_at=message.occurred_at.astimezone(UTC), data=item,
+                user_id=user_id, occurred_at=message.occurred_at.astimezone(UTC), data=data,
                 recorded_at=datetime.now(UTC),
             )
             stream.append(StoredEvent(position=position, stream_version=version, envelope=env))

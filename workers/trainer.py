@@ -35,6 +35,7 @@ from tessera.workers.dataset import (
 )
 from tessera.workers.lora_attach import AdapterMismatch, lora_attached
 from tessera.workers.lora_config import LoraTrainConfig
+from tessera.workers.target_loss import target_nll
 
 if TYPE_CHECKING:
     import torch
@@ -145,7 +146,8 @@ def train_adapter(
             for batch in _batches(encoded, batch_size=config.batch_size, seed=seed, epoch=epoch):
                 if steps >= total:
                     break
-                loss = peft_model(**collate(batch, pad_id=pad_id)).loss
+                nll_sum, n_tokens = target_nll(peft_model, collate(batch, pad_id=pad_id))
+                loss = nll_sum / max(1, n_tokens)  # mean over the batch's target tokens
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"training loss became {loss.item()} at step {steps}")
                 optimizer.zero_grad(set_to_none=True)

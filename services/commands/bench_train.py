@@ -15,12 +15,14 @@ DEFAULT_OUT = Path("bench/results/train.json")
 
 @bench_app.command("train")
 def bench_train(
-    users: Annotated[int, typer.Option(min=1, help="Users (chitchat speakers) to train.")] = 3,
+    users: Annotated[int, typer.Option(min=1, help="Users (chitchat speakers) to train.")] = 2,
     events_per_user: Annotated[
         int, typer.Option(min=4, help="Events per user (their first M turns).")
-    ] = 40,
-    holdout_k: Annotated[int, typer.Option(min=1, help="Most recent examples held out.")] = 8,
-    rank: Annotated[int, typer.Option(min=1, help="LoRA rank (default: the trainer's).")] = 0,
+    ] = 24,
+    holdout_k: Annotated[int, typer.Option(min=1, help="Most recent examples held out.")] = 6,
+    rank: Annotated[
+        int | None, typer.Option(min=1, help="LoRA rank (default: the trainer's default).")
+    ] = None,
     threads: Annotated[int, typer.Option(min=0, help="torch CPU threads (0: default).")] = 0,
     out: Annotated[Path, typer.Option(help="Where to write the JSON result.")] = DEFAULT_OUT,
 ) -> None:
@@ -35,7 +37,7 @@ def bench_train(
 
     if threads:
         torch.set_num_threads(threads)
-    lora = LoraTrainConfig(rank=rank) if rank else LoraTrainConfig()
+    lora = LoraTrainConfig(rank=rank) if rank is not None else LoraTrainConfig()
     config = BenchConfig(users=users, events_per_user=events_per_user, holdout_k=holdout_k,
                          lora=lora)
     try:

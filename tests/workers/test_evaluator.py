@@ -112,3 +112,17 @@ def test_regression_set_is_versioned_and_stable() -> None:
     assert reg.digest == load_regression_set.__wrapped__().digest  # recomputed: same
     with pytest.raises(KeyError, match="unknown regression set"):
         load_regression_set("nope")
+
+
+def test_target_only_head_matches_the_models_own_loss(tiny: tuple[Any, Any]) -> None:
+    from tessera.workers.dataset import collate, encode_example
+    from tessera.workers.target_loss import target_nll
+
+    model, tokenizer = tiny
+    encoded = [encode_example(tokenizer, e, max_length=64) for e in EXAMPLES]
+    batch = collate(encoded, pad_id=tokenizer.pad_token_id)
+    with torch.inference_mode():
+        reference = model(**batch).loss  # full logits, mean over label tokens
+        nll_sum, n_tokens = target_nll(model, batch)
+    assert n_tokens == sum(e.n_target_tokens for e in encoded)
+    assert float(nll_sum) / n_tokens == pytest.approx(float(reference), rel=1e-5)
