@@ -143,3 +143,29 @@ def run_demo_days(
     rejected = sum(o.outcome == "rejected" for r in reports for o in r.outcomes)
     echo(f"{days} days: {promoted} revisions promoted, {rejected} rejected")
     return reports
+
+
+def run_demo_days_from_settings(
+    database_url: str,
+    *,
+    kafka_bootstrap: str | None = None,
+    tenant_id: str = "demo",
+    users: int = 3,
+    days: int = 3,
+    messages_per_user: int = 60,
+    ingest: Ingest | None = None,
+    echo: Echo = print,
+) -> list[DayReport]:
+    """`run_demo_days` with the pipeline of the process settings (base model, adapter
+    store, `TESSERA_TRAIN_OVERRIDES`, ...). With `kafka_bootstrap`, promotions are also
+    published on `tessera.revisions`, so a running inference server hot-swaps them."""
+    from tessera.schemas.settings import get_settings
+    from tessera.workers.runtime import open_pipeline
+
+    settings = get_settings()
+    echo(f"loading the base model ({settings.base_model or 'SmolLM2-135M-Instruct'})")
+    with open_pipeline(settings, database_url=database_url, bootstrap=kafka_bootstrap,
+                       progress=True) as pipeline:
+        return run_demo_days(pipeline, database_url, tenant_id=tenant_id, users=users,
+                             days=days, messages_per_user=messages_per_user, ingest=ingest,
+                             echo=echo)
