@@ -115,6 +115,7 @@ def run_demo_days(
     schedule = schedule or ScheduleConfig(
         min_new_events=max(4, messages_per_user // days // 2),
         prior_min_new_events=max(8, messages_per_user * len(chosen) // days // 2),
+        prior_wait_s=0,  # requests are handled synchronously here: nothing to wait for
     )
 
     def append(events: list[EventEnvelope]) -> None:
