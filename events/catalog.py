@@ -50,11 +50,11 @@ def _columns(cls: type[Any]) -> tuple[str, ...]:
 
 
 def _values(row: UserRow | RevisionRow | HeadRow) -> tuple[Any, ...]:
-    # getattr, not dataclasses.astuple: astuple deep-copies every value.
+    """A row for COPY (getattr, not dataclasses.astuple, which deep-copies every value)."""
+    values = [getattr(row, name) for name in _columns(type(row))]
     return tuple(
-        Jsonb(value) if name in _JSON_COLUMNS else value
-        for name in _columns(type(row))
-        for value in (getattr(row, name),)
+        Jsonb(v) if name in _JSON_COLUMNS else v
+        for name, v in zip(_columns(type(row)), values, strict=True)
     )
 
 
