@@ -22,6 +22,7 @@ def ingest(
     nothing is lost or duplicated.
     """
     # Imported here: faust and the PostgreSQL driver are heavy for `tessera --help`.
+    from tessera.events.kafka import KafkaSetupError
     from tessera.events.postgres_store import PostgresEventStore
     from tessera.events.stream_worker import run_worker
 
@@ -37,4 +38,10 @@ def ingest(
         f"ingest worker: {settings.topic_interactions} @ {info.kafka_bootstrap} -> "
         f"{info.database_url} (group {settings.stream_group})"
     )
-    run_worker(settings, bootstrap=info.kafka_bootstrap, store=store, loglevel=loglevel)
+    try:
+        run_worker(settings, bootstrap=info.kafka_bootstrap, store=store, loglevel=loglevel)
+    except KafkaSetupError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from exc
+    finally:
+        store.close()
