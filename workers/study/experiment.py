@@ -1,0 +1,157 @@
+"""One study: for each configuration (e.g. each rank of the sweep), replay the design
+through the real system in its own tenant, train the from-base ablation, measure every
+condition and aggregate. Returns the JSON document of `bench/results/study.json`."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tessera.events.postgres_store import PostgresEventStore
+from tessera.schemas.events import PRIOR_USER_ID
+from tessera.workers.adapter_store import AdapterStore
+from tessera.workers.pipeline import Engine, PipelineConfig, RevisionPipeline
+from tessera.workers.scheduler import ScheduleConfig
+from tessera.workers.study.ablation import train_from_base
+from tessera.workers.study.design import StudyDesign, examples_of
+from tessera.workers.study.measure import Measurer, SpeakerFigures, speaker_figures
+from tessera.workers.study.report import aggregates
+from tessera.workers.study.runner import STUDY_SCHEDULE, Ingest, NightRecord, replay
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """One arm of the study: a label and the pipeline configuration it runs with."""
+
+    label: str
+    pipeline: PipelineConfig
+
+
+@dataclass
+class RunResult:
+    label: str
+    tenant_id: str
+    config: PipelineConfig
+    speakers: list[SpeakerFigures]
+    aggregates: dict[str, Any]
+    prior_nights: list[dict[str, Any]] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "label": self.label, "tenant_id": self.tenant_id,
+            "train": self.config.train.as_provenance(), "gate": self.config.gate.as_provenance(),
+            "holdout_k": self.config.holdout_k, "seed": self.config.seed,
+            "speakers": [s.to_json() for s in self.speakers], **self.aggregates,
+            "prior_nights": self.prior_nights,
+            "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
+        }
+
+
+def _prior_night(night: NightRecord) -> dict[str, Any]:
+    mine = night.outcomes_of(PRIOR_USER_ID)
+    return {"night": night.night, "outcome": mine[-1].outcome if mine else "-",
+            "train_seconds": round(sum(o.seconds.get("train", 0.0) for o in mine), 2),
+            "night_seconds": round(night.seconds, 2),
+            "reasons": list(mine[-1].reasons) if mine else []}
+
+
+def run_arm(
+    design: StudyDesign,
+    arm: StudyConfig,
+    *,
+    engine: Engine,
+    adapters: AdapterStore,
+    database_url: str,
+    ingest: Ingest,
+    tenant_id: str,
+    schedule: ScheduleConfig = STUDY_SCHEDULE,
+    progress: bool = False,
+) -> RunResult:
+    from tqdm import tqdm
+
+    seconds: dict[str, float] = {}
+    store = PostgresEventStore(database_url)
+    try:
+        pipeline = RevisionPipeline(store, adapters, engine, arm.pipeline)
+        started = time.perf_counter()
+        bar = tqdm(total=design.days, desc=f"  {arm.label}: nights", unit="night",
+                   disable=not progress, leave=False)
+        result = replay(design, tenant_id=tenant_id, ingest=ingest, pipeline=pipeline,
+                        database_url=database_url, schedule=schedule,
+                        on_night=lambda _: bar.update(1))
+        bar.close()
+        seconds["ingest"] = result.ingest_seconds
+        seconds["nights"] = time.perf_counter() - started - result.ingest_seconds
+
+        measurer = Measurer(engine, adapters, max_length=arm.pipeline.eval_max_length)
+        general = examples_of(design.general, "general")
+        scratch = Path(tempfile.mkdtemp(prefix="tessera-study-"))
+        figures: list[SpeakerFigures] = []
+        ablation_s = measure_s = 0.0
+        try:
+            for speaker in tqdm(design.speakers, desc=f"  {arm.label}: measure", unit="speaker",
+                                disable=not progress, leave=False):
+                t0 = time.perf_counter()
+                ablation = train_from_base(pipeline, tenant_id, speaker.speaker_id,
+                                           scratch / speaker.speaker_id)
+                t1 = time.perf_counter()
+                figures.append(speaker_figures(
+                    measurer, result, speaker_id=speaker.speaker_id,
+                    n_train=len(speaker.history),
+                    test=examples_of(speaker.test, speaker.speaker_id), general=general,
+                    from_base=ablation.blob, from_base_seconds=ablation.seconds,
+                ))
+                ablation_s += t1 - t0
+                measure_s += time.perf_counter() - t1
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        seconds["from_base"], seconds["measure"] = ablation_s, measure_s
+    finally:
+        store.close()
+    return RunResult(arm.label, tenant_id, arm.pipeline, figures, aggregates(figures),
+                     [_prior_night(n) for n in result.nights], seconds)
+
+
+def run_study(
+    design: StudyDesign,
+    arms: Sequence[StudyConfig],
+    *,
+    engine: Engine,
+    adapters: AdapterStore,
+    database_url: str,
+    ingest: Ingest,
+    tenant_prefix: str,
+    progress: bool = False,
+) -> tuple[list[RunResult], dict[str, Any]]:
+    """Every arm in its own tenant `<tenant_prefix>-<label>`; the document's top-level
+    `speakers` and aggregates are the first arm's, `runs` has every arm."""
+    if not arms:
+        raise ValueError("a study needs at least one configuration")
+    started = time.perf_counter()
+    runs = [
+        run_arm(design, arm, engine=engine, adapters=adapters, database_url=database_url,
+                ingest=ingest, tenant_id=f"{tenant_prefix}-{arm.label}"[:64],
+                progress=progress)
+        for arm in arms
+    ]
+    first = runs[0].to_json()
+    document = {
+        "study": "personalization",
+        "base_model": {"model_id": engine.base.model_id, "digest": engine.base.digest},
+        "design": design.params(),
+        "label": first["label"],
+        "speakers": first["speakers"],
+        **{k: v for k, v in first.items() if k not in ("speakers", "label")},
+        "runs": [r.to_json() for r in runs],
+        "total_seconds": round(time.perf_counter() - started, 1),
+    }
+    return runs, document
