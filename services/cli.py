@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "db",
     "tenant",
     "train",
+    "study",
 ]
 
 for _name in COMMAND_MODULES:
