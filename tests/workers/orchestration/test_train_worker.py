@@ -113,12 +113,12 @@ def test_killed_trainer_request_is_taken_over_and_yields_one_revision(
     workers = [Worker(name, worker_env, tmp_path) for name in ("a", "b")]
     try:
         _wait(lambda: all(w.saw("partitions assigned") for w in workers)
-              and any(w.owns_partition() for w in workers), 90, "both trainers to join")
+              and any(w.owns_partition() for w in workers), 300, "both trainers to join")
         request = TrainingRequest(tenant_id=TENANT, user_id="alice", up_to_position=up_to,
                                   trigger="test")
         send_requests(worker_env["TESSERA_KAFKA_BOOTSTRAP"],
                       worker_env["TESSERA_TOPIC_TRAINING_REQUESTS"], [request])
-        _wait(lambda: any(w.saw("training started") for w in workers), 60, "training to start")
+        _wait(lambda: any(w.saw("training started") for w in workers), 180, "training to start")
         (victim,) = [w for w in workers if w.saw("training started")]
         (survivor,) = [w for w in workers if w is not victim]
         time.sleep(1.0)
@@ -128,7 +128,7 @@ def test_killed_trainer_request_is_taken_over_and_yields_one_revision(
         with PostgresEventStore(database_url) as store:
             assert store.list_revisions(TENANT, "alice") == []  # killed before recording
 
-        survivor.proc.wait(240)  # --max-requests 1: exits once it handled the request
+        survivor.proc.wait(480)  # --max-requests 1: exits once it handled the request
         assert survivor.proc.returncode == 0, survivor.log_path.read_text()[-2000:]
         assert survivor.saw("training started")
     finally:
