@@ -104,6 +104,7 @@ def worker_env(database_url: str, stack: StackInfo, tiny_model_dir: Path,
     yield env
 
 
+@pytest.mark.timeout(1500)
 def test_killed_trainer_request_is_taken_over_and_yields_one_revision(
     worker_env: dict[str, str], database_url: str, tmp_path: Path,
 ) -> None:
