@@ -61,6 +61,24 @@ def ensure_topics(bootstrap: str, settings: Settings, *, timeout_s: float = 30.0
         admin.close()
 
 
+def topic_id(bootstrap: str, topic: str, *, timeout_s: float = 30.0) -> str | None:
+    """The broker's id of this incarnation of `topic` (a UUID; None if the broker does
+    not report one). A topic deleted and created again (or a Tansu broker restarted with
+    in-memory storage) gets a new id and starts its offsets at 0 again."""
+    admin = _admin(bootstrap, timeout_s)
+    try:
+        (described,) = admin.describe_topics([topic])
+    except (KafkaError, ValueError) as exc:
+        raise KafkaSetupError(f"could not describe topic {topic} on {bootstrap}: {exc}") from exc
+    finally:
+        admin.close()
+    found = described.get("topic_id")
+    # Kafka reports the all-zero UUID when it has no id for the topic.
+    if not found or str(found) == "00000000-0000-0000-0000-000000000000":
+        return None
+    return str(found)
+
+
 def _admin(bootstrap: str, timeout_s: float) -> KafkaAdminClient:
     try:
         return KafkaAdminClient(

@@ -100,6 +100,10 @@ class IngestSink:
     group: str
     dead_letters: DeadLetters
     max_text_chars: int
+    # topic name -> the name its tracking rows use. The worker appends the topic's id, so
+    # that a topic created anew (offsets from 0 again; a Tansu restart does this) is not
+    # mistaken for a replay of the old one and silently skipped.
+    tracking_topics: dict[str, str] = field(default_factory=dict)
     backoff: Backoff = field(default_factory=Backoff)
     stats: SinkStats = field(default_factory=SinkStats)
     # (topic, partition) -> highest offset known to be in the log. Only ever set after
@@ -151,14 +155,14 @@ class IngestSink:
             by_partition.setdefault((rec.topic, rec.partition), []).append(rec)
         slices = []
         for (topic, partition), recs in by_partition.items():
-            stored = await self._stored_offset(topic, partition)
+            stored = await self._stored_offset(self._tracked(topic), partition)
             # Kafka delivers a partition in offset order; sort anyway, order is the contract.
             fresh = sorted(
                 (r for r in recs if stored is None or r.offset > stored), key=lambda r: r.offset
             )
             self.stats.replayed += len(recs) - len(fresh)
             if fresh:
-                slices.append(_Slice(topic, partition, fresh))
+                slices.append(_Slice(self._tracked(topic), partition, fresh))
         return slices
 
     async def _append_partitions(self, checked: list[_Checked]) -> int:
@@ -179,6 +183,9 @@ class IngestSink:
             else:
                 appended += len(new)
         return appended
+
+    def _tracked(self, topic: str) -> str:
+        return self.tracking_topics.get(topic, topic)
 
     def _count(self, sent: int, stored: int) -> None:
         self.stats.appended += stored
@@ -250,7 +257,7 @@ class IngestSink:
 class _Slice:
     """The new records of one partition in a batch, in offset order (never empty)."""
 
-    topic: str
+    topic: str  # as named in tracking rows (see IngestSink.tracking_topics)
     partition: int
     records: list[Record]
 

@@ -23,7 +23,7 @@ import faust
 from aiokafka.errors import KafkaError
 from faust.types import EventT
 
-from tessera.events.kafka import ensure_topics
+from tessera.events.kafka import ensure_topics, topic_id
 from tessera.events.store import EventStore
 from tessera.events.stream_sink import Backoff, IngestSink, Record, SinkStats
 from tessera.schemas.settings import Settings
@@ -66,9 +66,12 @@ class TopicDeadLetters:
 
 
 def build_app(
-    settings: Settings, *, bootstrap: str, store: EventStore
+    settings: Settings, *, bootstrap: str, store: EventStore, interactions_topic_id: str | None
 ) -> tuple[faust.App, IngestSink]:
-    """The faust app and the sink it feeds (the sink's stats are for logs and tests)."""
+    """The faust app and the sink it feeds (the sink's stats are for logs and tests).
+    `interactions_topic_id` (see `events.kafka.topic_id`) goes into the tracking rows'
+    topic name, so a re-created topic starts a fresh position instead of looking like
+    a replay of the old one."""
     datadir = settings.state_dir / "faust"
     datadir.mkdir(parents=True, exist_ok=True)  # faust creates only the last level
     app = faust.App(
@@ -106,6 +109,9 @@ def build_app(
         group=settings.stream_group,
         dead_letters=TopicDeadLetters(dlq),
         max_text_chars=settings.max_text_chars,
+        tracking_topics={settings.topic_interactions: tracking_topic_name(
+            settings.topic_interactions, interactions_topic_id
+        )},
     )
 
     @app.agent(interactions, name="ingest")
@@ -152,11 +158,21 @@ def _record(event: EventT[bytes]) -> Record:
     )
 
 
+def tracking_topic_name(topic: str, topic_id: str | None) -> str:
+    """`topic#id` when the broker reports topic ids, else the bare name."""
+    return f"{topic}#{topic_id}" if topic_id else topic
+
+
 def run_worker(
     settings: Settings, *, bootstrap: str, store: EventStore, loglevel: str = "info"
 ) -> None:
     """Create the topics if needed and run the worker until SIGINT/SIGTERM."""
     ensure_topics(bootstrap, settings)
-    app, _ = build_app(settings, bootstrap=bootstrap, store=store)
+    app, _ = build_app(
+        settings,
+        bootstrap=bootstrap,
+        store=store,
+        interactions_topic_id=topic_id(bootstrap, settings.topic_interactions),
+    )
     worker = faust.Worker(app, loglevel=loglevel, redirect_stdouts=False, quiet=True)
     worker.execute_from_commandline()

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import psycopg
 from kafka import KafkaConsumer
+from kafka.admin import KafkaAdminClient
 
-from tessera.events.kafka import encode_envelope, make_producer, stream_key
+from tessera.events.kafka import encode_envelope, ensure_topics, make_producer, stream_key
 from tessera.schemas.events import EventEnvelope, EventType
 from tessera.schemas.settings import Settings
 
@@ -224,3 +225,18 @@ def expected_streams(events: Sequence[EventEnvelope]) -> dict[tuple[str, str], l
     for ev in events:
         streams.setdefault((ev.tenant_id, ev.user_id), []).append(str(ev.event_id))
     return streams
+
+
+def recreate_topic(env: StreamEnv) -> None:
+    """Delete the interactions topic and create it again: a new incarnation whose offsets
+    start at 0 (what a restart of the in-memory Tansu broker does to every topic)."""
+    admin = KafkaAdminClient(bootstrap_servers=env.bootstrap)
+    try:
+        admin.delete_topics([env.topic])
+        deadline = time.monotonic() + 30
+        while env.topic in admin.list_topics():
+            assert time.monotonic() < deadline, f"{env.topic} was not deleted"
+            time.sleep(0.2)
+    finally:
+        admin.close()
+    ensure_topics(env.bootstrap, env.settings())

@@ -17,6 +17,7 @@ from .support import (
     expected_streams,
     interleaved,
     produce,
+    recreate_topic,
     scalar,
     stored_streams,
     wait_until,
@@ -84,3 +85,25 @@ def test_postgres_restart_mid_stream_worker_recovers_by_itself(
     _all_landed_once(stream_env, worker, events, records=len(events))
     log = worker.log_tail(200_000)
     assert "database unavailable" in log, "the worker never saw the outage; test is void"
+
+
+def test_a_recreated_topic_is_read_from_its_start_not_taken_for_a_replay(
+    stream_env: StreamEnv, worker: Worker
+) -> None:
+    # Offsets of the new topic restart at 0, below the tracking rows of the old one; a
+    # worker keyed on the topic name alone would skip the new records as "replayed".
+    first = interleaved(users=10, per_user=10)
+    worker.start()
+    produce(stream_env, first)
+    url = stream_env.database_url
+    wait_until("the first events", lambda: event_count(url) >= len(first), timeout_s=60,
+               worker=worker)
+    worker.stop()
+
+    recreate_topic(stream_env)
+    second = interleaved(users=10, per_user=15)[len(first):]
+    produce(stream_env, second)
+    worker.start()
+    wait_until("the events of the new topic", lambda: event_count(url) >= len(first + second),
+               timeout_s=60, worker=worker)
+    assert stored_streams(url) == expected_streams(first + second)
