@@ -11,9 +11,9 @@ with the gate's decision, metrics and reasons.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from tessera.schemas.events import PRIOR_USER_ID, EventEnvelope, EventType
 from tessera.workers.chitchat import Speaker, SpeakerMessage, load_speakers
@@ -156,14 +156,19 @@ def run_demo_days_from_settings(
     messages_per_user: int = 60,
     ingest: Ingest | None = None,
     echo: Echo = print,
+    train_overrides: Mapping[str, Any] | None = None,
 ) -> list[DayReport]:
     """`run_demo_days` with the pipeline of the process settings (base model, adapter
-    store, `TESSERA_TRAIN_OVERRIDES`, ...). With `kafka_bootstrap`, promotions are also
+    store, `TESSERA_TRAIN_OVERRIDES`, ...), `train_overrides` applied on top (a demo on
+    two CPU cores may want shorter examples). With `kafka_bootstrap`, promotions are also
     published on `tessera.revisions`, so a running inference server hot-swaps them."""
     from tessera.schemas.settings import get_settings
     from tessera.workers.runtime import open_pipeline
 
     settings = get_settings()
+    if train_overrides:
+        merged = {**settings.train_overrides, **train_overrides}
+        settings = settings.model_copy(update={"train_overrides": merged})
     echo(f"loading the base model ({settings.base_model or 'SmolLM2-135M-Instruct'})")
     with open_pipeline(settings, database_url=database_url, bootstrap=kafka_bootstrap,
                        progress=True) as pipeline:
