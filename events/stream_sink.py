@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import ParamSpec, Protocol, TypeVar
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 P = ParamSpec("P")
+
 
 @dataclass(frozen=True, slots=True)
 class Record:
@@ -69,15 +70,12 @@ class Backoff:
     max_s: float = 5.0
     factor: float = 2.0
 
-    def delays(self) -> Callable[[], float]:
-        state = {"next": self.first_s}
-
-        def step() -> float:
-            delay = state["next"]
-            state["next"] = min(self.max_s, delay * self.factor)
-            return delay
-
-        return step
+    def delays(self) -> Iterator[float]:
+        """first_s, first_s * factor, ... capped at max_s, without end."""
+        delay = self.first_s
+        while True:
+            yield delay
+            delay = min(self.max_s, delay * self.factor)
 
 
 @dataclass
@@ -242,12 +240,12 @@ class IngestSink:
 
     async def _retrying(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a blocking store call in a thread; retry it while the error is transient."""
-        delay = self.backoff.delays()
+        delays = self.backoff.delays()
         while True:
             try:
                 return await asyncio.to_thread(call, *args, **kwargs)
             except TransientStoreError as exc:
-                wait = delay()
+                wait = next(delays)
                 self.stats.retries += 1
                 log.warning("event store unavailable (%s); retrying in %.1fs", exc, wait)
                 await asyncio.sleep(wait)

@@ -3,7 +3,10 @@
 One agent reads the topic in batches (up to `stream_batch_max` records or
 `stream_batch_within_s` seconds), hands each batch to the `IngestSink`, and only then
 acks the records; faust commits acked offsets to Kafka on its commit interval.
-So the Kafka position trails PostgreSQL, never leads it.
+So the Kafka position trails PostgreSQL, never leads it. (Should the sink raise — a bug,
+since bad input becomes rejections and outages are waited out — faust restarts the
+agent; the batch stays unacked, so Kafka commits stop at it and the records are read
+again after the next restart or rebalance.)
 
 Faust is configured for what the broker can do (Tansu in the local stack, see
 ARCHITECTURE.md): no tables or changelogs (the log in PostgreSQL is the only state), no
@@ -51,7 +54,7 @@ class TopicDeadLetters:
             REASON_HEADER: reason.encode(),
             SOURCE_HEADER: record.source.encode(),
         }
-        delay = self._backoff.delays()
+        delays = self._backoff.delays()
         while True:  # the record's offset waits for this; so does the whole partition
             try:
                 pending = await self._topic.send(
@@ -60,7 +63,7 @@ class TopicDeadLetters:
                 await pending
                 return
             except KafkaError as exc:
-                wait = delay()
+                wait = next(delays)
                 log.warning("dead-letter send failed (%s); retrying in %.1fs", exc, wait)
                 await asyncio.sleep(wait)
 
@@ -98,7 +101,7 @@ def build_app(
         broker_commit_interval=1.0,
         broker_commit_every=settings.stream_batch_max,
         producer_acks=-1,
-        # Records already in a take() buffer at a rebalance are simply read again.
+        # Records in an unfinished batch at a rebalance are simply read again.
         stream_wait_empty=False,
         stream_buffer_maxsize=max(4096, 4 * settings.stream_batch_max),
     )
@@ -153,9 +156,17 @@ def _record(event: EventT[bytes]) -> Record:
         topic=msg.topic,
         partition=msg.partition,
         offset=msg.offset,
-        key=msg.key if isinstance(msg.key, bytes) or msg.key is None else bytes(msg.key),
-        value=msg.value if isinstance(msg.value, bytes) or msg.value is None else bytes(msg.value),
+        key=_raw(msg.key),
+        value=_raw(msg.value),
     )
+
+
+def _raw(field: object) -> bytes | None:
+    # The topics use the "raw" codec, so fields arrive as bytes (None for a null key or
+    # a tombstone); a str would only come from a codec change, and stays readable.
+    if field is None or isinstance(field, bytes):
+        return field
+    return str(field).encode()
 
 
 def tracking_topic_name(topic: str, topic_id: str | None) -> str:
