@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -18,6 +19,7 @@ from tessera.services.corrective import CorrectiveActions
 from tessera.services.inference.engine import InferenceEngine
 from tessera.services.inference.requests import GenerateRequest
 from tessera.services.inference.sampling import SamplingParams
+from tessera.services.inference.tokens import HFTokenizer
 from tessera.workers.adapter_store import LocalAdapterStore
 
 from .builders import TARGETS, interactions, marker, revision
@@ -55,7 +57,8 @@ def engine(
         inference_revision_cache_s=600.0,
     )
     request_log = PostgresRequestLog(database_url)
-    eng = build_engine(model, tokenizer, adapters, projection_lookup(database_url),
+    lookup = projection_lookup(database_url)
+    eng = build_engine(model, cast(HFTokenizer, tokenizer), adapters, lookup,
                        settings=settings, request_log=request_log).start()
     follower = KafkaRevisionFollower(
         RevisionFollower(eng.resolver, eng.residency),
