@@ -28,6 +28,8 @@ class SamplingParams:
             raise ValueError("temperature must be within [0, 5]")
         if not 0.0 < self.top_p <= 1.0:
             raise ValueError("top_p must be within (0, 1]")
+        if self.seed is not None and not 0 <= self.seed < 2**64:
+            raise ValueError("seed must be within [0, 2**64)")
         if any(not s for s in self.stop):
             raise ValueError("stop strings must be non-empty")
 
