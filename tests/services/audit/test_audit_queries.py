@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -149,6 +150,11 @@ def test_cli_audit_rollback_forget(
     assert out.exit_code == 0, out.output
     assert f"parent        {ids['r1']}" in out.output
     assert f"sha256:{tree['r2'].digest}" in out.output
+
+    out = runner.invoke(app, ["audit", "user", U, "--tenant", T, "--json"])
+    assert out.exit_code == 0, out.output
+    as_json = json.loads(out.output)
+    assert [r["revision_id"] for r in as_json["revisions"]] == [ids[k] for k in sorted(ids)]
 
     out = runner.invoke(app, ["audit", "request", "req-none"])
     assert out.exit_code == 1 and "no request 'req-none'" in out.output
