@@ -169,7 +169,7 @@ def limited_request_model(max_text_chars: int) -> type[IngestRequest]:
         return (Annotated[info.annotation, cap], info)
 
     turn = create_model("Turn", __base__=Turn, text=capped(Turn, "text"))
-    context = (list[turn], ExchangeData.model_fields["context"])  # type: ignore[valid-type]
+    context = (list[turn], ExchangeData.model_fields["context"])
     exchange = create_model(
         "ExchangeItem",
         __base__=ExchangeItem,
@@ -185,8 +185,8 @@ def limited_request_model(max_text_chars: int) -> type[IngestRequest]:
     text = create_model(
         "TextItem", __base__=TextItem, text=capped(TextData, "text"), context=context
     )
-    item = Annotated[exchange | feedback | text, Field(discriminator="type")]  # type: ignore[valid-type]
-    events = (list[item], IngestRequest.model_fields["events"])  # type: ignore[valid-type]
+    item = Annotated[exchange | feedback | text, Field(discriminator="type")]
+    events = (list[item], IngestRequest.model_fields["events"])
     return create_model("IngestRequest", __base__=IngestRequest, events=events)
 
 

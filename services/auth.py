@@ -96,13 +96,13 @@ def authenticator_from_database(
 ) -> KeyAuthenticator:
     """A `KeyAuthenticator` whose lookups go to the tenants table through a small pool."""
     from tessera.events.db import make_pool, translated
-    from tessera.services.tenant_admin import lookup_tenant
+    from tessera.events.tenants import authenticate
 
     pool = make_pool(database_url, min_size=1, max_size=2)
 
     def lookup(key: str) -> str | None:
         with translated("look up an API key"), pool.connection() as conn:
-            return lookup_tenant(conn, key)
+            return authenticate(conn, key)
 
     return KeyAuthenticator(lookup=lookup, admin_key=admin_key, cache_ttl_s=cache_ttl_s)
 

@@ -53,7 +53,7 @@ def count_present(database_url: str, event_ids: Sequence[uuid.UUID]) -> int:
 
 def summarise(database_url: str, *, tenant_id: str) -> LogSummary:
     with translated("summarise the event log"), connect(database_url) as conn:
-        by_type = dict(
+        by_type: dict[str, int] = dict(
             conn.execute(
                 "SELECT event_type, count(*) FROM events WHERE tenant_id = %s GROUP BY event_type",
                 (tenant_id,),
