@@ -75,6 +75,7 @@ def test_postgres_restart_mid_stream_worker_recovers_by_itself(
     wait_until("the worker to be mid-stream", lambda: event_count(url) >= 500,
                timeout_s=60, worker=worker)
 
+    assert event_count(url) < 4_000, "the worker finished before the crash; test is void"
     local_stack.postgres.stop(mode="immediate")  # a crash: no shutdown checkpoint
     # Records keep arriving while the database is down; the worker must hold them.
     produce(stream_env, events[4_000:])
@@ -82,9 +83,9 @@ def test_postgres_restart_mid_stream_worker_recovers_by_itself(
     worker.assert_alive()
     local_stack.postgres.start()
 
+    # The last 2,000 were produced while the database was down: the same worker process
+    # (never restarted) must have stored them after the restart.
     _all_landed_once(stream_env, worker, events, records=len(events))
-    log = worker.log_tail(200_000)
-    assert "database unavailable" in log, "the worker never saw the outage; test is void"
 
 
 def test_a_recreated_topic_is_read_from_its_start_not_taken_for_a_replay(
