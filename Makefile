@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck proto clean
+.PHONY: install sysdeps demo test lint typecheck proto clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -18,10 +18,18 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
+# Headless Chromium for the admin page's browser test (Debian package). Skipped when it
+# is already there, or when we are not root (the test then skips and says why).
+sysdeps:
+	@if ! command -v chromium >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "warning: could not install chromium; the admin page test will skip"; \
+	fi
+
 demo: install
 	$(BIN)/tessera demo
 
-test: install
+test: install sysdeps
 	$(BIN)/python -m pytest tests
 
 lint: install
