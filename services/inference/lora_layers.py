@@ -44,16 +44,19 @@ class LoraBatchContext:
 
     def __init__(self) -> None:
         self.meta: LoraBatchMeta | None = None
+        self.active_slots: frozenset[int] = frozenset()
 
     @contextmanager
     def use(self, token_slots: Tensor) -> Iterator[LoraBatchMeta]:
         """Within the block, layers apply adapters per `token_slots` ([T], batch order of
         the flattened `[B, L]` input). Outside, layers are the base model alone."""
         self.meta = build_batch_meta(token_slots)
+        self.active_slots = frozenset(slot for slot, _, _ in self.meta.segments)
         try:
             yield self.meta
         finally:
             self.meta = None
+            self.active_slots = frozenset()
 
 
 class MultiLoraLinear(nn.Module):
@@ -81,11 +84,14 @@ class MultiLoraLinear(nn.Module):
             n_slots, base.out_features, max_rank, dtype=w.dtype, device=w.device
         )
         self.scales = scales
+        # slots whose adapter has weights for this layer: a layer that none of the
+        # batch's adapters targets (e.g. o_proj for q/v adapters) skips the LoRA ops
+        self.loaded: set[int] = set()
 
     def forward(self, x: Tensor) -> Tensor:
         y: Tensor = self.base(x)
         meta = self.context.meta
-        if meta is None or meta.no_lora:
+        if meta is None or meta.no_lora or self.loaded.isdisjoint(self.context.active_slots):
             return y
         x2 = x.reshape(-1, x.shape[-1])
         y2 = y.view(-1, y.shape[-1])  # a view: add_lora writes into y itself
@@ -100,8 +106,10 @@ class MultiLoraLinear(nn.Module):
         """Write one adapter's A [r, in] and B [out, r] into `slot` (zeros when absent)."""
         self.lora_a[slot].zero_()
         self.lora_b[slot].zero_()
+        self.loaded.discard(slot)
         if a is None or b is None:
             return
+        self.loaded.add(slot)
         r = a.shape[0]
         self.lora_a[slot, :r].copy_(a)
         self.lora_b[slot, :, :r].copy_(b)
