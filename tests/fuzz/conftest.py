@@ -1,0 +1,17 @@
+"""Fixtures: one real deployment (serve + ingest worker, tiny model) per session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tessera.infra.stack import StackInfo
+
+from .served import Deployment, deployment
+
+
+@pytest.fixture(scope="session")
+def served(stack: StackInfo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    with deployment(stack, tmp_path_factory.mktemp("fuzz-deployment")) as dep:
+        yield dep
