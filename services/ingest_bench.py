@@ -125,9 +125,12 @@ class LogTail:
                 self.rows += len(rows)
                 self._stop.wait(self._poll_s)
 
-    def wait_for(self, ids: set[uuid.UUID], timeout_s: float) -> None:
+    def wait_for(self, ids: set[uuid.UUID], timeout_s: float, *, alive: Callable[[], None]) -> None:
+        """Until every id was seen or `timeout_s` passed; `alive` raises if a process
+        the wait depends on has died (no point waiting for it)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and not ids.issubset(self.seen.keys()):
+            alive()
             time.sleep(self._poll_s)
 
 
@@ -250,7 +253,7 @@ def run_pipeline(
         client = IngestClient(url, api_key, connections=config.connections)
         # The worker's consumer group join takes a while on Tansu: wait it out first.
         warm = client.post_batch(workload(200, 10, max_chars=settings.max_text_chars, seed=1))
-        tail.wait_for(set(warm.accepted), timeout_s=180)
+        tail.wait_for(set(warm.accepted), timeout_s=180, alive=worker.ensure_running)
         if not set(warm.accepted) <= tail.seen.keys():
             raise RuntimeError(f"the worker committed nothing within 180 s; see {worker.log_path}")
         warm_rows = tail.rows
@@ -272,7 +275,7 @@ def run_pipeline(
             on_batch=(lambda r: on_accepted(len(r.accepted))) if on_accepted else None,
         )
         accepted = {i: r.accepted_at for r in results for i in r.accepted}
-        tail.wait_for(set(accepted), timeout_s=config.timeout_s)
+        tail.wait_for(set(accepted), timeout_s=config.timeout_s, alive=worker.ensure_running)
         wall = time.monotonic() - start
         cpu = meter.read()
         client.close()
