@@ -26,7 +26,7 @@ import faust
 from aiokafka.errors import KafkaError
 from faust.types import EventT
 
-from tessera.events.kafka import ensure_topics, topic_id
+from tessera.events.kafka import KafkaSetupError, ensure_topics, topic_id
 from tessera.events.store import EventStore
 from tessera.events.stream_sink import Backoff, IngestSink, Record, SinkStats
 from tessera.schemas.settings import Settings
@@ -137,6 +137,19 @@ def build_app(
         # cache would be harmless, only slower: the store's tracking check has the last
         # word; see IngestSink.)
         sink.forget_positions()
+        # A broker restart (Tansu keeps topics in memory) re-creates the topic with
+        # offsets from 0 and forces a new assignment: pick up the new incarnation here,
+        # or its records would be skipped as replays of the old one.
+        topic = settings.topic_interactions
+        try:
+            current = await asyncio.to_thread(topic_id, bootstrap, topic, timeout_s=10.0)
+        except KafkaSetupError as exc:
+            log.error("could not re-read the id of %s, keeping the last one: %s", topic, exc)
+            return
+        name = tracking_topic_name(topic, current)
+        if sink.tracking_topics.get(topic) != name:
+            log.warning("topic %s has a new incarnation; tracking it as %s", topic, name)
+            sink.tracking_topics[topic] = name
 
     last_logged: list[SinkStats] = []
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
-from tessera.infra.stack import LocalStack
+from tessera.events.kafka import ensure_topics
+from tessera.infra.stack import Broker, LocalStack
 from tessera.schemas.events import EventEnvelope
 
 from .support import (
@@ -100,7 +103,6 @@ def test_a_recreated_topic_is_read_from_its_start_not_taken_for_a_replay(
     wait_until("the first events", lambda: event_count(url) >= len(first), timeout_s=60,
                worker=worker)
     worker.stop()
-
     recreate_topic(stream_env)
     second = interleaved(users=10, per_user=15)[len(first):]
     produce(stream_env, second)
@@ -108,3 +110,35 @@ def test_a_recreated_topic_is_read_from_its_start_not_taken_for_a_replay(
     wait_until("the events of the new topic", lambda: event_count(url) >= len(first + second),
                timeout_s=60, worker=worker)
     assert stored_streams(url) == expected_streams(first + second)
+
+
+def test_a_restart_of_the_in_memory_broker_under_a_running_worker_loses_nothing(
+    stream_env: StreamEnv, tmp_path: Path
+) -> None:
+    # Tansu forgets every topic and offset on restart, while PostgreSQL keeps the
+    # tracking rows: the running worker must notice the new topic incarnation (at the
+    # group re-join) instead of skipping offsets 0.. as replays. A private broker, so the
+    # session's shared one is left alone.
+    broker = Broker(tmp_path / "broker")
+    broker.start()
+    env = replace(stream_env, bootstrap=broker.bootstrap)
+    own = Worker(env)
+    try:
+        ensure_topics(env.bootstrap, env.settings())
+        first = interleaved(users=10, per_user=10)
+        own.start()
+        produce(env, first)
+        url = env.database_url
+        wait_until("the first events", lambda: event_count(url) >= len(first), timeout_s=60,
+                   worker=own)
+        broker.stop()
+        broker.start()
+        ensure_topics(env.bootstrap, env.settings())
+        second = interleaved(users=10, per_user=15)[len(first):]
+        produce(env, second)
+        wait_until("the events sent after the broker restart",
+                   lambda: event_count(url) >= len(first + second), timeout_s=90, worker=own)
+        assert stored_streams(url) == expected_streams(first + second)
+    finally:
+        own.stop()
+        broker.stop()
