@@ -87,3 +87,27 @@ def test_real_gguf_converts_once_and_answers(tmp_path: Path) -> None:
                              eos_token_id=tokenizer.eos_token_id)
     answer = tokenizer.decode(out[0, prompt["input_ids"].shape[1]:], skip_special_tokens=True)
     assert "Paris" in answer
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_real_model_training_is_deterministic(tmp_path: Path) -> None:
+    """Two one-step trainings of the real base with one seed give one adapter digest."""
+    from tessera.workers.adapter_store import sha256_file
+    from tessera.workers.dataset import Example
+    from tessera.workers.lora_config import LoraTrainConfig
+    from tessera.workers.trainer import train_adapter
+
+    info = resolve_base_model(Settings())  # the shared default cache: converted once
+    model, tokenizer = load_base_model(info)
+    examples = [Example((("user", "Where shall we eat?"),), "Pizza at Luigi's, obviously.", 1,
+                        "exchange"),
+                Example((), "Climbing again tomorrow, can't wait.", 2, "text")]
+    config = LoraTrainConfig(max_steps=1, max_length=48, lr=1e-3)
+    digests = {
+        sha256_file(train_adapter(model, tokenizer, examples, config=config,
+                                  base_digest=info.digest, out_dir=tmp_path / str(run),
+                                  seed=7).blob_path)
+        for run in range(2)
+    }
+    assert len(digests) == 1
