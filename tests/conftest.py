@@ -33,7 +33,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackInfo]:
 def local_stack(stack: StackInfo, tmp_path_factory: pytest.TempPathFactory) -> LocalStack:
     """The LocalStack object behind `stack`, for tests that kill or restart its parts."""
     base = Path(str(tmp_path_factory.getbasetemp()))
-    (stack_dir,) = [p for p in base.iterdir() if p.name.startswith("stack")]
+    (stack_dir,) = [
+        p for p in base.iterdir() if p.name.startswith("stack") and not p.is_symlink()
+    ]
     return LocalStack(stack_dir)
 
 
