@@ -1,0 +1,35 @@
+"""The training benchmark end to end on the tiny Llama (the real run uses SmolLM2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tessera.schemas.settings import Settings
+from tessera.workers.lora_config import LoraTrainConfig
+from tessera.workers.train_bench import STAGES, BenchConfig, run_train_bench, speaker_events
+
+
+def test_speaker_events_are_valid_stored_streams() -> None:
+    streams = speaker_events(2, 6)
+    assert [len(s) for s in streams] == [6, 6]
+    positions = [e.position for s in streams for e in s]
+    assert positions == sorted(set(positions))
+    assert {e.envelope.user_id for e in streams[1]} == {"bench-1"}
+
+
+def test_report_has_the_required_keys_and_consistent_figures(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    config = BenchConfig(users=2, events_per_user=8, holdout_k=2,
+                         lora=LoraTrainConfig(rank=4, alpha=8, max_length=64, batch_size=4))
+    report = run_train_bench(config, settings=Settings(state_dir=tmp_path,
+                                                       base_model=tiny_model_dir))
+    for key in ("revisions_per_hour", "seconds_per_revision", "adapter_bytes", "base_bytes",
+                "adapter_to_base_ratio", "users", "events_per_user", "cores"):
+        assert key in report
+    assert set(report["seconds_per_revision"]) == set(STAGES)
+    total = sum(report["seconds_per_revision"].values())
+    assert abs(report["revisions_per_hour"] - 3600 / total) / report["revisions_per_hour"] < 0.01
+    assert report["adapter_to_base_ratio"] == round(
+        report["adapter_bytes"] / report["base_bytes"], 6)
+    assert [u["train_examples"] for u in report["per_user"]] == [6, 6]
