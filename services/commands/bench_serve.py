@@ -29,7 +29,7 @@ DEFAULT_OUT = Path("bench/results/serve.json")
 def bench_serve(
     batches: Annotated[str, typer.Option(help="Comma-separated batch sizes B.")] = "1,8,32,64",
     prompt_tokens: Annotated[int, typer.Option(min=1, help="Prompt length.")] = 16,
-    new_tokens: Annotated[int, typer.Option(min=2, help="Decode steps timed (ours, base).")] = 24,
+    new_tokens: Annotated[int, typer.Option(min=2, help="Decode steps timed (ours, base).")] = 16,
     peft_new_tokens: Annotated[int, typer.Option(min=2, help="Decode steps timed (peft).")] = 8,
     rank: Annotated[int, typer.Option(min=1, help="LoRA rank of every adapter.")] = 8,
     targets: Annotated[
@@ -37,8 +37,8 @@ def bench_serve(
     ] = "q_proj,v_proj",
     rounds: Annotated[
         int, typer.Option(min=1, help="Interleaved timing rounds (best of) per variant.")
-    ] = 3,
-    ttft_seconds: Annotated[float, typer.Option(help="Length of each steady-rate run.")] = 8.0,
+    ] = 2,
+    ttft_seconds: Annotated[float, typer.Option(help="Length of each steady-rate run.")] = 6.0,
     ttft_load: Annotated[
         float, typer.Option(help="Request rate as a share of the measured capacity at B.")
     ] = 0.5,

@@ -34,12 +34,12 @@ ALL_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "
 class ServeBenchConfig:
     batches: tuple[int, ...] = (1, 8, 32, 64)
     prompt_tokens: int = 16
-    new_tokens: int = 24
+    new_tokens: int = 16
     peft_new_tokens: int = 8
     rank: int = 8
     targets: tuple[str, ...] = ("q_proj", "v_proj")
-    rounds: int = 3
-    ttft_seconds: float = 8.0
+    rounds: int = 2
+    ttft_seconds: float = 6.0
     ttft_load: float = 0.5
     ttft_max_tokens: int = 16
     seed: int = 0
