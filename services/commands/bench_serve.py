@@ -43,7 +43,15 @@ def bench_serve(
         float, typer.Option(help="Request rate as a share of the measured capacity at B.")
     ] = 0.5,
     ttft_max_tokens: Annotated[int, typer.Option(min=1, help="Tokens per TTFT request.")] = 16,
-    threads: Annotated[int, typer.Option(min=0, help="torch threads (0: default).")] = 0,
+    threads: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="torch threads (0: torch's default). 1 by default: on shared cores, "
+            "OpenMP's per-op barriers stall for whole time slices (measured 20x slower "
+            "single-sequence steps with 2 threads on a loaded 2-core machine).",
+        ),
+    ] = 1,
     out: Annotated[Path, typer.Option(help="Where to write the JSON result.")] = DEFAULT_OUT,
 ) -> None:
     """Time decoding on the real base model (fp32 on CPU, the serving dtype on GPU is not
