@@ -94,8 +94,9 @@ class LogTail:
     """Polls the log for new rows and notes, per event id, when it was first seen."""
 
     def __init__(self, database_url: str, *, poll_s: float) -> None:
-        self.seen: dict[uuid.UUID, float] = {}
+        self.seen: dict[uuid.UUID, float] = {}  # written by the polling thread only
         self.rows = 0
+        self._lock = threading.Lock()
         self._url = database_url
         self._poll_s = poll_s
         self._stop = threading.Event()
@@ -119,19 +120,24 @@ class LogTail:
                     (last, BENCH_TENANT),
                 ).fetchall()
                 now = time.monotonic()
-                for position, event_id in rows:
-                    self.seen.setdefault(event_id, now)
-                    last = position
-                self.rows += len(rows)
+                with self._lock:
+                    for position, event_id in rows:
+                        self.seen.setdefault(event_id, now)
+                        last = position
+                    self.rows += len(rows)
                 self._stop.wait(self._poll_s)
 
     def wait_for(self, ids: set[uuid.UUID], timeout_s: float, *, alive: Callable[[], None]) -> None:
         """Until every id was seen or `timeout_s` passed; `alive` raises if a process
         the wait depends on has died (no point waiting for it)."""
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and not ids.issubset(self.seen.keys()):
+        while time.monotonic() < deadline and not self.has_all(ids):
             alive()
             time.sleep(self._poll_s)
+
+    def has_all(self, ids: set[uuid.UUID]) -> bool:
+        with self._lock:
+            return ids.issubset(self.seen.keys())
 
 
 @contextmanager
@@ -254,7 +260,7 @@ def run_pipeline(
         # The worker's consumer group join takes a while on Tansu: wait it out first.
         warm = client.post_batch(workload(200, 10, max_chars=settings.max_text_chars, seed=1))
         tail.wait_for(set(warm.accepted), timeout_s=180, alive=worker.ensure_running)
-        if not set(warm.accepted) <= tail.seen.keys():
+        if not tail.has_all(set(warm.accepted)):
             raise RuntimeError(f"the worker committed nothing within 180 s; see {worker.log_path}")
         warm_rows = tail.rows
         meter = CpuMeter(
