@@ -133,6 +133,7 @@ class RevisionPlan:
     heldout: tuple[Example, ...]
     dataset_params: dict[str, Any]  # how to rebuild the dataset from the log
     history: tuple[Example, ...] = ()  # the user's earlier held-out examples (gate only)
+    dataset_seconds: float = 0.0  # time spent reading events and building the dataset
 
 
 @dataclass(frozen=True)
@@ -250,15 +251,16 @@ class RevisionPipeline:
         if len(split.train) < self.config.min_train_examples:
             return skipped(request, f"{len(split.train)} training examples in ({after}, {upto}] "
                                     f"< {self.config.min_train_examples}")
-        metrics.record_stage("dataset", time.perf_counter() - started)
+        history = history_examples(self.store, t, u, before=after, limit=self.config.history_max)
+        dataset_s = time.perf_counter() - started
+        metrics.record_stage("dataset", dataset_s)
         return RevisionPlan(
             tenant_id=t, user_id=u, kind="personal", revision_id=revision_id_for(t, u, upto),
             up_to_position=upto, trigger=request.trigger, parent=parent, baseline=parent,
             dataset_from=after + 1, dataset_to=upto, dataset_digest=split.digest,
             train=split.train, heldout=split.heldout,
             dataset_params=personal_dataset_params(split, user_id=u, after=after),
-            history=history_examples(self.store, t, u, before=after,
-                                     limit=self.config.history_max),
+            history=history, dataset_seconds=dataset_s,
         )
 
     # --- shared: train, record, evaluate, decide, publish -----------------------------
@@ -266,7 +268,7 @@ class RevisionPipeline:
     def run_plan(self, plan: RevisionPlan) -> RevisionOutcome:
         ids = {"tenant_id": plan.tenant_id, "user_id": plan.user_id,
                "revision_id": plan.revision_id}
-        seconds: dict[str, float] = {}
+        seconds: dict[str, float] = {"dataset": plan.dataset_seconds}
         existing = self.store.get_revision(plan.revision_id)
         if existing is not None and self.adapters.exists(existing.adapter_digest):
             # A crashed attempt recorded the candidate already: decide it, do not retrain.

@@ -135,7 +135,8 @@ def plan_prior(
                                 f"< {cfg.min_train_examples}")
     if not sample.heldout:
         return skipped(request, "no user has enough examples to hold some out for the gate")
-    metrics.record_stage("dataset", time.perf_counter() - started)
+    dataset_s = time.perf_counter() - started
+    metrics.record_stage("dataset", dataset_s)
     current = pipeline.head_row(request.tenant_id, PRIOR_USER_ID)
     return RevisionPlan(
         tenant_id=request.tenant_id, user_id=PRIOR_USER_ID, kind="prior",
@@ -143,7 +144,7 @@ def plan_prior(
         up_to_position=request.up_to_position, trigger=request.trigger,
         parent=None, baseline=current, dataset_from=1, dataset_to=request.up_to_position,
         dataset_digest=sample.digest, train=sample.train, heldout=sample.heldout,
-        dataset_params=sample.params,
+        dataset_params=sample.params, dataset_seconds=dataset_s,
     )
 
 
