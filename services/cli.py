@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "tenant",
     "train",
     "study",
+    "bench_soak",
 ]
 
 for _name in COMMAND_MODULES:

@@ -1,0 +1,301 @@
+"""`tessera bench soak`: load plus faults against real processes, then an audit.
+
+A stack of its own (PostgreSQL + broker under the state folder, never the caller's),
+`tessera serve` / `tessera worker ingest` / `tessera worker train` under supervisors
+that restart them, ingest and inference load at once (services.soak_load), and one
+fault at a time, round robin, every `fault_every_s`: SIGKILL of the ingest worker, the
+trainer, the server; PostgreSQL killed and restarted; the broker killed and restarted.
+Recovery of a fault = seconds until both ingest (202) and inference (200) answer again.
+Afterwards: every accepted event is in the log exactly once (losses attributed to
+broker restarts are counted apart: the embedded broker keeps nothing), and every
+promoted or served revision is complete and has its blob.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+from tessera.infra.stack import LocalStack, StackError, free_port
+from tessera.services.soak_load import LoadGenerator, LoadStats
+from tessera.services.supervisor import Supervisor
+
+FAULT_KINDS = ("ingest_worker", "trainer", "server", "postgres", "broker")
+TENANT = "soak"
+
+
+@dataclass(frozen=True)
+class SoakConfig:
+    minutes: float = 3.0
+    fault_every_s: float = 20.0
+    users: int = 20
+    batch: int = 20
+    max_requests: int = 200_000
+    base_model: Path | None = None  # None: the tiny random model
+    kafka_bootstrap: str | None = None  # None: the embedded broker (killed too)
+    train_every_s: float = 30.0
+
+
+def _env(stack_info: Any, state: Path, base_model: Path, http_port: int) -> dict[str, str]:
+    return {
+        "TESSERA_DATABASE_URL": stack_info.database_url,
+        "TESSERA_KAFKA_BOOTSTRAP": stack_info.kafka_bootstrap,
+        "TESSERA_STATE_DIR": str(state),
+        "TESSERA_BASE_MODEL": str(base_model),
+        "TESSERA_ADMIN_KEY": "soak-admin-" + uuid.uuid4().hex,
+        "TESSERA_TOPIC_PARTITIONS": "4",
+        "TESSERA_INFERENCE_DEVICE_SLOTS": "4",
+        "TESSERA_INFERENCE_MAX_BATCH": "8",
+        "TESSERA_INFERENCE_MAX_TOKENS": "8",
+        "TESSERA_INFERENCE_REVISION_CACHE_S": "5",
+        "TESSERA_MIN_TRAIN_EXAMPLES": "8",
+        "TESSERA_HOLDOUT_K": "4",
+        "TESSERA_TRAIN_OVERRIDES": json.dumps({"epochs": 1}),
+        "TESSERA_HTTP_PORT": str(http_port),
+    }
+
+
+class Prober:
+    """Answers 'do ingest and inference both work right now?'."""
+
+    def __init__(self, url: str, key: str) -> None:
+        self._url, self._headers = url, {"Authorization": f"Bearer {key}"}
+
+    def healthy(self) -> bool:
+        item = {"type": "text", "user_id": "probe", "occurred_at": "2026-01-01T00:00:00Z",
+                "text": "probe"}
+        try:
+            ingest = httpx.post(f"{self._url}/v1/events", json={"events": [item]},
+                                headers=self._headers, timeout=5)
+            gen = httpx.post(f"{self._url}/v1/generate", headers=self._headers, timeout=10,
+                             json={"user_id": "probe", "prompt": "hi", "max_tokens": 1})
+        except httpx.HTTPError:
+            return False
+        return ingest.status_code == 202 and gen.status_code == 200
+
+    def seconds_until_healthy(self, since: float, limit_s: float) -> float | None:
+        while time.monotonic() - since < limit_s:
+            if self.healthy():
+                return time.monotonic() - since
+            time.sleep(0.25)
+        return None
+
+
+class FaultInjector:
+    """One fault at a time, round robin over the kinds that apply."""
+
+    def __init__(self, stack: LocalStack, sups: dict[str, Supervisor], prober: Prober,
+                 kinds: list[str], every_s: float, deadline: float,
+                 report: Callable[[str], None]) -> None:
+        self._stack, self._sups, self._prober = stack, sups, prober
+        self._kinds, self._every, self._deadline = kinds, every_s, deadline
+        self._report = report
+        self.injected: Counter[str] = Counter()
+        self.recovery: dict[str, float] = {}
+        self.unrecovered: Counter[str] = Counter()
+        self.broker_kills: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="soak-faults", daemon=True)
+
+    def start(self) -> FaultInjector:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _inject(self, kind: str) -> None:
+        if kind == "postgres":
+            self._stack.postgres.kill()
+            _restart(self._stack.postgres.start)
+        elif kind == "broker":
+            self.broker_kills.append(time.monotonic())
+            self._stack.broker.kill()
+            _restart(self._stack.broker.start)
+        else:
+            self._sups[kind].kill()
+
+    def _run(self) -> None:
+        i = 0
+        while not self._stop.wait(self._every):
+            if time.monotonic() + 35 > self._deadline:
+                return  # leave time to recover before the load ends
+            kind = self._kinds[i % len(self._kinds)]
+            i += 1
+            started = time.monotonic()
+            try:
+                self._inject(kind)
+            except StackError as exc:  # counted and reported; the soak goes on
+                self.unrecovered[kind] += 1
+                self._report(f"fault {kind}: restart failed: {exc}")
+                continue
+            finally:
+                self.injected[kind] += 1
+            took = self._prober.seconds_until_healthy(started, limit_s=120)
+            if took is None:
+                self.unrecovered[kind] += 1
+                self._report(f"fault {kind}: NOT recovered within 120 s")
+            else:
+                self.recovery[kind] = max(self.recovery.get(kind, 0.0), round(took, 2))
+                self._report(f"fault {kind}: recovered in {took:.1f} s")
+
+
+def _restart(start: Callable[[], object], limit_s: float = 60.0) -> None:
+    """Start a killed server again, retrying as a service manager would: right after a
+    SIGKILL the dead postmaster's PID can linger (an unreaped zombie) and PostgreSQL
+    then refuses its stale lock file for a moment."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        try:
+            start()
+            return
+        except StackError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
+
+
+def _logged_markers(database_url: str) -> Counter[str]:
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute("SELECT split_part(data->>'text', ' ', 1) FROM events "
+                            "WHERE tenant_id = %s AND data->>'text' LIKE 'soak-%%'",
+                            (TENANT,)).fetchall()
+    return Counter(r[0] for r in rows)
+
+
+def _wait_for_log(database_url: str, accepted: set[str], quiet_s: float = 30.0) -> Counter[str]:
+    """Wait until every accepted marker is logged or the log stops growing."""
+    last, last_change = -1, time.monotonic()
+    while True:
+        try:
+            seen = _logged_markers(database_url)
+        except psycopg.Error:
+            seen = Counter()
+        if not accepted - set(seen):
+            return seen
+        if len(seen) != last:
+            last, last_change = len(seen), time.monotonic()
+        elif time.monotonic() - last_change > quiet_s:
+            return seen
+        time.sleep(1.0)
+
+
+def _revision_audit(database_url: str, adapters: Path) -> dict[str, int]:
+    """Promoted revisions lacking their trained/evaluated events or blob; heads whose
+    blob is missing from the store."""
+    from tessera.workers.adapter_store import LocalAdapterStore
+
+    with psycopg.connect(database_url) as conn:
+        promoted = conn.execute(
+            "SELECT p.data->>'revision_id', p.data->>'adapter_digest' FROM events p "
+            "WHERE p.event_type = 'revision.promoted'").fetchall()
+        kinds = conn.execute(
+            "SELECT data->>'revision_id', array_agg(event_type) FROM events "
+            "WHERE event_type LIKE 'revision.%' GROUP BY 1").fetchall()
+        heads = conn.execute("SELECT revision_id, adapter_digest FROM heads").fetchall()
+    by_rev = {r: set(k) for r, k in kinds}
+    half = sum(1 for rid, _ in promoted
+               if not {"revision.trained", "revision.evaluated"} <= by_rev.get(rid, set()))
+    store = LocalAdapterStore(adapters)
+    missing_blob = sum(1 for _, d in promoted if not store.exists(d))
+    head_missing = sum(1 for _, d in heads if not store.exists(d))
+    return {"revisions_promoted": len(promoted), "revisions_half_promoted": half,
+            "promoted_blobs_missing": missing_blob, "heads": len(heads),
+            "served_revisions_missing_from_store": head_missing}
+
+
+def run_soak(config: SoakConfig, root: Path, report: Callable[[str], None]) -> dict[str, Any]:
+    """Run the soak in `root` (a fresh folder) and return the result document."""
+    from tessera.events.migrate import migrate
+    from tessera.events.tenants import create_tenant, issue_api_key
+    from tessera.workers.tiny_model import build_tiny_model
+    from tessera.workers.train_worker import send_requests
+    from tessera.workers.training_request import TrainingRequest
+
+    stack = LocalStack(root / "stack", kafka_bootstrap=config.kafka_bootstrap)
+    info = stack.up()
+    sups: dict[str, Supervisor] = {}
+    try:
+        migrate(info.database_url)
+        with psycopg.connect(info.database_url, autocommit=True) as conn:
+            create_tenant(conn, TENANT)
+            key = issue_api_key(conn, TENANT)
+        base = config.base_model or build_tiny_model(root / "tiny")
+        port = free_port()
+        env = _env(info, root / "state", base, port)
+        logs = root / "logs"
+        sups["server"] = Supervisor("server", ["serve", "--no-grpc"], log_dir=logs, env=env)
+        sups["ingest_worker"] = Supervisor("ingest_worker", ["worker", "ingest"],
+                                           log_dir=logs, env=env)
+        sups["trainer"] = Supervisor("trainer", ["worker", "train"], log_dir=logs, env=env)
+        url = f"http://127.0.0.1:{port}"
+        sups["server"].process.wait_http(f"{url}/healthz", timeout_s=300)
+        prober = Prober(url, key)
+        if prober.seconds_until_healthy(time.monotonic(), 120) is None:
+            raise RuntimeError(f"the stack never became healthy; logs in {logs}")
+        report(f"healthy; load for {config.minutes} min, a fault every {config.fault_every_s} s")
+        deadline = time.monotonic() + config.minutes * 60
+        stats = LoadStats()
+        load = LoadGenerator(url, key, stats, users=config.users, batch=config.batch,
+                             max_requests=config.max_requests, deadline=deadline).start()
+        kinds = [k for k in FAULT_KINDS if k != "broker" or config.kafka_bootstrap is None]
+        faults = FaultInjector(stack, sups, prober, kinds, config.fault_every_s, deadline,
+                               report).start()
+        next_train = time.monotonic() + config.train_every_s
+        while time.monotonic() < deadline:
+            time.sleep(1.0)
+            if time.monotonic() >= next_train:
+                next_train += config.train_every_s
+                try:  # what the scheduler would do: train a few users on what they have
+                    with psycopg.connect(info.database_url) as conn:
+                        head = conn.execute("SELECT coalesce(max(position), 0) FROM events"
+                                            ).fetchone()
+                    reqs = [TrainingRequest(tenant_id=TENANT, user_id=f"user{u}",
+                                            up_to_position=int(head[0]) if head else 0,
+                                            trigger="bench") for u in range(2)]
+                    send_requests(info.kafka_bootstrap, "tessera.training-requests", reqs)
+                except Exception as exc:  # a fault may be in progress; try next round
+                    report(f"training request not sent: {type(exc).__name__}")
+        faults.stop()
+        load.stop()
+        _restart(stack.up)  # in case a fault's restart failed: verify on a running stack
+        accepted = set(stats.accepted)
+        seen = _wait_for_log(info.database_url, accepted)
+        lost = accepted - set(seen)
+        kills = faults.broker_kills
+        by_broker = {m for m in lost if any(stats.accepted[m] <= k for k in kills)}
+        revisions = _revision_audit(info.database_url, root / "state" / "adapters")
+        summary = stats.summary()
+        return {
+            "benchmark": "soak",
+            "minutes": config.minutes,
+            "broker": "embedded" if config.kafka_bootstrap is None else "external",
+            "base_model": "tiny" if config.base_model is None else str(config.base_model),
+            **summary,
+            "accepted": len(accepted),
+            "events_sent": stats.markers_sent,
+            "events_lost": len(lost),
+            "events_lost_broker_restart": len(by_broker),
+            "events_lost_unexplained": len(lost - by_broker),
+            "events_duplicated": sum(1 for n in seen.values() if n > 1),
+            "faults_injected": dict(faults.injected),
+            "faults_unrecovered": dict(faults.unrecovered),
+            "recovery_seconds": faults.recovery,
+            "restarts": {name: s.restarts for name, s in sups.items()},
+            **revisions,
+        }
+    finally:
+        for sup in sups.values():
+            sup.stop()
+        stack.down()
