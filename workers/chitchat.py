@@ -109,6 +109,18 @@ def load_speakers(
     With `max_chars` (the server's text limit), a turn longer than that is neither a
     message nor a prompt nor context (a few turns in the corpus are pasted essays).
     """
+    by_sender = _messages_by_sender(max_context_turns, max_chars)
+    eligible = sorted(s for s, msgs in by_sender.items() if len(msgs) >= min_messages)
+    random.Random(seed).shuffle(eligible)
+    chosen = eligible if limit is None else eligible[:limit]
+    return [Speaker(s, by_sender[s]) for s in chosen]
+
+
+@lru_cache(maxsize=4)
+def _messages_by_sender(
+    max_context_turns: int, max_chars: int | None
+) -> dict[str, tuple[SpeakerMessage, ...]]:
+    """Every sender's messages in time order (built once per process and arguments)."""
     by_sender: dict[str, list[SpeakerMessage]] = defaultdict(list)
     for conv_id, conversation in _raw().items():
         turns = list(_turns(conversation))
@@ -122,7 +134,4 @@ def load_speakers(
             )
             message = SpeakerMessage(conv_id, i, stamp, text, prompt, context)
             by_sender[sender].append(message)
-    eligible = sorted(s for s, msgs in by_sender.items() if len(msgs) >= min_messages)
-    random.Random(seed).shuffle(eligible)
-    chosen = eligible if limit is None else eligible[:limit]
-    return [Speaker(s, tuple(sorted(by_sender[s], key=lambda m: m.occurred_at))) for s in chosen]
+    return {s: tuple(sorted(msgs, key=lambda m: m.occurred_at)) for s, msgs in by_sender.items()}
