@@ -121,3 +121,5 @@ def configure_logging(*, json_logs: bool = True, level: int = logging.INFO) -> N
     root.setLevel(level)
     # kafka-python logs every connection step at INFO; keep its warnings and errors only.
     logging.getLogger("kafka").setLevel(max(level, logging.WARNING))
+    # APScheduler logs every poll of the threshold trigger; our own logs say what it did.
+    logging.getLogger("apscheduler.executors").setLevel(max(level, logging.WARNING))
