@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Final
 import typer
 
 from tessera.services.cli_apps import app
+from tessera.services.demo_learning import step_side_by_side, step_train_days
 
 if TYPE_CHECKING:
     from tessera.services.subprocesses import TesseraProcess
@@ -33,6 +34,9 @@ class DemoRun:
     messages_per_user: int
     seed: int
     state_dir: Path
+    train_users: int = 3
+    days: int = 3
+    train_messages: int = 45
     database_url: str = ""
     kafka_bootstrap: str = ""
     api_key: str = ""
@@ -160,6 +164,8 @@ STEPS: Final[list[tuple[str, Step]]] = [
     ("ingest real conversations over HTTP", step_ingest),
     ("wait until PostgreSQL has committed them", step_wait_committed),
     ("what the log holds", step_summary),
+    ("continual training: speakers' histories replayed as nights", step_train_days),
+    ("one batch, many personal models: the same prompt for each user", step_side_by_side),
 ]
 
 
@@ -168,12 +174,16 @@ def demo(
     users: int = typer.Option(40, min=1, help="Speakers of chitchat-dataset to ingest as users."),
     messages: int = typer.Option(150, min=1, help="Most messages sent per user."),
     seed: int = typer.Option(0, help="Seed of the speaker selection."),
+    train_users: int = typer.Option(3, min=1, help="Speakers replayed as nights of training."),
+    days: int = typer.Option(3, min=1, help="Nights the replayed histories are cut into."),
+    train_messages: int = typer.Option(45, min=6, help="Messages per replayed speaker."),
 ) -> None:
     """Run the main job on the embedded stack (see README)."""
     from tessera.schemas.settings import get_settings
 
     run = DemoRun(
-        users=users, messages_per_user=messages, seed=seed, state_dir=get_settings().state_dir
+        users=users, messages_per_user=messages, seed=seed, state_dir=get_settings().state_dir,
+        train_users=train_users, days=days, train_messages=train_messages,
     )
     try:
         for i, (title, step) in enumerate(STEPS, 1):

@@ -1,0 +1,129 @@
+"""The demo's later acts: continual training over simulated days, then one mixed batch
+answering the same prompt for several users beside the base model.
+
+Kept apart from `commands/demo.py` (which owns the step list and the ingest act) so
+each module stays small.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Final
+
+import typer
+
+if TYPE_CHECKING:
+    from tessera.schemas.events import EventEnvelope
+    from tessera.services.commands.demo import DemoRun
+
+DAYS_TENANT: Final = "demo-days"
+# A tenant with no revisions at all: its users are served the bare base model.
+BASE_TENANT: Final = "demo-base"
+SIDE_BY_SIDE_PROMPT: Final = "What did you do last weekend?"
+# Short examples and one epoch keep a night of training to minutes on two CPU cores.
+DEMO_TRAIN_OVERRIDES: Final[dict[str, Any]] = {"max_length": 96, "epochs": 1}
+
+
+def _ingest_item(envelope: EventEnvelope) -> dict[str, Any]:
+    kind = envelope.event_type.removeprefix("interaction.")
+    return {
+        "type": kind,
+        "event_id": str(envelope.event_id),
+        "user_id": envelope.user_id,
+        "occurred_at": envelope.occurred_at.isoformat(),
+        **envelope.data,
+    }
+
+
+def http_ingest(run: DemoRun, api_key: str, stall_s: float = 120.0) -> Any:
+    """An `Ingest` for the demo days: each day's events go through `POST /v1/events`,
+    and the call returns once PostgreSQL has committed all of them."""
+    from tessera.services.ingest_client import IngestClient
+    from tessera.services.log_summary import count_present
+
+    def ingest(events: list[EventEnvelope]) -> None:
+        items = [_ingest_item(e) for e in events]
+        batches = [items[i : i + 250] for i in range(0, len(items), 250)]
+        client = IngestClient(run.http_url, api_key, connections=2)
+        try:
+            results = client.post_all(batches)
+        finally:
+            client.close()
+        ids = [i for r in results for i in r.accepted]
+        committed, last_progress = 0, time.monotonic()
+        while committed < len(ids):
+            if time.monotonic() - last_progress > stall_s:
+                raise RuntimeError(f"only {committed} of {len(ids)} day events committed")
+            time.sleep(0.3)
+            now = count_present(run.database_url, ids)
+            if now > committed:
+                committed, last_progress = now, time.monotonic()
+
+    return ingest
+
+
+def step_train_days(run: DemoRun) -> None:
+    from tessera.services.tenant_admin import ensure_tenant_with_key
+    from tessera.workers.demo_days import run_demo_days_from_settings
+
+    key = ensure_tenant_with_key(run.database_url, DAYS_TENANT)
+    reports = run_demo_days_from_settings(
+        run.database_url,
+        kafka_bootstrap=run.kafka_bootstrap,
+        tenant_id=DAYS_TENANT,
+        users=run.train_users,
+        days=run.days,
+        messages_per_user=run.train_messages,
+        ingest=http_ingest(run, key),
+        echo=typer.echo,
+        train_overrides=DEMO_TRAIN_OVERRIDES,
+    )
+    promoted = sum(o.outcome == "promoted" for r in reports for o in r.outcomes)
+    rejected = sum(o.outcome == "rejected" for r in reports for o in r.outcomes)
+    typer.echo(f"  {len(reports)} nights: {promoted} revisions promoted, {rejected} rejected")
+
+
+def step_side_by_side(run: DemoRun) -> None:
+    """Every demo-days user plus the base model answer one prompt in the same batch."""
+    from tessera.events.catalog import list_users
+    from tessera.events.db import connect
+    from tessera.schemas.events import PRIOR_USER_ID
+    from tessera.schemas.settings import get_settings
+    from tessera.services.inference.build import build_engine
+    from tessera.services.inference.component import projection_lookup
+    from tessera.services.inference.requests import GenerateRequest, GenerateResult
+    from tessera.services.inference.sampling import SamplingParams
+    from tessera.workers.adapter_store import LocalAdapterStore
+    from tessera.workers.base_model import load_base_model, resolve_base_model
+
+    settings = get_settings()
+    with connect(run.database_url) as conn:
+        users = [u.user_id for u in list_users(conn, DAYS_TENANT) if u.user_id != PRIOR_USER_ID]
+    model, tokenizer = load_base_model(resolve_base_model(settings))
+    engine = build_engine(
+        model, tokenizer, LocalAdapterStore(settings.adapter_store_dir),
+        projection_lookup(run.database_url), settings=settings,
+    )
+    messages = [{"role": "user", "content": SIDE_BY_SIDE_PROMPT}]
+    prompt = str(
+        tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    )
+    params = SamplingParams(max_tokens=32)
+    who = [(BASE_TENANT, "anyone")] + [(DAYS_TENANT, u) for u in users]
+    engine.start()
+    try:
+        # Submitted back to back: continuous batching puts them in the same decode steps.
+        gens = [
+            engine.submit(GenerateRequest(tenant_id=t, user_id=u, prompt=prompt, params=params))
+            for t, u in who
+        ]
+        typer.echo(f"  prompt: {SIDE_BY_SIDE_PROMPT!r} ({len(gens)} requests, one batch)")
+        for (tenant, user), gen in zip(who, gens, strict=True):
+            result: GenerateResult = gen.result()
+            served = result.revision
+            label = "base model" if tenant == BASE_TENANT else user
+            revision = served.revision_id or "base"
+            typer.echo(f"  {label:<18} [{served.source}: {revision}]")
+            typer.echo(f"  {'':<18} {result.text.strip()!r}")
+    finally:
+        engine.stop()
