@@ -112,6 +112,11 @@ def personalization(
     ] = 0.2,
     general_speakers: Annotated[int, typer.Option(
         min=1, help="Other speakers in the general (drift) set.")] = 8,
+    general_per_speaker: Annotated[int, typer.Option(
+        min=1, help="Messages of each general-set speaker.")] = 8,
+    max_length: Annotated[int | None, typer.Option(
+        min=16, help="Token cap of training and evaluation examples (default: settings).")
+    ] = None,
     base_model: Annotated[Path | None, typer.Option(
         help="A local HF model folder instead of the default base (tests: a tiny model).")
     ] = None,
@@ -121,6 +126,7 @@ def personalization(
                    ] = DEFAULT_OUT,
 ) -> None:
     """Replay speakers' histories through the real system and measure personalization."""
+    from tessera.events.migrate import migrate
     from tessera.schemas.settings import get_settings
     from tessera.services.commands.infra import stack_info
     from tessera.workers.adapter_store import LocalAdapterStore
@@ -135,6 +141,12 @@ def personalization(
     if base_model is not None:
         settings = settings.model_copy(update={"base_model": base_model})
     base_config = pipeline_config(settings)
+    if max_length is not None:
+        # Shorter examples are the cheapest way to fit a real-model study on a small CPU.
+        base_config = dataclasses.replace(
+            base_config, eval_max_length=max_length,
+            train=base_config.train.model_validate(
+                {**base_config.train.model_dump(), "max_length": max_length}))
     rank_list = _ints(ranks, "--ranks") if ranks else [base_config.train.rank]
     try:
         chosen = design_mod.choose_speakers(
@@ -144,7 +156,7 @@ def personalization(
             max_chars=settings.max_text_chars)
         general = design_mod.general_messages(
             [s.speaker_id for s in chosen], n_speakers=general_speakers,
-            max_chars=settings.max_text_chars)
+            per_speaker=general_per_speaker, max_chars=settings.max_text_chars)
         design = design_mod.build_design(chosen, general, days=days, max_train=max_train,
                                          max_test=max_test, test_fraction=test_fraction)
     except design_mod.StudyDesignError as exc:
@@ -159,6 +171,7 @@ def personalization(
     typer.echo(f"{len(design.speakers)} speakers, {days} nights, ranks {rank_list}, "
                f"{len(design.general)} general-set messages", err=True)
     info = stack_info()
+    migrate(info.database_url)
     engine = load_engine(settings)
     run_id = time.strftime("%m%d%H%M%S")
     with running_ingest(info.database_url, info.kafka_bootstrap,

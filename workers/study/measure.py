@@ -37,6 +37,10 @@ class SpeakerFigures:
     nll_personal_from_base: float
     nll_by_night: list[float]
     nll_shared_by_night: list[float]
+    # Each night's candidate (promoted or rejected) on the test set, NaN when none was
+    # trained; and whether the gate's decision agrees with the test set (None: no decision).
+    nll_candidate_by_night: list[float]
+    gate_right_by_night: list[bool | None]
     drift_base: float  # base model on the general set
     drift_personal: float  # served personal model on the general set
     promoted: int
@@ -110,6 +114,8 @@ def speaker_figures(
         promoted += sum(o.outcome == "promoted" for o in mine)
         rejected += sum(o.outcome == "rejected" for o in mine)
         train_s += sum(o.seconds.get("train", 0.0) for o in mine)
+    candidates, right = _candidates(measurer, replay, speaker_id, test_key, test,
+                                    by_night, shared_by_night)
     last_mine = last.outcomes_of(speaker_id)
     adapter_bytes = 0
     if final.source == "personal" and final.adapter_digest is not None:
@@ -120,6 +126,7 @@ def speaker_figures(
         nll_personal=by_night[-1], nll_shared=shared_by_night[-1],
         nll_personal_from_base=measurer.nll(test_key, test, from_base),
         nll_by_night=by_night, nll_shared_by_night=shared_by_night,
+        nll_candidate_by_night=candidates, gate_right_by_night=right,
         drift_base=measurer.nll("general", general, None),
         drift_personal=measurer.served("general", general, final),
         promoted=promoted, rejected=rejected, decisions_by_night=decisions,
@@ -127,3 +134,30 @@ def speaker_figures(
         from_base_train_seconds=from_base_seconds,
         gate_reasons=list(last_mine[-1].reasons) if last_mine else [],
     )
+
+
+def _candidates(
+    measurer: Measurer, replay: Replay, speaker_id: str, test_key: str,
+    test: Sequence[Example], by_night: Sequence[float], shared_by_night: Sequence[float],
+) -> tuple[list[float], list[bool | None]]:
+    """Test-set NLL of each night's candidate, and whether the gate got it right: a
+    promotion is right when the candidate beats its baseline on the test set, a rejection
+    when it does not. The baseline is the speaker's personal head if one was promoted on
+    an earlier night (served after the previous night), else that night's prior."""
+    candidates: list[float] = []
+    right: list[bool | None] = []
+    has_head = False
+    for i, night in enumerate(replay.nights):
+        decided = [o for o in night.outcomes_of(speaker_id)
+                   if o.outcome != "skipped" and o.adapter_digest]
+        if not decided:
+            candidates.append(math.nan)
+            right.append(None)
+            continue
+        outcome = decided[-1]
+        nll = measurer.nll(test_key, test, outcome.adapter_digest)
+        baseline = by_night[i - 1] if has_head and i > 0 else shared_by_night[i]
+        candidates.append(nll)
+        right.append((nll < baseline) == (outcome.outcome == "promoted"))
+        has_head = has_head or outcome.outcome == "promoted"
+    return candidates, right

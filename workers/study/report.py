@@ -32,6 +32,9 @@ def aggregates(speakers: Sequence[SpeakerFigures]) -> dict[str, Any]:
     def share(pred: Sequence[bool]) -> float:
         return round(sum(pred) / n, 4) if n else math.nan
 
+    def share_of(flags: Sequence[bool]) -> float:
+        return round(sum(flags) / len(flags), 4) if flags else math.nan
+
     return {
         "n_speakers": n,
         "beats_base": share([s.nll_personal < s.nll_base for s in speakers]),
@@ -48,6 +51,8 @@ def aggregates(speakers: Sequence[SpeakerFigures]) -> dict[str, Any]:
         "mean_drift": _mean([-_gain(s.drift_personal, s.drift_base) for s in speakers]),
         "max_drift": max((-_gain(s.drift_personal, s.drift_base) for s in speakers),
                          default=None),
+        "gate_right": share_of([r for s in speakers for r in s.gate_right_by_night
+                                if r is not None]),
         "promoted": sum(s.promoted for s in speakers),
         "rejected": sum(s.rejected for s in speakers),
         "personal_train_seconds": round(sum(s.train_seconds for s in speakers), 2),

@@ -39,7 +39,8 @@ def test_study_replays_speakers_through_the_system(
 
     assert [r["label"] for r in doc["runs"]] == ["r4", "r2"]
     assert doc["speakers"] == doc["runs"][0]["speakers"]
-    for key in ("beats_base", "beats_shared", "mean_gain_vs_base", "mean_gain_vs_shared"):
+    for key in ("beats_base", "beats_shared", "mean_gain_vs_base", "mean_gain_vs_shared",
+                "gate_right"):
         assert key in doc
     with PostgresEventStore(database_url) as store:
         for run in runs:
@@ -47,6 +48,10 @@ def test_study_replays_speakers_through_the_system(
                 assert set(s.to_json()) >= REQUIRED
                 assert (s.n_train, s.n_test) == (30, 5)
                 assert len(s.nll_by_night) == 2 and len(s.nll_shared_by_night) == 2
+                # Every decided night's candidate is measured and its decision checked.
+                decided = [d for d in s.decisions_by_night if d in ("promoted", "rejected")]
+                assert sum(r is not None for r in s.gate_right_by_night) == len(decided)
+                assert sum(math.isfinite(v) for v in s.nll_candidate_by_night) == len(decided)
                 assert all(math.isfinite(v) for v in
                            (s.nll_base, s.nll_personal, s.nll_shared, s.drift_personal))
                 # A speaker who answers the same way every time: after two nights the
