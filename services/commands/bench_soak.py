@@ -28,17 +28,27 @@ def bench_soak(
     kafka_bootstrap: Annotated[str | None, typer.Option(
         help="An external Kafka (then the broker is not killed); default: embedded Tansu."
     )] = None,
+    faults: str = typer.Option(
+        "ingest_worker,broker,trainer,postgres,server",
+        help="Fault kinds, injected in this order round robin (comma-separated).",
+    ),
     out: Annotated[Path, typer.Option(help="Where the JSON result is written.")] = DEFAULT_OUT,
 ) -> None:
     """Drive ingest and inference at once against `tessera serve`, `worker ingest` and
     `worker train` (restarted by supervisors) on a stack of its own, kill -9 one part at
     a time, then verify the log and the revisions. Last stdout line: the result JSON."""
     from tessera.schemas.settings import get_settings
-    from tessera.services.soak import SoakConfig, run_soak
+    from tessera.services.soak import FAULT_KINDS, SoakConfig, run_soak
+
+    kinds = tuple(k.strip() for k in faults.split(",") if k.strip())
+    unknown = set(kinds) - set(FAULT_KINDS)
+    if unknown or not kinds:
+        raise typer.BadParameter(f"unknown fault kinds {sorted(unknown)}; known: "
+                                 f"{', '.join(FAULT_KINDS)}", param_hint="--faults")
 
     config = SoakConfig(minutes=minutes, fault_every_s=fault_every_s, users=users,
                         batch=batch, max_requests=max_requests, base_model=base_model,
-                        kafka_bootstrap=kafka_bootstrap)
+                        kafka_bootstrap=kafka_bootstrap, faults=kinds)
     # Kept afterwards: the processes' logs (one per incarnation) explain any loss.
     root = Path(tempfile.mkdtemp(prefix="soak-", dir=get_settings().state_dir.resolve()))
     print(f"soak: state, stack and logs under {root}", file=sys.stderr, flush=True)
