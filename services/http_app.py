@@ -8,9 +8,12 @@ is absent answers 503 with a message saying which part is not running here.
 from __future__ import annotations
 
 import importlib
+import math
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 
 # One module per resource; add yours here.
 ROUTER_MODULES: list[str] = [
@@ -22,6 +25,28 @@ ROUTER_MODULES: list[str] = [
 ]
 
 
+def _json_safe(value: Any) -> Any:
+    """Echoed input made serialisable: JSON has no inf/nan, and bytes may not be UTF-8."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's default 422 echoes the input and fails (500) on values JSON cannot hold,
+    such as `1e999` parsed as inf: answer the same 422 with those values as strings."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    return JSONResponse(status_code=422, content={"detail": _json_safe(list(errors))})
+
+
 def create_app(**components: Any) -> FastAPI:
     """Build the HTTP app. `components` become attributes of `app.state`."""
     app = FastAPI(
@@ -29,6 +54,7 @@ def create_app(**components: Any) -> FastAPI:
         version="0.1.0",
         description="Persistent personal LoRA models over one shared base model.",
     )
+    app.add_exception_handler(RequestValidationError, _validation_error)
     for name, value in components.items():
         setattr(app.state, name, value)
     for module_name in ROUTER_MODULES:

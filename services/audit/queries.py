@@ -146,13 +146,19 @@ def _in_scope(tenant_id: str, scope: str | None) -> bool:
     return scope is None or scope == tenant_id
 
 
+def _storable(*ids: str) -> bool:
+    """PostgreSQL text cannot hold NUL, so no stored id contains one: such an id names
+    nothing (answered as not found, rather than a driver error)."""
+    return not any("\x00" in i for i in ids)
+
+
 def user_lineage(
     store: PostgresEventStore, tenant_id: str, user_id: str, *, scope: str | None = None
 ) -> UserLineage:
     """The user's revision tree and history. AuditNotFound when the user has no events
     (or is outside `scope`)."""
-    if not _in_scope(tenant_id, scope):
-        raise AuditNotFound(f"no user {tenant_id}/{user_id}")
+    if not _in_scope(tenant_id, scope) or not _storable(tenant_id, user_id):
+        raise AuditNotFound(f"no user {tenant_id!r}/{user_id!r}")
     with store.connection("audit lineage") as conn:
         user = catalog.get_user(conn, tenant_id, user_id)
         rows = catalog.list_revisions(conn, tenant_id, user_id)
@@ -186,6 +192,8 @@ def revision_provenance(
     store: PostgresEventStore, revision_id: str, *, scope: str | None = None
 ) -> RevisionProvenance:
     """One revision's full provenance. AuditNotFound when unknown (or outside `scope`)."""
+    if not _storable(revision_id):
+        raise AuditNotFound(f"no revision {revision_id!r}")
     with store.connection("audit revision") as conn:
         row = catalog.get_revision(conn, revision_id)
         if row is None or not _in_scope(row.tenant_id, scope):
@@ -220,7 +228,7 @@ def request_audit(
 ) -> RequestAudit:
     """Which revision answered `request_id`. AuditNotFound when the request was not
     recorded (request logging may sample), was forgotten, or is outside `scope`."""
-    record = store.get_request(request_id)
+    record = store.get_request(request_id) if _storable(request_id) else None
     if record is None or not _in_scope(record.tenant_id, scope):
         raise AuditNotFound(
             f"no request {request_id!r} in the request log (it may not have been sampled)"

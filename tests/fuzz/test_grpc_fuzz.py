@@ -106,7 +106,7 @@ def test_inference_never_crashes(channel: grpc.Channel, served: Deployment,
     assert_handled(lambda: method(request, metadata=_meta(served.key_a), timeout=60))
 
 
-# NUL in an admin id is a known 500/UNKNOWN (test_nul_in_admin_ids.py, xfail): left out
+# NUL in admin ids has its own test (test_nul_in_admin_ids.py): left out
 # here so this test keeps guarding everything else.
 admin_ids = ids.map(lambda s: s.replace("\x00", ""))
 

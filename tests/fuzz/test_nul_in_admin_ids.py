@@ -1,8 +1,6 @@
-"""Known defect, found by test_grpc_fuzz: an admin id containing NUL reaches PostgreSQL,
-whose text type cannot hold NUL; the driver's DataError surfaces as EventStoreError and
-the caller gets HTTP 500 / gRPC UNKNOWN instead of "no such user/revision/request".
-Strict xfail: when services/audit (or events.db.translated) refuses or misses NUL ids,
-these start passing and the markers (and the NUL exclusions in the fuzzers) go."""
+"""Found by test_grpc_fuzz: an admin id containing NUL used to reach PostgreSQL, whose
+text type cannot hold NUL, and came back as HTTP 500 / gRPC UNKNOWN. Such an id names
+nothing: the answer is "not found"."""
 
 from __future__ import annotations
 
@@ -15,10 +13,7 @@ from tessera.schemas.proto_gen import tessera_pb2_grpc as pb_grpc
 
 from .served import ADMIN_KEY, Deployment
 
-KNOWN = pytest.mark.xfail(strict=True, reason="NUL in an admin id becomes a 500 / UNKNOWN")
 
-
-@KNOWN
 @pytest.mark.parametrize("path", ["/v1/admin/revisions/a%00b", "/v1/admin/requests/a%00b",
                                   "/v1/admin/users/t%00/u/lineage"])
 def test_http_admin_nul_id_is_a_4xx(served: Deployment, path: str) -> None:
@@ -26,7 +21,6 @@ def test_http_admin_nul_id_is_a_4xx(served: Deployment, path: str) -> None:
     assert 400 <= resp.status_code < 500, resp.status_code
 
 
-@KNOWN
 def test_grpc_admin_nul_id_is_not_unknown(served: Deployment) -> None:
     with grpc.insecure_channel(served.grpc) as channel:
         stub = pb_grpc.AdminStub(channel)
