@@ -10,6 +10,7 @@ and prints that JSON as the last line.
 from __future__ import annotations
 
 import dataclasses
+import re
 import shlex
 import sys
 import time
@@ -136,6 +137,8 @@ def personalization(
     from tessera.workers.study.experiment import StudyConfig, run_study
     from tessera.workers.study.report import plot, table, write_json
 
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,40}", tag):
+        raise typer.BadParameter(f"--tag must be lowercase letters, digits and '-', got {tag!r}")
     configure_logging(json_logs=False)
     settings = get_settings()
     if base_model is not None:
