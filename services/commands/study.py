@@ -128,6 +128,7 @@ def personalization(
 ) -> None:
     """Replay speakers' histories through the real system and measure personalization."""
     from tessera.events.migrate import migrate
+    from tessera.events.store import EventStoreError
     from tessera.schemas.settings import get_settings
     from tessera.services.commands.infra import stack_info
     from tessera.workers.adapter_store import LocalAdapterStore
@@ -173,16 +174,22 @@ def personalization(
         arms.append(StudyConfig(f"r{rank}", dataclasses.replace(base_config, train=train)))
     typer.echo(f"{len(design.speakers)} speakers, {days} nights, ranks {rank_list}, "
                f"{len(design.general)} general-set messages", err=True)
-    info = stack_info()
-    migrate(info.database_url)
-    engine = load_engine(settings)
     run_id = time.strftime("%m%d%H%M%S")
-    with running_ingest(info.database_url, info.kafka_bootstrap,
-                        settings.state_dir / "study-logs" / run_id) as ingest:
-        runs, document = run_study(
-            design, arms, engine=engine, adapters=LocalAdapterStore(settings.adapter_store_dir),
-            database_url=info.database_url, ingest=ingest, tenant_prefix=f"{tag}-{run_id}",
-            progress=True)
+    try:
+        info = stack_info()
+        migrate(info.database_url)
+        engine = load_engine(settings)
+        with running_ingest(info.database_url, info.kafka_bootstrap,
+                            settings.state_dir / "study-logs" / run_id) as ingest:
+            runs, document = run_study(
+                design, arms, engine=engine,
+                adapters=LocalAdapterStore(settings.adapter_store_dir),
+                database_url=info.database_url, ingest=ingest, tenant_prefix=f"{tag}-{run_id}",
+                progress=True)
+    except (RuntimeError, EventStoreError) as exc:
+        # The stack, a child process, the base model or the log failed: say which, no trace.
+        typer.secho(f"study failed: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from exc
     document["command"] = shlex.join(["tessera", *sys.argv[1:]])
     for run in runs:
         typer.echo(table(f"{tag} {run.label}", run.speakers, run.aggregates))
