@@ -93,7 +93,7 @@ def _adapter_blob(adapters: LocalAdapterStore) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "blob.safetensors"
         save_adapter_blob(state, cfg, path)
-        return adapters.put_file(path)
+        return str(adapters.put_file(path))
 
 
 def _promoted_revision(store: PostgresEventStore, adapters: LocalAdapterStore) -> tuple[str, str]:

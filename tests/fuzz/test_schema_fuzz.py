@@ -44,7 +44,7 @@ def _service() -> IngestService:
     config = IngestConfig(topic="unused", max_batch_events=3, max_text_chars=100,
                           max_future_skew=timedelta(minutes=5), max_past_age=timedelta(days=3650))
     # parse() never touches the publisher; nothing is sent in these tests.
-    return IngestService(publisher=None, config=config)  # type: ignore[arg-type]
+    return IngestService(publisher=None, config=config)  # type: ignore[arg-type,unused-ignore]
 
 
 @FUZZ
