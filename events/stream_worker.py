@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from dataclasses import replace
 from typing import cast
 
@@ -146,8 +147,11 @@ def build_app(
         except KafkaSetupError as exc:
             log.error("could not re-read the id of %s, keeping the last one: %s", topic, exc)
             return
+        previous = sink.tracking_topics.get(topic)
+        if current is None and previous is not None and "#noid-" not in previous:
+            log.warning("topic %s no longer reports an id", topic)
         name = tracking_topic_name(topic, current)
-        if sink.tracking_topics.get(topic) != name:
+        if previous != name:
             log.warning("topic %s has a new incarnation; tracking it as %s", topic, name)
             sink.tracking_topics[topic] = name
 
@@ -183,8 +187,12 @@ def _raw(field: object) -> bytes | None:
 
 
 def tracking_topic_name(topic: str, topic_id: str | None) -> str:
-    """`topic#id` when the broker reports topic ids, else the bare name."""
-    return f"{topic}#{topic_id}" if topic_id else topic
+    """`topic#id` when the broker reports topic ids. Without an id we cannot tell a
+    re-created topic (offsets from 0 again) from the old one, and reusing a name would
+    skip the new records as replays: so each call then names a fresh incarnation. That
+    is safe because the log refuses a second copy of an `event_id`; the tracking row
+    only saves re-reading, it is not what keeps the log free of duplicates."""
+    return f"{topic}#{topic_id}" if topic_id else f"{topic}#noid-{uuid.uuid4().hex[:16]}"
 
 
 def run_worker(
