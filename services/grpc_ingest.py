@@ -33,7 +33,13 @@ def item_to_dict(item: tessera_pb2.IngestItem) -> dict[str, Any]:
     if item.correlation_id:
         out["correlation_id"] = item.correlation_id
     if item.HasField("occurred_at"):
-        out["occurred_at"] = item.occurred_at.ToDatetime(tzinfo=UTC)
+        try:
+            out["occurred_at"] = item.occurred_at.ToDatetime(tzinfo=UTC)
+        except (ValueError, OverflowError):
+            # Outside what a datetime can hold: handed on as text, so the model's
+            # validation reports it against this item's field like any bad timestamp.
+            ts = item.occurred_at
+            out["occurred_at"] = f"out-of-range timestamp seconds={ts.seconds} nanos={ts.nanos}"
     kind = item.WhichOneof("payload")
     if kind == "exchange":
         ex = item.exchange
