@@ -143,10 +143,20 @@ class Postgres:
                 _make_traversable(self.data_dir.parent)
                 os.chown(self.data_dir, owner.uid, owner.gid)
             subprocess.run(
-                [str(_pg_bin("initdb")), "-D", str(self.data_dir), "-U", PG_SUPERUSER,
-                 "--auth=trust", "--encoding=UTF8", "--no-sync"],
-                check=True, capture_output=True,
-                user=owner.uid if owner else None, group=owner.gid if owner else None,
+                [
+                    str(_pg_bin("initdb")),
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    PG_SUPERUSER,
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--no-sync",
+                ],
+                check=True,
+                capture_output=True,
+                user=owner.uid if owner else None,
+                group=owner.gid if owner else None,
             )
         if owner:
             _make_traversable(_pg_bin("postgres"))
@@ -159,10 +169,23 @@ class Postgres:
         # fsync stays on: durability across kill -9 is part of what the tests prove.
         options = f"-h 127.0.0.1 -p {port} -k {self.data_dir} -c max_connections=200"
         result = subprocess.run(
-            [str(_pg_bin("pg_ctl")), "-D", str(self.data_dir), "-l", str(log), "-o", options,
-             "-w", "-t", str(int(timeout)), "start"],
-            capture_output=True, text=True,
-            user=owner.uid if owner else None, group=owner.gid if owner else None,
+            [
+                str(_pg_bin("pg_ctl")),
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(log),
+                "-o",
+                options,
+                "-w",
+                "-t",
+                str(int(timeout)),
+                "start",
+            ],
+            capture_output=True,
+            text=True,
+            user=owner.uid if owner else None,
+            group=owner.gid if owner else None,
         )
         if result.returncode != 0:
             raise StackError(f"PostgreSQL did not start: {result.stderr.strip()}; see {log}")
@@ -242,9 +265,19 @@ class Broker:
         url = f"tcp://127.0.0.1:{port}"
         log = open(self.state_dir / "broker.log", "ab")  # noqa: SIM115 - handed to the child
         proc = subprocess.Popen(
-            [str(tansu_binary()), "broker", "--storage-engine", "memory://tansu/",
-             "--listener-url", url, "--advertised-listener-url", url],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            [
+                str(tansu_binary()),
+                "broker",
+                "--storage-engine",
+                "memory://tansu/",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
         log.close()
@@ -252,7 +285,9 @@ class Broker:
         deadline = time.monotonic() + timeout
         while not port_open("127.0.0.1", port):
             if proc.poll() is not None:
-                raise StackError(f"Tansu exited with {proc.returncode}; see {self.state_dir}/broker.log")
+                raise StackError(
+                    f"Tansu exited with {proc.returncode}; see {self.state_dir}/broker.log"
+                )
             if time.monotonic() > deadline:
                 raise StackError(f"Tansu did not listen on {port} within {timeout:.0f}s")
             time.sleep(0.05)
@@ -279,7 +314,11 @@ class LocalStack:
     """Starts, stops and reports the broker and PostgreSQL for one state folder."""
 
     def __init__(
-        self, state_dir: Path, *, database_url: str | None = None, kafka_bootstrap: str | None = None
+        self,
+        state_dir: Path,
+        *,
+        database_url: str | None = None,
+        kafka_bootstrap: str | None = None,
     ) -> None:
         self.state_dir = state_dir.resolve()
         self.external_database_url = database_url

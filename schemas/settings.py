@@ -36,13 +36,16 @@ class Settings(BaseSettings):
         SecretStr(DEV_ADMIN_KEY), description="Key for admin actions (audit, rollback, forget)."
     )
     default_tenant: str = Field(
-        "demo", description="Tenant of the CLI's audit, rollback and forget when --tenant is not given."
+        "demo",
+        description="Tenant of the CLI's audit, rollback and forget when --tenant is not given.",
     )
 
     # ingest limits
     max_batch_events: int = Field(1000, ge=1, description="Most events in one ingest call.")
     max_text_chars: int = Field(8000, ge=1, description="Longest text field accepted.")
-    max_future_skew_s: float = Field(300.0, ge=0, description="How far in the future occurred_at may be.")
+    max_future_skew_s: float = Field(
+        300.0, ge=0, description="How far in the future occurred_at may be."
+    )
     max_past_age_days: float = Field(3650.0, ge=0, description="How old occurred_at may be.")
 
     # topics
@@ -55,9 +58,12 @@ class Settings(BaseSettings):
     # the stream ingest worker (faust)
     stream_group: str = Field(
         "tessera-ingest",
-        description="Consumer group (faust app id) of the ingest worker; the group of its tracking rows.",
+        description="Consumer group (faust app id) of the ingest worker, and of its "
+        "tracking rows.",
     )
-    stream_batch_max: int = Field(500, ge=1, description="Most records appended in one transaction.")
+    stream_batch_max: int = Field(
+        500, ge=1, description="Most records appended in one transaction."
+    )
     stream_batch_within_s: float = Field(
         0.2, gt=0, description="Longest wait for a batch to fill before it is appended anyway."
     )
@@ -105,10 +111,14 @@ class Settings(BaseSettings):
     http_port: int = 8080
     grpc_port: int = 50051
     http_workers: int = Field(
-        1, ge=1, description="HTTP server processes (each with its own producer); gRPC runs in the first."
+        1,
+        ge=1,
+        description="HTTP server processes (each with its own producer); gRPC runs in the first.",
     )
     auth_cache_ttl_s: float = Field(
-        30.0, ge=0, description="How long a key -> tenant lookup is cached (a revoked key works this long)."
+        30.0,
+        ge=0,
+        description="How long a key -> tenant lookup is cached (a revoked key works this long).",
     )
 
     # inference (services.inference)
@@ -139,7 +149,9 @@ class Settings(BaseSettings):
         1.0, ge=0, le=1, description="Share of requests whose revision goes to request_log."
     )
     inference_revision_cache_s: float = Field(
-        30.0, ge=0, description="How long a resolved served revision is reused without the follower."
+        30.0,
+        ge=0,
+        description="How long a resolved served revision is reused without the follower.",
     )
 
     @model_validator(mode="after")

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import typer
 
-app = typer.Typer(help="Tessera: persistent personal models over one shared base.", no_args_is_help=True)
+app = typer.Typer(
+    help="Tessera: persistent personal models over one shared base.", no_args_is_help=True
+)
 infra_app = typer.Typer(help="The local stack: broker and PostgreSQL.", no_args_is_help=True)
 db_app = typer.Typer(help="Event store maintenance.", no_args_is_help=True)
 worker_app = typer.Typer(help="Long-running workers.", no_args_is_help=True)
-bench_app = typer.Typer(help="Benchmarks: print one JSON object as the last line.", no_args_is_help=True)
+bench_app = typer.Typer(
+    help="Benchmarks: print one JSON object as the last line.", no_args_is_help=True
+)
 study_app = typer.Typer(help="Studies on real data.", no_args_is_help=True)
 audit_app = typer.Typer(help="Audit trails: lineage, provenance, requests.", no_args_is_help=True)
 tenant_app = typer.Typer(help="Tenants and their API keys.", no_args_is_help=True)

@@ -93,6 +93,7 @@ def step_side_by_side(run: DemoRun) -> None:
     from tessera.services.inference.component import projection_lookup
     from tessera.services.inference.requests import GenerateRequest, GenerateResult
     from tessera.services.inference.sampling import SamplingParams
+    from tessera.services.inference.tokens import as_hf_tokenizer
     from tessera.workers.adapter_store import LocalAdapterStore
     from tessera.workers.base_model import load_base_model, resolve_base_model
 
@@ -101,7 +102,7 @@ def step_side_by_side(run: DemoRun) -> None:
         users = [u.user_id for u in list_users(conn, DAYS_TENANT) if u.user_id != PRIOR_USER_ID]
     model, tokenizer = load_base_model(resolve_base_model(settings))
     engine = build_engine(
-        model, tokenizer, LocalAdapterStore(settings.adapter_store_dir),
+        model, as_hf_tokenizer(tokenizer), LocalAdapterStore(settings.adapter_store_dir),
         projection_lookup(run.database_url), settings=settings,
     )
     messages = [{"role": "user", "content": SIDE_BY_SIDE_PROMPT}]

@@ -53,7 +53,7 @@ def _revision(served: Served) -> tessera_pb2.ServedRevision:
     )
 
 
-class InferenceServicer(tessera_pb2_grpc.InferenceServicer):  # type: ignore[misc]  # generated, untyped
+class InferenceServicer(tessera_pb2_grpc.InferenceServicer):
     def __init__(self, *, engine: InferenceEngine, auth: KeyAuthenticator) -> None:
         self._engine = engine
         self._auth = auth

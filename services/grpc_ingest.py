@@ -102,7 +102,7 @@ def ingest_grpc_service(*, service: IngestService, auth: KeyAuthenticator) -> Gr
     servicer = IngestServicer(service=service, auth=auth)
     return GrpcService(
         name=SERVICE_NAME,
-        register=lambda server: tessera_pb2_grpc.add_IngestServicer_to_server(  # type: ignore[no-untyped-call]
+        register=lambda server: tessera_pb2_grpc.add_IngestServicer_to_server(
             servicer, server
         ),
     )

@@ -141,7 +141,7 @@ def _engine(
     from tessera.services.inference.model_runner import ModelRunner
     from tessera.services.inference.residency import AdapterResidency
     from tessera.services.inference.revisions import RevisionResolver, Served
-    from tessera.services.inference.tokens import TextCodec
+    from tessera.services.inference.tokens import TextCodec, as_hf_tokenizer
     from tessera.workers.adapter_store import (
         AdapterBlobConfig,
         LocalAdapterStore,
@@ -167,7 +167,7 @@ def _engine(
     residency = AdapterResidency(
         table, store, cpu_capacity=len(adapters), dtype=next(served.parameters()).dtype
     )
-    codec = TextCodec(tokenizer)
+    codec = TextCodec(as_hf_tokenizer(tokenizer))
     runner = ModelRunner(served, table, pad_token_id=codec.pad_id)
     resolver = RevisionResolver(lambda t, u: served_by_user[u], ttl_s=3600)
     config = EngineConfig(max_batch=max_batch, queue_size=10_000, timeout_s=600, max_tokens=4096)

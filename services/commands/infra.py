@@ -52,7 +52,9 @@ def status() -> None:
     """Say whether each part of the stack is running."""
     stack = local_stack()
     info = stack.info()
-    typer.echo(f"postgres  {info.database_url}  {'up' if info.postgres_pid or stack.external_database_url else 'down'}")
-    typer.echo(f"kafka     {info.kafka_bootstrap}  {'up' if info.broker_pid or stack.external_bootstrap else 'down'}")
+    pg_up = info.postgres_pid is not None or stack.external_database_url is not None
+    broker_up = info.broker_pid is not None or stack.external_bootstrap is not None
+    typer.echo(f"postgres  {info.database_url}  {'up' if pg_up else 'down'}")
+    typer.echo(f"kafka     {info.kafka_bootstrap}  {'up' if broker_up else 'down'}")
     if not stack.is_up():
         raise typer.Exit(3)

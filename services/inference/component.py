@@ -16,6 +16,7 @@ from tessera.services.inference.build import build_engine, torch_dtype
 from tessera.services.inference.request_log import PostgresRequestLog
 from tessera.services.inference.revision_follower import KafkaRevisionFollower, RevisionFollower
 from tessera.services.inference.revisions import Lookup, Served
+from tessera.services.inference.tokens import as_hf_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def build_component(ctx: ServerContext) -> Component:
     )
     engine = build_engine(
         model,
-        tokenizer,
+        as_hf_tokenizer(tokenizer),
         LocalAdapterStore(settings.adapter_store_dir),
         projection_lookup(ctx.stack.database_url),
         settings=settings,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Protocol
+from typing import Protocol, cast
 
 
 class HFTokenizer(Protocol):
@@ -20,6 +20,13 @@ class HFTokenizer(Protocol):
     def apply_chat_template(
         self, conversation: list[dict[str, str]], *, tokenize: bool, add_generation_prompt: bool
     ) -> str: ...
+
+
+def as_hf_tokenizer(tokenizer: object) -> HFTokenizer:
+    """A loaded Hugging Face tokenizer, seen through `HFTokenizer`. Their signatures are
+    wider than the protocol (unions of list and tensor inputs and outputs) so the
+    checker cannot match them structurally; the engine only uses the str/list[int] forms."""
+    return cast(HFTokenizer, tokenizer)
 
 
 class TextCodec:
