@@ -174,9 +174,9 @@ def demo(
     users: int = typer.Option(40, min=1, help="Speakers of chitchat-dataset to ingest as users."),
     messages: int = typer.Option(150, min=1, help="Most messages sent per user."),
     seed: int = typer.Option(0, help="Seed of the speaker selection."),
-    train_users: int = typer.Option(3, min=1, help="Speakers replayed as nights of training."),
-    days: int = typer.Option(3, min=1, help="Nights the replayed histories are cut into."),
-    train_messages: int = typer.Option(45, min=6, help="Messages per replayed speaker."),
+    train_users: int = typer.Option(2, min=1, help="Speakers replayed as nights of training."),
+    days: int = typer.Option(2, min=1, help="Nights the replayed histories are cut into."),
+    train_messages: int = typer.Option(40, min=6, help="Messages per replayed speaker."),
 ) -> None:
     """Run the main job on the embedded stack (see README)."""
     from tessera.schemas.settings import get_settings
