@@ -107,7 +107,8 @@ def speaker_figures(
     shared_by_night = [measurer.served(test_key, test, n.prior) for n in replay.nights]
     last = replay.nights[-1]
     final = last.served[speaker_id]
-    decisions, promoted, rejected, train_s = [], 0, 0, 0.0
+    decisions: list[str] = []
+    promoted, rejected, train_s = 0, 0, 0.0
     for night in replay.nights:
         mine = night.outcomes_of(speaker_id)
         decisions.append(mine[-1].outcome if mine else "-")
