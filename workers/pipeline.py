@@ -226,6 +226,21 @@ class RevisionPipeline:
         head = self.store.get_head(tenant_id, user_id)
         return self.store.get_revision(head.revision_id) if head is not None else None
 
+    def rests_on(self, revision: RevisionRow, prior: RevisionRow) -> bool:
+        """Whether `prior` is the tenant-prior ancestor `revision` was warm-started from."""
+        current: RevisionRow | None = revision
+        seen: set[str] = set()
+        while current is not None and current.revision_id not in seen:
+            if current.revision_id == prior.revision_id:
+                return True
+            if current.user_id == PRIOR_USER_ID:
+                return False  # reached an older prior
+            seen.add(current.revision_id)
+            parent_id = current.parent_revision_id
+            current = self.store.get_revision(parent_id) if parent_id else None
+        # A chain trained from the base model alone (no prior then): rebase on the prior.
+        return False
+
     # --- planning a personal revision -------------------------------------------------
 
     def plan_personal(self, request: TrainingRequest) -> RevisionPlan | RevisionOutcome:
@@ -239,6 +254,12 @@ class RevisionPipeline:
         prior = self.head_row(t, PRIOR_USER_ID)
         parent = personal or prior
         after = personal.dataset_to if personal is not None else 0
+        if personal is not None and prior is not None and not self.rests_on(personal, prior):
+            # The tenant prior was refreshed since this user's chain started from it:
+            # rebase on the new prior and learn the user's whole history again, or the
+            # user would never benefit from it. The gate still compares with what the
+            # user is served now (their personal head).
+            parent, after = prior, 0
         after = max(after, self.store.last_forgotten_position(t, u))
         if after >= upto:
             return skipped(request, f"nothing new: data up to {after} is learned already")
@@ -256,7 +277,8 @@ class RevisionPipeline:
         metrics.record_stage("dataset", dataset_s)
         return RevisionPlan(
             tenant_id=t, user_id=u, kind="personal", revision_id=revision_id_for(t, u, upto),
-            up_to_position=upto, trigger=request.trigger, parent=parent, baseline=parent,
+            up_to_position=upto, trigger=request.trigger, parent=parent,
+            baseline=personal or parent,
             dataset_from=after + 1, dataset_to=upto, dataset_digest=split.digest,
             train=split.train, heldout=split.heldout,
             dataset_params=personal_dataset_params(split, user_id=u, after=after),
