@@ -7,7 +7,6 @@ each module stays small.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any, Final
 
 import typer
@@ -39,7 +38,7 @@ def http_ingest(run: DemoRun, api_key: str, stall_s: float = 120.0) -> Any:
     """An `Ingest` for the demo days: each day's events go through `POST /v1/events`,
     and the call returns once PostgreSQL has committed all of them."""
     from tessera.services.ingest_client import IngestClient
-    from tessera.services.log_summary import count_present
+    from tessera.services.log_summary import wait_until_committed
 
     def ingest(events: list[EventEnvelope]) -> None:
         items = [_ingest_item(e) for e in events]
@@ -50,14 +49,7 @@ def http_ingest(run: DemoRun, api_key: str, stall_s: float = 120.0) -> Any:
         finally:
             client.close()
         ids = [i for r in results for i in r.accepted]
-        committed, last_progress = 0, time.monotonic()
-        while committed < len(ids):
-            if time.monotonic() - last_progress > stall_s:
-                raise RuntimeError(f"only {committed} of {len(ids)} day events committed")
-            time.sleep(0.3)
-            now = count_present(run.database_url, ids)
-            if now > committed:
-                committed, last_progress = now, time.monotonic()
+        wait_until_committed(run.database_url, ids, stall_s=stall_s)
 
     return ingest
 

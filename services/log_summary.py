@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tessera.events.db import connect, translated
@@ -49,6 +50,33 @@ def count_present(database_url: str, event_ids: Sequence[uuid.UUID]) -> int:
             "SELECT count(*) FROM events WHERE event_id = ANY(%s)", (list(event_ids),)
         ).fetchone()
     return int(row[0]) if row else 0
+
+
+def wait_until_committed(
+    database_url: str,
+    event_ids: Sequence[uuid.UUID],
+    *,
+    stall_s: float,
+    on_progress: Callable[[int], None] | None = None,
+) -> None:
+    """Wait while the stream writer makes progress on `event_ids`; raise RuntimeError only
+    after `stall_s` without any. `on_progress` gets each newly committed count."""
+    committed = count_present(database_url, event_ids)
+    if on_progress is not None and committed:
+        on_progress(committed)
+    last_progress = time.monotonic()
+    while committed < len(event_ids):
+        if time.monotonic() - last_progress > stall_s:
+            raise RuntimeError(
+                f"only {committed} of {len(event_ids)} events committed and no progress "
+                f"for {stall_s:.0f} s"
+            )
+        time.sleep(0.3)
+        now = count_present(database_url, event_ids)
+        if now > committed:
+            if on_progress is not None:
+                on_progress(now - committed)
+            committed, last_progress = now, time.monotonic()
 
 
 def summarise(database_url: str, *, tenant_id: str) -> LogSummary:

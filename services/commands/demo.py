@@ -8,7 +8,6 @@ log holds. Later features add steps (train, evaluate, serve) by appending to `ST
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -131,23 +130,16 @@ def step_wait_committed(run: DemoRun, stall_s: float = 120.0) -> None:
     (Event ids are stable, so on a second run the events are there already.)"""
     from tqdm import tqdm
 
-    from tessera.services.log_summary import count_present
+    from tessera.services.log_summary import wait_until_committed
 
-    total = len(run.accepted)
-    committed = count_present(run.database_url, run.accepted)
-    last_progress = time.monotonic()
-    with tqdm(total=total, initial=committed, unit="event", desc="  committed") as bar:
-        while committed < total:
-            if time.monotonic() - last_progress > stall_s:
-                raise RuntimeError(
-                    f"only {committed} of {total} events committed and no progress for "
-                    f"{stall_s:.0f} s; see the worker log in {run.state_dir / 'demo-logs'}"
-                )
-            time.sleep(0.5)
-            now = count_present(run.database_url, run.accepted)
-            if now > committed:
-                bar.update(now - committed)
-                committed, last_progress = now, time.monotonic()
+    with tqdm(total=len(run.accepted), unit="event", desc="  committed") as bar:
+        try:
+            wait_until_committed(
+                run.database_url, run.accepted, stall_s=stall_s, on_progress=bar.update
+            )
+        except RuntimeError as exc:
+            logs = run.state_dir / "demo-logs"
+            raise RuntimeError(f"{exc}; see the worker log in {logs}") from exc
 
 
 def step_summary(run: DemoRun) -> None:
