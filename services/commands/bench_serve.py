@@ -8,13 +8,14 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
 from tessera.services.cli_apps import bench_app
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
     from tessera.services.inference.benchmark import ServeBenchConfig
@@ -52,10 +53,18 @@ def bench_serve(
             "single-sequence steps with 2 threads on a loaded 2-core machine).",
         ),
     ] = 1,
+    device: Annotated[
+        Literal["auto", "cpu", "cuda"],
+        typer.Option(help="auto: CUDA when available (the Triton kernel path), else CPU."),
+    ] = "auto",
+    dtype: Annotated[
+        Literal["auto", "float32", "float16", "bfloat16"],
+        typer.Option(help="auto: bfloat16 on CUDA, float32 on CPU (what each serves in)."),
+    ] = "auto",
     out: Annotated[Path, typer.Option(help="Where to write the JSON result.")] = DEFAULT_OUT,
 ) -> None:
-    """Time decoding on the real base model (fp32 on CPU, the serving dtype on GPU is not
-    covered here); the last line printed is the JSON result."""
+    """Time decoding on the real base model (fp32 torch path on CPU, bf16 Triton path on a
+    GPU); the last line printed is the JSON result."""
     import torch
     from tqdm import tqdm
 
@@ -64,6 +73,11 @@ def bench_serve(
 
     if threads:
         torch.set_num_threads(threads)
+    if device == "cuda" and not torch.cuda.is_available():
+        typer.secho("error: --device cuda but no CUDA device is available", fg="red", err=True)
+        raise typer.Exit(2)
+    dev = torch.device("cuda" if device != "cpu" and torch.cuda.is_available() else "cpu")
+    dtype_name = dtype if dtype != "auto" else ("bfloat16" if dev.type == "cuda" else "float32")
     sizes = tuple(int(b) for b in batches.split(",") if b.strip())
     if not sizes or min(sizes) < 1:
         raise typer.BadParameter("batches must be positive integers", param_hint="--batches")
@@ -84,7 +98,8 @@ def bench_serve(
         ttft_max_tokens,
     )
     info = resolve_base_model()
-    base, tokenizer = load_base_model(info, dtype=torch.float32)
+    base, tokenizer = load_base_model(info, dtype=getattr(torch, dtype_name))
+    base = base.to(dev)
     vocab = int(base.config.vocab_size)
     adapters = bm.random_adapters(base, max(sizes), rank, cfg.seed, target_names)
     served, table = bm.build_tables(base, adapters, rank)
@@ -93,16 +108,16 @@ def bench_serve(
         engine = _engine(served, table, tokenizer, adapters, Path(tmp), max(sizes))
         try:
             for b in tqdm(sizes, desc="bench serve", unit="batch"):
-                slots = torch.arange(b)
+                slots = torch.arange(b, device=dev)
                 ours = bm.lora_forward(served, table, slots)
                 plain = bm.hf_forward(base)
                 distinct, base_rate = bm.best_rates(
-                    [ours, plain], b, prompt_tokens, new_tokens, vocab, cfg.seed, rounds
+                    [ours, plain], b, prompt_tokens, new_tokens, vocab, cfg.seed, rounds, dev
                 )
                 peft = bm.peft_model_with(base, adapters[:b])
                 mixed = bm.hf_forward(peft, adapter_names=[f"a{i}" for i in range(b)])
                 (peft_rate,) = bm.best_rates(
-                    [mixed], b, prompt_tokens, peft_new_tokens, vocab, cfg.seed, 1
+                    [mixed], b, prompt_tokens, peft_new_tokens, vocab, cfg.seed, 1, dev
                 )
                 del peft, mixed
                 ttfts = _ttft(engine, b, distinct, cfg)
@@ -112,10 +127,9 @@ def bench_serve(
             engine.stop()
     result: dict[str, object] = {
         "benchmark": "serve",
-        "device": f"cpu ({platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} threads)",
+        "device": _describe(dev),
         "model": info.model_id,
-        "dtype": "float32",
+        "dtype": dtype_name,
         "rank": rank,
         "targets": list(target_names),
         "rounds": rounds,
@@ -126,6 +140,14 @@ def bench_serve(
     }
     bm.write_result(result, out)
     print(json.dumps(result))
+
+
+def _describe(dev: torch.device) -> str:
+    import torch
+
+    if dev.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(dev)}"
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def _engine(

@@ -124,20 +124,29 @@ def decode_rate(
     new_tokens: int,
     vocab: int,
     seed: int,
+    device: torch.device | None = None,
 ) -> float:
     """Greedy-decode `new_tokens` for `batch` prompts; tokens/s over the decode steps."""
     gen = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, vocab, (batch, prompt_tokens), generator=gen)
+    ids = torch.randint(0, vocab, (batch, prompt_tokens), generator=gen).to(device)
     cache = DynamicCache()
     with torch.inference_mode():
-        pos = torch.arange(prompt_tokens).expand(batch, -1)
+        pos = torch.arange(prompt_tokens, device=device).expand(batch, -1)
         nxt = forward(ids, pos, cache).argmax(-1, keepdim=True)
+        _synchronize(device)
         start = time.perf_counter()
         for step in range(new_tokens):
-            pos = torch.full((batch, 1), prompt_tokens + step)
+            pos = torch.full((batch, 1), prompt_tokens + step, device=device)
             nxt = forward(nxt, pos, cache).argmax(-1, keepdim=True)
+        _synchronize(device)
         elapsed = time.perf_counter() - start
     return batch * new_tokens / elapsed
+
+
+def _synchronize(device: torch.device | None) -> None:
+    # CUDA launches are asynchronous: without a sync the clock stops before the GPU does.
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def hf_forward(
@@ -178,15 +187,17 @@ def best_rates(
     vocab: int,
     seed: int,
     rounds: int,
+    device: torch.device | None = None,
 ) -> list[float]:
     """The best rate of each forward over `rounds` interleaved runs (after a warm-up), so a
     burst of load from other processes hurts neither side of a comparison alone."""
     for fwd in forwards:
-        decode_rate(fwd, batch, prompt_tokens, 2, vocab, seed)
+        decode_rate(fwd, batch, prompt_tokens, 2, vocab, seed, device)
     best = [0.0] * len(forwards)
     for _ in range(rounds):
         for i, fwd in enumerate(forwards):
-            best[i] = max(best[i], decode_rate(fwd, batch, prompt_tokens, new_tokens, vocab, seed))
+            rate = decode_rate(fwd, batch, prompt_tokens, new_tokens, vocab, seed, device)
+            best[i] = max(best[i], rate)
     return best
 
 
