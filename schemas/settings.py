@@ -99,6 +99,11 @@ class Settings(BaseSettings):
         default_factory=dict,
         description='LoraTrainConfig fields as JSON, e.g. {"rank": 8, "epochs": 2}.',
     )
+    personal_train_overrides: dict[str, Any] = Field(
+        default_factory=lambda: {"lr": 1e-4, "epochs": 1},
+        description="LoraTrainConfig fields that personal revisions change (JSON, applied on "
+        "top of train_overrides; {} = train like the prior). Rank/alpha/targets may not change.",
+    )
     gate_overrides: dict[str, Any] = Field(
         default_factory=dict, description='GateConfig fields as JSON, e.g. {"min_gain": 0.01}.'
     )

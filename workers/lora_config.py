@@ -6,11 +6,20 @@ revision can be re-trained to the same adapter digest from its record alone.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DEFAULT_TARGETS = ("q_proj", "v_proj")
+# Fields a personal revision must share with the tenant prior it is warm-started from:
+# the adapter's shape and its scale (alpha / rank) are fixed by the parent.
+SHAPE_FIELDS = ("rank", "alpha", "target_modules")
+# How a personal revision's training differs from the tenant prior's (applied on top of
+# the prior's config; `TESSERA_PERSONAL_TRAIN_OVERRIDES` replaces it). The prior learns
+# the tenant's domain from scratch; a personal step starts from it and must only nudge
+# it towards one user, so it takes fewer, smaller steps (README "Study").
+PERSONAL_DEFAULTS: dict[str, Any] = {"lr": 1e-4, "epochs": 1}
 
 
 class LoraTrainConfig(BaseModel):
@@ -65,6 +74,14 @@ class LoraTrainConfig(BaseModel):
     @property
     def scaling(self) -> float:
         return self.alpha / self.rank
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> LoraTrainConfig:
+        """This config with `overrides` applied (validated like a fresh config)."""
+        return LoraTrainConfig.model_validate({**self.model_dump(), **overrides})
+
+    def shape_mismatch(self, other: LoraTrainConfig) -> list[str]:
+        """The shape fields (`SHAPE_FIELDS`) on which `other` differs from this config."""
+        return [f for f in SHAPE_FIELDS if getattr(self, f) != getattr(other, f)]
 
     def as_provenance(self) -> dict[str, Any]:
         """Every field, JSON-ready, for the revision record."""

@@ -44,7 +44,7 @@ from tessera.workers.dataset import DatasetSplit, Example, build_dataset
 from tessera.workers.evaluator import MetricsCache, evaluate
 from tessera.workers.gate import EvalMetrics, GateConfig, GateDecision, decide
 from tessera.workers.history_gate import history_check, history_examples, with_history
-from tessera.workers.lora_config import LoraTrainConfig
+from tessera.workers.lora_config import SHAPE_FIELDS, LoraTrainConfig
 from tessera.workers.regression_set import RegressionSet, load_regression_set
 from tessera.workers.revision_events import code_version, revision_event, revision_id_for
 from tessera.workers.training_request import TrainingRequest
@@ -89,7 +89,12 @@ class RevisionLog(Protocol):
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    train: LoraTrainConfig = field(default_factory=LoraTrainConfig)
+    train: LoraTrainConfig = field(default_factory=LoraTrainConfig)  # the tenant prior's
+    # Applied on top of `train` for personal revisions (`personal_train`); shape fields
+    # (rank, alpha, targets) may not differ: a personal chain warm-starts from the prior.
+    # Empty here (personal = prior config, what library callers and tests get); the service
+    # ships `PERSONAL_DEFAULTS` through settings (`TESSERA_PERSONAL_TRAIN_OVERRIDES`).
+    personal_overrides: dict[str, Any] = field(default_factory=dict)
     gate: GateConfig = field(default_factory=GateConfig)
     seed: int = 1234
     holdout_k: int = 8
@@ -103,6 +108,23 @@ class PipelineConfig:
     progress: bool = False  # tqdm bar during training (CLI)
     history_max: int = 32  # earlier held-out examples a candidate must not get worse on
     history_tolerance: float = 0.01  # relative NLL rise allowed on them
+
+    def __post_init__(self) -> None:
+        shape = sorted(set(self.personal_overrides) & set(SHAPE_FIELDS))
+        if shape:
+            raise ValueError(
+                f"personal training overrides may not change {', '.join(shape)}: a personal "
+                f"revision is warm-started from the tenant prior and must keep its shape")
+        _ = self.personal_train  # validate the overrides now, not at the first personal night
+
+    @property
+    def personal_train(self) -> LoraTrainConfig:
+        """How personal revisions are trained: `train` with `personal_overrides`."""
+        return self.train.with_overrides(self.personal_overrides)
+
+    def train_config(self, kind: Literal["personal", "prior"]) -> LoraTrainConfig:
+        """The training config of a revision of `kind`."""
+        return self.personal_train if kind == "personal" else self.train
 
 
 @dataclass
@@ -360,7 +382,8 @@ class RevisionPipeline:
         init = (self.adapters.path(plan.parent.adapter_digest)
                 if plan.parent is not None else None)
         result = train_adapter(
-            self.engine.model, self.engine.tokenizer, plan.train, config=self.config.train,
+            self.engine.model, self.engine.tokenizer, plan.train,
+            config=self.config.train_config(plan.kind),
             base_digest=self.engine.base.digest, init_adapter=init, seed=self.config.seed,
             out_dir=out_dir, progress=self.config.progress,
         )
@@ -401,7 +424,7 @@ class RevisionPipeline:
     ) -> EventEnvelope:
         import torch
 
-        cfg = self.config.train
+        cfg = self.config.train_config(plan.kind)
         payload = RevisionTrained(
             revision_id=plan.revision_id, kind=plan.kind,
             parent_revision_id=plan.parent.revision_id if plan.parent is not None else None,
@@ -410,6 +433,10 @@ class RevisionPipeline:
             target_modules=list(cfg.target_modules),
             hyperparameters={
                 "train": cfg.model_dump(mode="json"),
+                # Which config that is (prior: `train`; personal: with the overrides).
+                "train_config": plan.kind,
+                "personal_overrides": (dict(self.config.personal_overrides)
+                                       if plan.kind == "personal" else {}),
                 "gate": self.config.gate.as_provenance(),
                 "dataset": plan.dataset_params,
                 "regression_set": {"version": self._regression.version,

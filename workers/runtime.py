@@ -53,6 +53,7 @@ def pipeline_config(settings: Settings, *, progress: bool = False) -> PipelineCo
     """The pipeline's knobs from settings (`TESSERA_TRAIN_OVERRIDES` etc.)."""
     return PipelineConfig(
         train=LoraTrainConfig.model_validate(settings.train_overrides),
+        personal_overrides=dict(settings.personal_train_overrides),
         gate=GateConfig.model_validate(settings.gate_overrides),
         seed=settings.train_seed,
         holdout_k=settings.holdout_k,

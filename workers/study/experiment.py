@@ -48,7 +48,10 @@ class RunResult:
     def to_json(self) -> dict[str, Any]:
         return {
             "label": self.label, "tenant_id": self.tenant_id,
-            "train": self.config.train.as_provenance(), "gate": self.config.gate.as_provenance(),
+            "train": self.config.train.as_provenance(),
+            "personal_train": self.config.personal_train.as_provenance(),
+            "personal_overrides": dict(self.config.personal_overrides),
+            "gate": self.config.gate.as_provenance(),
             "holdout_k": self.config.holdout_k, "seed": self.config.seed,
             "speakers": [s.to_json() for s in self.speakers], **self.aggregates,
             "prior_nights": self.prior_nights,
