@@ -85,7 +85,7 @@ def run_train_bench(
     info = resolve_base_model(settings)
     model, tokenizer = load_base_model(info)
     regression = load_regression_set()
-    gate = GateConfig()
+    gate = GateConfig.model_validate(settings.gate_overrides)  # as the trainers decide
     cache = MetricsCache()
     streams = speaker_events(config.users, config.events_per_user, seed=config.seed)
     warm_start = time.perf_counter()
@@ -107,6 +107,7 @@ def run_train_bench(
             baseline = evaluate(model, tokenizer, adapter=None, heldout=split.heldout,
                                 regression=regression, max_length=config.lora.max_length,
                                 cache=cache)
+            t_base = time.perf_counter()
             candidate = evaluate(model, tokenizer, adapter=result.blob_path,
                                  heldout=split.heldout, regression=regression,
                                  max_length=config.lora.max_length, cache=cache)
@@ -127,7 +128,12 @@ def run_train_bench(
                 "regression_change": round(decision.regression_change, 4),
                 "adapter_norm": round(candidate.adapter_norm, 4),
                 "promote": decision.promote,
+                "reasons": decision.reasons,
                 "seconds": {stage: round(value, 3) for stage, value in seconds.items()},
+                # The baseline's regression set and canaries are cached: only its
+                # held-out NLL is measured per user; the candidate needs everything.
+                "evaluate_seconds": {"baseline": round(t_base - t2, 3),
+                                     "candidate": round(t3 - t_base, 3)},
             })
             if progress is not None:
                 progress(f"user {index + 1}/{len(streams)}: promote={decision.promote} "
@@ -142,6 +148,10 @@ def run_train_bench(
         "users": config.users,
         "events_per_user": config.events_per_user,
         "holdout_k": config.holdout_k,
+        "gate": gate.as_provenance(),
+        "regression_set": {"version": regression.version, "digest": regression.digest,
+                           "examples": len(regression.examples),
+                           "canaries": len(regression.canary_prompts)},
         "lora": config.lora.as_provenance(),
         "revisions_per_hour": round(3600.0 / revision_s, 2),
         "seconds_per_revision": per_revision,

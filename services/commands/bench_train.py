@@ -18,8 +18,11 @@ def bench_train(
     users: Annotated[int, typer.Option(min=1, help="Users (chitchat speakers) to train.")] = 2,
     events_per_user: Annotated[
         int, typer.Option(min=4, help="Events per user (their first M turns).")
-    ] = 24,
-    holdout_k: Annotated[int, typer.Option(min=1, help="Most recent examples held out.")] = 6,
+    ] = 32,
+    holdout_k: Annotated[
+        int | None,
+        typer.Option(min=1, help="Most recent examples held out (default: TESSERA_HOLDOUT_K)."),
+    ] = None,
     rank: Annotated[
         int | None, typer.Option(min=1, help="LoRA rank (default: the trainer's default).")
     ] = None,
@@ -37,11 +40,12 @@ def bench_train(
 
     if threads:
         torch.set_num_threads(threads)
+    settings = get_settings()
     lora = LoraTrainConfig(rank=rank) if rank is not None else LoraTrainConfig()
-    config = BenchConfig(users=users, events_per_user=events_per_user, holdout_k=holdout_k,
-                         lora=lora)
+    config = BenchConfig(users=users, events_per_user=events_per_user,
+                         holdout_k=holdout_k or settings.holdout_k, lora=lora)
     try:
-        report = run_train_bench(config, settings=get_settings(),
+        report = run_train_bench(config, settings=settings,
                                  progress=lambda line: typer.echo(line, err=True))
     except (BaseModelError, ValueError) as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)

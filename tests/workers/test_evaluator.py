@@ -126,3 +126,29 @@ def test_target_only_head_matches_the_models_own_loss(tiny: tuple[Any, Any]) -> 
         nll_sum, n_tokens = target_nll(model, batch)
     assert n_tokens == sum(e.n_target_tokens for e in encoded)
     assert float(nll_sum) / n_tokens == pytest.approx(float(reference), rel=1e-5)
+
+
+def test_canaries_in_one_padded_call_answer_as_one_by_one(tiny: tuple[Any, Any]) -> None:
+    from tessera.workers.evaluator import canary_generations
+
+    model, tokenizer = tiny
+    # Prompts of different lengths, so the batched call has to left-pad.
+    prompts = ["Hi", "What is the capital of France?", "Tell me about the lazy dog, please."]
+    together = canary_generations(model, tokenizer, prompts, adapter=None, max_new_tokens=8)
+    alone = [canary_generations(model, tokenizer, [p], adapter=None, max_new_tokens=8)[0]
+             for p in prompts]
+    assert together == alone
+    assert canary_generations(model, tokenizer, [], adapter=None) == []
+
+
+def test_nll_batches_are_length_sorted_and_within_the_token_budget() -> None:
+    from tessera.workers.dataset import IGNORE_INDEX, EncodedExample
+    from tessera.workers.evaluator import _token_batches
+
+    encoded = [EncodedExample((1,) * n, (IGNORE_INDEX,) * n) for n in (50, 10, 30, 20, 40)]
+    batches = list(_token_batches(encoded, batch_size=3, max_batch_tokens=90))
+    assert [[len(e.input_ids) for e in b] for b in batches] == [[10, 20, 30], [40], [50]]
+    for b in batches:  # padded size = rows x widest row
+        assert len(b) * max(len(e.input_ids) for e in b) <= 90 or len(b) == 1
+    # One example wider than the budget still gets a batch of its own.
+    assert [len(b) for b in _token_batches(encoded[:1], batch_size=8, max_batch_tokens=4)] == [1]

@@ -9,13 +9,13 @@ import pytest
 from tessera.workers.gate import EvalMetrics, GateConfig, decide
 
 CFG = GateConfig(min_gain=0.02, max_regression=0.01, max_adapter_norm=5.0)
-BASE = EvalMetrics(user_nll=3.0, regression_nll=2.0, heldout_examples=4,
+BASE = EvalMetrics(user_nll=3.0, regression_nll=2.0, heldout_examples=8,
                    regression_version="regression-v1")
 
 
 def _cand(**kw: object) -> EvalMetrics:
     fields: dict[str, object] = {"user_nll": 2.85, "regression_nll": 2.01, "adapter_norm": 1.0,
-                                 "heldout_examples": 4, "regression_version": "regression-v1"}
+                                 "heldout_examples": 8, "regression_version": "regression-v1"}
     fields.update(kw)
     return EvalMetrics(**fields)  # type: ignore[arg-type]
 
@@ -52,7 +52,7 @@ def test_every_failed_check_is_reported() -> None:
     assert not decision.promote
     text = "\n".join(decision.reasons)
     for needle in ("gain", "worse by", "adapter norm 9.000 > bound 5.000",
-                   "only 0 held-out examples", "degenerate canary 'How are you?'"):
+                   "too few held-out examples: 0 < 8", "degenerate canary 'How are you?'"):
         assert needle in text
     assert len(decision.reasons) == 5
 
@@ -67,7 +67,7 @@ def test_non_finite_metrics_are_rejected(field: str) -> None:
 
 def test_canaries_the_baseline_already_fails_do_not_count() -> None:
     failing = (("How are you?", "empty output in ''"),)
-    baseline = EvalMetrics(3.0, 2.0, heldout_examples=4, regression_version="regression-v1",
+    baseline = EvalMetrics(3.0, 2.0, heldout_examples=8, regression_version="regression-v1",
                            canary_failures=failing)
     assert decide(_cand(canary_failures=failing), baseline, CFG).promote
     new = (("Hi", "'e' repeated 24 times"),)
@@ -78,3 +78,25 @@ def test_metrics_from_different_regression_sets_are_not_compared() -> None:
     decision = decide(_cand(regression_version="regression-v2"), BASE, CFG)
     assert not decision.promote
     assert "not comparable" in decision.reasons[0]
+
+
+def test_too_few_heldout_examples_are_rejected_however_large_the_gain() -> None:
+    # A 5% gain on 2 examples is within the noise of a mean over 2 messages.
+    decision = decide(_cand(heldout_examples=2), BASE, CFG)
+    assert not decision.promote
+    assert decision.reasons == ["too few held-out examples: 2 < 8 (the gain would be noise)"]
+    assert decide(_cand(heldout_examples=7), BASE, CFG).promote is False
+    assert decide(_cand(heldout_examples=8), BASE, CFG).promote
+
+
+def test_the_minimum_matches_the_default_holdout_and_is_configurable() -> None:
+    from tessera.schemas.settings import Settings
+
+    # The defaults agree: a default setup can promote at all.
+    assert GateConfig().min_heldout_examples == Settings().holdout_k == 8
+    # Small setups lower it through the gate overrides setting (as the pipeline reads it).
+    settings = Settings(gate_overrides={**CFG.as_provenance(), "min_heldout_examples": 2})
+    small = GateConfig.model_validate(settings.gate_overrides)
+    assert decide(_cand(heldout_examples=2), BASE, small).promote
+    with pytest.raises(ValueError, match="min_heldout_examples"):
+        GateConfig(min_heldout_examples=-1)

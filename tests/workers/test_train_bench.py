@@ -33,3 +33,12 @@ def test_report_has_the_required_keys_and_consistent_figures(
     assert report["adapter_to_base_ratio"] == round(
         report["adapter_bytes"] / report["base_bytes"], 6)
     assert [u["train_examples"] for u in report["per_user"]] == [6, 6]
+    # The gate is the trainers' (settings), recorded with the regression set it used: at 2
+    # held-out examples per user it refuses to decide on noise.
+    assert report["gate"]["min_heldout_examples"] == 8
+    assert report["regression_set"]["version"] == "regression-v1"
+    for user in report["per_user"]:
+        assert not user["promote"]
+        assert "too few held-out examples: 2 < 8" in " ".join(user["reasons"])
+        parts = user["evaluate_seconds"]
+        assert abs(parts["baseline"] + parts["candidate"] - user["seconds"]["evaluate"]) < 0.01
