@@ -17,6 +17,7 @@ Then, with the pipeline stopped: bare produce / consume / COPY of the same recor
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -52,6 +53,7 @@ class BenchConfig:
     batch: int = 1_000
     connections: int = 16
     http_workers: int = 1
+    stream_workers: int = 1
     poll_s: float = 0.05
     timeout_s: float = 300.0
 
@@ -247,26 +249,39 @@ def run_pipeline(
     serve_args += ["--workers", str(config.http_workers), "--without", "inference"]
     serve_args += ["--without", "audit"]
     worker_args = ["worker", "ingest", "--loglevel", "warning"]
-    with (
-        TesseraProcess(
-            "ingest worker", worker_args, log_path=log_dir / "worker.log", env=env
-        ) as worker,
-        TesseraProcess("API server", serve_args, log_path=log_dir / "serve.log", env=env) as server,
-        LogTail(database_url, poll_s=config.poll_s) as tail,
-    ):
+    with contextlib.ExitStack() as running:
+        # Several workers share the topic's partitions as one consumer group.
+        workers = [
+            running.enter_context(
+                TesseraProcess(
+                    f"ingest worker {n}", worker_args, log_path=log_dir / f"worker{n}.log", env=env
+                )
+            )
+            for n in range(1, config.stream_workers + 1)
+        ]
+        server = running.enter_context(
+            TesseraProcess("API server", serve_args, log_path=log_dir / "serve.log", env=env)
+        )
+        tail = running.enter_context(LogTail(database_url, poll_s=config.poll_s))
+
+        def workers_alive() -> None:
+            for worker in workers:
+                worker.ensure_running()
+
         url = f"http://127.0.0.1:{port}"
         server.wait_http(f"{url}/healthz", timeout_s=180)
         client = IngestClient(url, api_key, connections=config.connections)
         # The worker's consumer group join takes a while on Tansu: wait it out first.
         warm = client.post_batch(workload(200, 10, max_chars=settings.max_text_chars, seed=1))
-        tail.wait_for(set(warm.accepted), timeout_s=180, alive=worker.ensure_running)
+        tail.wait_for(set(warm.accepted), timeout_s=180, alive=workers_alive)
         if not tail.has_all(set(warm.accepted)):
-            raise RuntimeError(f"the worker committed nothing within 180 s; see {worker.log_path}")
+            logs = ", ".join(str(w.log_path) for w in workers)
+            raise RuntimeError(f"the workers committed nothing within 180 s; see {logs}")
         warm_rows = tail.rows
         meter = CpuMeter(
             {
                 "server": server.pid,
-                "worker": worker.pid,
+                **{f"worker {n}": w.pid for n, w in enumerate(workers, start=1)},
                 "postgres": stack.postgres_pid,
                 "broker": stack.broker_pid,
                 "bench client": os.getpid(),
@@ -281,7 +296,7 @@ def run_pipeline(
             on_batch=(lambda r: on_accepted(len(r.accepted))) if on_accepted else None,
         )
         accepted = {i: r.accepted_at for r in results for i in r.accepted}
-        tail.wait_for(set(accepted), timeout_s=config.timeout_s, alive=worker.ensure_running)
+        tail.wait_for(set(accepted), timeout_s=config.timeout_s, alive=workers_alive)
         wall = time.monotonic() - start
         cpu = meter.read()
         client.close()

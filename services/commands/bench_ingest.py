@@ -21,6 +21,9 @@ def bench_ingest(
     batch: int = typer.Option(1_000, min=1, help="Events per request."),
     connections: int = typer.Option(16, min=1, help="Parallel client connections."),
     http_workers: int = typer.Option(1, min=1, help="HTTP server processes."),
+    stream_workers: int = typer.Option(
+        1, min=1, help="`tessera worker ingest` processes (one consumer group)."
+    ),
     out: Annotated[Path, typer.Option(help="Where the JSON result is written.")] = DEFAULT_OUT,
 ) -> None:
     """Measure ingest: events/s and accept->durable latency over HTTP to committed in
@@ -39,6 +42,7 @@ def bench_ingest(
         batch=min(batch, settings.max_batch_events),
         connections=connections,
         http_workers=http_workers,
+        stream_workers=stream_workers,
     )
     log_dir = settings.state_dir / "bench-logs"
     with tqdm(total=events, unit="event", desc="bench ingest") as bar:
