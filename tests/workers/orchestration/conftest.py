@@ -47,7 +47,8 @@ def tiny_train_config(**overrides: object) -> LoraTrainConfig:
 
 def tiny_pipeline_config(**overrides: object) -> PipelineConfig:
     values: dict[str, object] = {
-        "train": tiny_train_config(), "gate": GateConfig(min_gain=0.01, max_regression=0.5),
+        "train": tiny_train_config(), "gate": GateConfig(min_gain=0.01, max_regression=0.5,
+                                                           min_heldout_examples=4),
         "seed": 7, "holdout_k": 4, "min_train_examples": 4, "prior_eval_users": 4,
         "eval_max_length": 64, "canaries": True,
     }

@@ -50,7 +50,8 @@ def general_set() -> list[SpeakerMessage]:
 def tiny_study_config(rank: int = 4) -> PipelineConfig:
     train = LoraTrainConfig(rank=rank, alpha=2.0 * rank, epochs=4, batch_size=8, lr=2e-2,
                             max_length=64, dropout=0.0)
-    return PipelineConfig(train=train, gate=GateConfig(min_gain=0.01, max_regression=0.5),
+    gate = GateConfig(min_gain=0.01, max_regression=0.5, min_heldout_examples=3)
+    return PipelineConfig(train=train, gate=gate,
                           seed=7, holdout_k=3, min_train_examples=4, prior_eval_users=2,
                           eval_max_length=64)
 

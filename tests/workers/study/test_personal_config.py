@@ -88,7 +88,8 @@ def test_personal_revision_uses_the_personal_config_and_the_prior_the_prior_conf
     study_engine: Engine, database_url: str, tmp_path: Path
 ) -> None:
     config = PipelineConfig(train=PRIOR_TRAIN, personal_overrides=PERSONAL,
-                            gate=GateConfig(min_gain=0.0, max_regression=0.5), seed=7,
+                            gate=GateConfig(min_gain=0.0, max_regression=0.5,
+                                            min_heldout_examples=3), seed=7,
                             holdout_k=3, min_train_examples=4, prior_eval_users=2,
                             eval_max_length=64)
     adapters = LocalAdapterStore(tmp_path / "adapters")
