@@ -91,6 +91,18 @@ def describe(outcome: RevisionOutcome) -> list[str]:
     return lines
 
 
+def describe_config(pipeline: RevisionPipeline) -> str:
+    """One line with what decides tonight's revisions: the gate and the training recipes."""
+    cfg = pipeline.config
+    gate = cfg.gate
+    prior, personal = cfg.train_config("prior"), cfg.train_config("personal")
+    return (f"gate: gain >= {gate.min_gain:.0%} on >= {gate.min_heldout_examples} held-out "
+            f"examples, regression <= {gate.max_regression:.0%}, norm <= "
+            f"{gate.max_adapter_norm:g}, canaries; held out {cfg.holdout_k} per user; "
+            f"prior lr {prior.lr:g} x {prior.epochs} epoch(s), personal lr {personal.lr:g} x "
+            f"{personal.epochs}, rank {prior.rank}, max {prior.max_length} tokens")
+
+
 def run_demo_days(
     pipeline: RevisionPipeline,
     database_url: str,
@@ -172,6 +184,7 @@ def run_demo_days_from_settings(
     echo(f"loading the base model ({settings.base_model or 'SmolLM2-135M-Instruct'})")
     with open_pipeline(settings, database_url=database_url, bootstrap=kafka_bootstrap,
                        progress=True) as pipeline:
+        echo(describe_config(pipeline))
         return run_demo_days(pipeline, database_url, tenant_id=tenant_id, users=users,
                              days=days, messages_per_user=messages_per_user, ingest=ingest,
                              echo=echo)

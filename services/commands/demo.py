@@ -161,6 +161,23 @@ STEPS: Final[list[tuple[str, Step]]] = [
 ]
 
 
+def night_size_problem(*, train_messages: int, days: int, holdout_k: int,
+                       min_train_examples: int, min_heldout_examples: int) -> str | None:
+    """Why the replayed nights could never yield a decided personal revision, else None
+    (checked before the stack starts, rather than after minutes of ingest)."""
+    per_night = train_messages // days
+    if per_night < holdout_k + min_train_examples:
+        return (f"--train-messages {train_messages} over --days {days} gives a user "
+                f"{per_night} events a night, but a personal revision needs "
+                f"TESSERA_HOLDOUT_K ({holdout_k}) + TESSERA_MIN_TRAIN_EXAMPLES "
+                f"({min_train_examples}) = {holdout_k + min_train_examples}: raise "
+                f"--train-messages or lower --days")
+    if holdout_k < min_heldout_examples:
+        return (f"TESSERA_HOLDOUT_K ({holdout_k}) is below the gate's min_heldout_examples "
+                f"({min_heldout_examples}): every personal revision would be rejected")
+    return None
+
+
 @app.command("demo")
 def demo(
     users: int = typer.Option(40, min=1, help="Speakers of chitchat-dataset to ingest as users."),
@@ -172,9 +189,24 @@ def demo(
 ) -> None:
     """Run the main job on the embedded stack (see README)."""
     from tessera.schemas.settings import get_settings
+    from tessera.workers.gate import GateConfig
 
+    settings = get_settings()
+    try:
+        gate = GateConfig.model_validate(settings.gate_overrides)
+    except ValueError as exc:  # pydantic's ValidationError says which field is wrong
+        typer.secho(f"error: TESSERA_GATE_OVERRIDES: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+    problem = night_size_problem(
+        train_messages=train_messages, days=days, holdout_k=settings.holdout_k,
+        min_train_examples=settings.min_train_examples,
+        min_heldout_examples=gate.min_heldout_examples,
+    )
+    if problem is not None:
+        typer.secho(f"error: {problem}", fg="red", err=True)
+        raise typer.Exit(2)
     run = DemoRun(
-        users=users, messages_per_user=messages, seed=seed, state_dir=get_settings().state_dir,
+        users=users, messages_per_user=messages, seed=seed, state_dir=settings.state_dir,
         train_users=train_users, days=days, train_messages=train_messages,
     )
     try:
