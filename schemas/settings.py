@@ -47,6 +47,17 @@ class Settings(BaseSettings):
         300.0, ge=0, description="How far in the future occurred_at may be."
     )
     max_past_age_days: float = Field(3650.0, ge=0, description="How old occurred_at may be.")
+    ingest_max_lag_s: float = Field(
+        0.0,
+        ge=0,
+        description="Admission control: accept a batch only while this server's accepted, "
+        "not yet logged events fit in this many seconds of the log's commit rate; else 429 "
+        "(see services/ingest_admission.py). 0: off, the broker buffers any backlog.",
+    )
+    ingest_max_wait_s: float = Field(
+        5.0, gt=0, description="Admission control: how long a batch may wait for room "
+        "before it is answered 429."
+    )
 
     # topics
     topic_interactions: str = "tessera.interactions"

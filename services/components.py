@@ -19,12 +19,15 @@ import importlib.util
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from tessera.infra.stack import StackInfo
 from tessera.schemas.settings import Settings
 from tessera.services.auth import KeyAuthenticator
 from tessera.services.grpc_server import GrpcService
+
+if TYPE_CHECKING:
+    from tessera.services.ingest_admission import Admission
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +68,33 @@ def build_ingest(ctx: ServerContext) -> Component:
 
     ensure_topics(ctx.stack.kafka_bootstrap, ctx.settings)
     publisher = KafkaPublisher(ctx.stack.kafka_bootstrap, client_id="tessera-ingest")
-    service = IngestService(publisher=publisher, config=IngestConfig.from_settings(ctx.settings))
+    service = IngestService(
+        publisher=publisher,
+        config=IngestConfig.from_settings(ctx.settings),
+        admission=_admission(ctx),
+    )
     return Component(
         name="ingest",
         http_state={"ingest": service},
         grpc_services=[ingest_grpc_service(service=service, auth=ctx.auth)],
         close=service.close,
     )
+
+
+def _admission(ctx: ServerContext) -> Admission | None:
+    """Admission control when `ingest_max_lag_s` is set (off by default)."""
+    from tessera.services.ingest_admission import (
+        Admission,
+        AdmissionConfig,
+        postgres_durable_ids,
+    )
+
+    if ctx.settings.ingest_max_lag_s <= 0:
+        return None
+    config = AdmissionConfig(
+        max_lag_s=ctx.settings.ingest_max_lag_s, max_wait_s=ctx.settings.ingest_max_wait_s
+    )
+    return Admission(config, postgres_durable_ids(ctx.stack.database_url)).start()
 
 
 def available_optional() -> list[str]:

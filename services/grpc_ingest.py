@@ -12,6 +12,7 @@ import grpc
 from tessera.schemas.proto_gen import tessera_pb2, tessera_pb2_grpc
 from tessera.services.auth import KeyAuthenticator, Unauthenticated, key_from_headers
 from tessera.services.grpc_server import GrpcService
+from tessera.services.ingest_admission import LogBehind
 from tessera.services.ingest_service import IngestService, InvalidBatch, StreamUnavailable
 
 SERVICE_NAME: Final = "tessera.v1.Ingest"
@@ -85,6 +86,8 @@ class IngestServicer(tessera_pb2_grpc.IngestServicer):
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"{exc.detail}: " + "; ".join(lines))
         except StreamUnavailable as exc:
             _abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
+        except LogBehind as exc:
+            _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         return tessera_pb2.IngestResponse(accepted=[str(i) for i in ids])
 
 

@@ -54,6 +54,8 @@ class BenchConfig:
     connections: int = 16
     http_workers: int = 1
     stream_workers: int = 1
+    max_lag_s: float = 0.0
+    """The server's `ingest_max_lag_s` (admission control; 0: off)."""
     poll_s: float = 0.05
     timeout_s: float = 300.0
 
@@ -69,6 +71,13 @@ class IngestBenchResult:
     bare_copy_per_s: float
     lost: int
     duplicated: int
+    batch: int
+    stream_workers: int
+    ingest_max_lag_s: float
+    shed_requests: int
+    """Requests answered 429 by admission control (and retried by the client)."""
+    cpu_ms_per_event: dict[str, float]
+    """CPU time per event by process, over the measured run."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -209,6 +218,7 @@ class PipelineResult:
     duplicated: int
     wall_s: float
     cpu_s: dict[str, float]
+    shed_requests: int
 
 
 def _bench_env(stack: StackInfo, database_url: str) -> dict[str, str]:
@@ -235,6 +245,7 @@ def run_pipeline(
 ) -> PipelineResult:
     """Worker and server up, a warm-up batch, then the measured run."""
     env = _bench_env(stack, database_url)
+    env["TESSERA_INGEST_MAX_LAG_S"] = str(config.max_lag_s)
     topics = settings.model_copy(
         update={
             "topic_interactions": env["TESSERA_TOPIC_INTERACTIONS"],
@@ -299,6 +310,7 @@ def run_pipeline(
         tail.wait_for(set(accepted), timeout_s=config.timeout_s, alive=workers_alive)
         wall = time.monotonic() - start
         cpu = meter.read()
+        shed = client.shed
         client.close()
     seen = tail.seen
     durable = [seen[i] for i in accepted if i in seen]
@@ -311,6 +323,7 @@ def run_pipeline(
         duplicated=tail.rows - warm_rows - len(durable),
         wall_s=round(wall, 2),
         cpu_s=cpu,
+        shed_requests=shed,
     )
 
 
@@ -348,4 +361,11 @@ def run_bench(
         bare_copy_per_s=round(copy, 1),
         lost=pipe.lost,
         duplicated=pipe.duplicated,
+        batch=config.batch,
+        stream_workers=config.stream_workers,
+        ingest_max_lag_s=config.max_lag_s,
+        shed_requests=pipe.shed_requests,
+        cpu_ms_per_event={
+            name: round(1000 * seconds / len(items), 3) for name, seconds in pipe.cpu_s.items()
+        },
     )

@@ -4,6 +4,7 @@ connections at once (the demo and the ingest benchmark use it)."""
 from __future__ import annotations
 
 import json
+import random
 import threading
 import time
 import uuid
@@ -33,8 +34,9 @@ class BatchResult:
 
 class IngestClient:
     """Posts batches of API items with one API key over `connections` parallel
-    connections. Retries a batch on 503 / connection errors (safe: items carry
-    `event_id`s, so a retried batch is idempotent)."""
+    connections. Retries a batch on 503 / connection errors (a few times), and on 429
+    (admission control) until `timeout_s` has passed. Safe: items carry `event_id`s, so
+    a retried batch is idempotent."""
 
     def __init__(
         self,
@@ -53,6 +55,8 @@ class IngestClient:
         self._local = threading.local()
         self._clients: list[httpx.Client] = []
         self._lock = threading.Lock()
+        self.shed = 0
+        """Answers 429 (admission control) received, and retried."""
 
     def _client(self) -> httpx.Client:
         client: httpx.Client | None = getattr(self._local, "client", None)
@@ -78,23 +82,34 @@ class IngestClient:
     def post_body(self, body: bytes) -> BatchResult:
         """Send one already-encoded request body (see `encode_batch`)."""
         sent_at = time.monotonic()
-        for attempt in range(self._retries + 1):
+        deadline = sent_at + self._timeout
+        attempt = 0
+        while True:
             try:
                 resp = self._client().post("/v1/events", content=body, headers=self._headers)
             except httpx.TransportError as exc:
                 if attempt == self._retries:
                     raise IngestRequestFailed(f"POST /v1/events failed: {exc}") from exc
-                time.sleep(0.2 * 2**attempt)
+                attempt += 1
+                time.sleep(0.2 * 2 ** (attempt - 1))
                 continue
             if resp.status_code == 202:
                 ids = [uuid.UUID(x) for x in resp.json()["accepted"]]
                 return BatchResult(ids, sent_at, time.monotonic())
+            if resp.status_code == 429 and time.monotonic() < deadline:
+                # Shed by admission control: the log is behind. Come back soon (the
+                # Retry-After header is in whole seconds, far coarser than the backlog),
+                # jittered so that parallel connections do not return in lockstep.
+                with self._lock:
+                    self.shed += 1
+                time.sleep(random.uniform(0.02, 0.1))
+                continue
             if resp.status_code != 503 or attempt == self._retries:
                 raise IngestRequestFailed(
                     f"POST /v1/events answered {resp.status_code}: {resp.text[:2000]}"
                 )
-            time.sleep(0.2 * 2**attempt)
-        raise AssertionError("unreachable")  # the loop returns or raises
+            attempt += 1
+            time.sleep(0.2 * 2 ** (attempt - 1))
 
     def post_all(
         self,

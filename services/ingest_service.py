@@ -15,6 +15,7 @@ not stored twice (clients that want safe retries send their own `event_id`s).
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
@@ -36,6 +37,7 @@ from tessera.schemas.api import (
 )
 from tessera.schemas.events import EventEnvelope
 from tessera.schemas.settings import Settings
+from tessera.services.ingest_admission import Admission
 from tessera.services.kafka_publisher import KafkaPublisher, PublishError
 
 # Discriminated-union errors for a bad or missing "type" are located at the item itself.
@@ -133,9 +135,16 @@ class IngestConfig:
 class IngestService:
     """Validates batches for one tenant and publishes them to `tessera.interactions`."""
 
-    def __init__(self, *, publisher: KafkaPublisher, config: IngestConfig) -> None:
+    def __init__(
+        self,
+        *,
+        publisher: KafkaPublisher,
+        config: IngestConfig,
+        admission: Admission | None = None,
+    ) -> None:
         self._publisher = publisher
         self.config = config
+        self._admission = admission
 
     # --- validation -------------------------------------------------------------------
 
@@ -171,39 +180,84 @@ class IngestService:
 
     # --- publishing -------------------------------------------------------------------
 
-    def publish(self, envelopes: Sequence[EventEnvelope]) -> Future[None]:
+    def publish(self, envelopes: Sequence[EventEnvelope]) -> Future[list[int]]:
         """Send every envelope (keyed `tenant/user`, in order); the future resolves once
-        the broker acknowledged all of them, or fails with `PublishError`."""
+        the broker acknowledged all of them (to the indexes of the last envelope sent to
+        each partition), or fails with `PublishError`."""
         records = [(stream_key(env), encode_envelope(env)) for env in envelopes]
         return self._publisher.publish(self.config.topic, records)
 
     def ingest(self, body: bytes | Mapping[str, Any], *, tenant_id: str) -> list[uuid.UUID]:
         """Blocking: validate, publish, wait for the acks (for threaded callers: gRPC)."""
         envelopes = self.parse(body, tenant_id=tenant_id)
+        self._reserve(envelopes)
         try:
-            self.publish(envelopes).result(timeout=self.config.ack_timeout_s)
+            lasts = self.publish(envelopes).result(timeout=self.config.ack_timeout_s)
         except PublishError as exc:
+            self._release(envelopes)
             raise StreamUnavailable(_retry_message(str(exc))) from exc
         except TimeoutError as exc:
+            self._release(envelopes)
             raise StreamUnavailable(_retry_message(_timeout(self.config))) from exc
-        return [env.event_id for env in envelopes]
+        return self._accepted(envelopes, lasts)
 
     async def ingest_async(self, body: bytes, *, tenant_id: str) -> list[uuid.UUID]:
         """Same as `ingest`, awaiting the acks without blocking the event loop."""
         envelopes = self.parse(body, tenant_id=tenant_id)
+        await self._reserve_async(envelopes)
         try:
-            await asyncio.wait_for(
+            lasts = await asyncio.wait_for(
                 asyncio.wrap_future(self.publish(envelopes)), timeout=self.config.ack_timeout_s
             )
         except PublishError as exc:
+            self._release(envelopes)
             raise StreamUnavailable(_retry_message(str(exc))) from exc
         except TimeoutError as exc:
+            self._release(envelopes)
             raise StreamUnavailable(_retry_message(_timeout(self.config))) from exc
+        except BaseException:  # cancelled (client gone): the batch may or may not be out
+            self._release(envelopes)
+            raise
+        return self._accepted(envelopes, lasts)
+
+    # --- admission (see ingest_admission) ---------------------------------------------
+
+    def _reserve(self, envelopes: Sequence[EventEnvelope]) -> None:
+        """Wait (blocking) for room under admission control; `LogBehind` if none came."""
+        admission = self._admission
+        if admission is None or not envelopes:
+            return
+        deadline = time.monotonic() + admission.config.max_wait_s
+        while not admission.try_reserve(len(envelopes)):
+            if time.monotonic() >= deadline:
+                raise admission.refusal(len(envelopes))
+            time.sleep(admission.config.poll_s / 2)
+
+    async def _reserve_async(self, envelopes: Sequence[EventEnvelope]) -> None:
+        """`_reserve` without blocking the event loop."""
+        admission = self._admission
+        if admission is None or not envelopes:
+            return
+        deadline = time.monotonic() + admission.config.max_wait_s
+        while not admission.try_reserve(len(envelopes)):
+            if time.monotonic() >= deadline:
+                raise admission.refusal(len(envelopes))
+            await asyncio.sleep(admission.config.poll_s / 2)
+
+    def _release(self, envelopes: Sequence[EventEnvelope]) -> None:
+        if self._admission is not None and envelopes:
+            self._admission.release(len(envelopes))
+
+    def _accepted(self, envelopes: Sequence[EventEnvelope], lasts: list[int]) -> list[uuid.UUID]:
+        if self._admission is not None and envelopes:
+            self._admission.accepted(len(envelopes), [envelopes[i].event_id for i in lasts])
         return [env.event_id for env in envelopes]
 
     def close(self) -> None:
-        """Wait for what is in flight and close the publisher."""
+        """Wait for what is in flight and close the publisher (and the admission poller)."""
         self._publisher.close()
+        if self._admission is not None:
+            self._admission.close()
 
 
 def _timeout(config: IngestConfig) -> str:

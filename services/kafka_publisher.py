@@ -79,21 +79,25 @@ class KafkaPublisher:
             raise PublishError(f"Kafka broker {bootstrap} is unreachable: {exc}") from exc
         return producer
 
-    def publish(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> Future[None]:
+    def publish(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> Future[list[int]]:
         """Send `records` (key, value) to `topic`; the future resolves once the broker
-        acknowledged every one, or fails with `PublishError`."""
+        acknowledged every one, or fails with `PublishError`. Its result: the index of the
+        last record sent to each partition (records before it in that partition precede
+        it in the log too)."""
         return self._call(self._publish(topic, records))
 
-    async def _publish(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None:
+    async def _publish(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> list[int]:
         producer = self._producer
         if producer is None:
             raise PublishError("the publisher is closed")
         try:
             partitions = sorted(await producer.partitions_for(topic))
             open_batches: dict[int, BatchBuilder] = {}
+            last_in_partition: dict[int, int] = {}
             acks: list[asyncio.Future[object]] = []
-            for key, value in records:
+            for index, (key, value) in enumerate(records):
                 partition = self._partitioner(key, partitions, partitions)
+                last_in_partition[partition] = index
                 batch = open_batches.get(partition)
                 if batch is None:
                     batch = open_batches[partition] = producer.create_batch()
@@ -111,6 +115,7 @@ class KafkaPublisher:
             await asyncio.wait_for(asyncio.gather(*acks), timeout=self._timeout_s)
         except (KafkaError, TimeoutError) as exc:
             raise PublishError(f"the broker did not acknowledge: {exc!r}") from exc
+        return sorted(last_in_partition.values())
 
     def close(self) -> None:
         """Wait for what is in flight, stop the producer and the loop thread."""

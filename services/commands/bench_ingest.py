@@ -24,6 +24,11 @@ def bench_ingest(
     stream_workers: int = typer.Option(
         1, min=1, help="`tessera worker ingest` processes (one consumer group)."
     ),
+    max_lag_s: float = typer.Option(
+        0.0,
+        min=0.0,
+        help="The server's admission control (TESSERA_INGEST_MAX_LAG_S); 0: off.",
+    ),
     out: Annotated[Path, typer.Option(help="Where the JSON result is written.")] = DEFAULT_OUT,
 ) -> None:
     """Measure ingest: events/s and accept->durable latency over HTTP to committed in
@@ -43,6 +48,7 @@ def bench_ingest(
         connections=connections,
         http_workers=http_workers,
         stream_workers=stream_workers,
+        max_lag_s=max_lag_s,
     )
     log_dir = settings.state_dir / "bench-logs"
     with tqdm(total=events, unit="event", desc="bench ingest") as bar:

@@ -99,7 +99,7 @@ def bench_serve(
     )
     info = resolve_base_model()
     base, tokenizer = load_base_model(info, dtype=getattr(torch, dtype_name))
-    base = base.to(dev)
+    torch.nn.Module.to(base, dev)  # in place; transformers' typed wrapper of .to rejects a device
     vocab = int(base.config.vocab_size)
     adapters = bm.random_adapters(base, max(sizes), rank, cfg.seed, target_names)
     served, table = bm.build_tables(base, adapters, rank)

@@ -8,6 +8,7 @@ the request's cost. The OpenAPI document still describes the body (`openapi_extr
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
@@ -15,6 +16,7 @@ from fastapi.responses import JSONResponse
 
 from tessera.schemas.api import IngestAccepted, IngestRejected, IngestRequest, ItemError
 from tessera.services.auth import TenantCaller
+from tessera.services.ingest_admission import LogBehind
 from tessera.services.ingest_service import IngestService, InvalidBatch, StreamUnavailable
 
 router = APIRouter(tags=["ingest"])
@@ -48,6 +50,11 @@ def _rejected(code: int, detail: str, errors: list[ItemError]) -> JSONResponse:
         401: {"description": "No API key, or an unknown or revoked one."},
         413: {"model": IngestRejected, "description": "More events than the batch limit."},
         422: {"model": IngestRejected, "description": "Invalid items; nothing was accepted."},
+        429: {
+            "model": IngestRejected,
+            "description": "The event log is too far behind what was accepted (admission "
+            "control, `TESSERA_INGEST_MAX_LAG_S`); retry the same batch after Retry-After.",
+        },
         503: {"description": "The event stream did not acknowledge; retry the same batch."},
     },
     openapi_extra={
@@ -62,8 +69,8 @@ async def ingest_events(request: Request, tenant_id: TenantCaller) -> Response:
     and answer `202` with the event ids once the broker acknowledged them. A batch with
     any invalid item is rejected whole (`422`) with every problem listed."""
     service = _service(request)
-    body = await request.body()
     try:
+        body = await request.body()
         ids = await service.ingest_async(body, tenant_id=tenant_id)
     except InvalidBatch as exc:
         code = (
@@ -74,6 +81,11 @@ async def ingest_events(request: Request, tenant_id: TenantCaller) -> Response:
         return _rejected(code, exc.detail, exc.errors)
     except StreamUnavailable as exc:
         return _rejected(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), [])
+    except LogBehind as exc:
+        shed = _rejected(status.HTTP_429_TOO_MANY_REQUESTS, str(exc), [])
+        # Retry-After holds whole seconds; the detail says the finer hint.
+        shed.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+        return shed
     # Serialised directly: 1,000 UUIDs through FastAPI's response validation cost more
     # than the rest of the response path.
     accepted = IngestAccepted(accepted=ids, count=len(ids))
