@@ -157,11 +157,16 @@ class IngestRequest(BaseModel):
 
 
 @lru_cache(maxsize=8)
-def limited_request_model(max_text_chars: int) -> type[IngestRequest]:
+def limited_request_model(
+    max_text_chars: int, max_batch_events: int | None = None
+) -> type[IngestRequest]:
     """`IngestRequest` with every text field (prompt, response, text, edited response,
     each context turn) capped at `max_text_chars`, checked in pydantic's core while
     parsing: a Python validator per field costs more than the rest of the parse. The
-    payload fields keep their own constraints; only `max_length` is added."""
+    payload fields keep their own constraints; only `max_length` is added. With
+    `max_batch_events`, a longer `events` list fails at once with one `too_long` error,
+    before its items are validated (a 20,000-item body costs a parse, not 20,000
+    validations and their error list)."""
     cap = Field(max_length=max_text_chars)
 
     def capped(model: type[BaseModel], name: str) -> Any:
@@ -186,7 +191,12 @@ def limited_request_model(max_text_chars: int) -> type[IngestRequest]:
         "TextItem", __base__=TextItem, text=capped(TextData, "text"), context=context
     )
     item = Annotated[exchange | feedback | text, Field(discriminator="type")]
-    events = (list[item], IngestRequest.model_fields["events"])
+    events_type: Any = (
+        list[item]
+        if max_batch_events is None
+        else Annotated[list[item], Field(max_length=max_batch_events)]
+    )
+    events = (events_type, IngestRequest.model_fields["events"])
     return create_model("IngestRequest", __base__=IngestRequest, events=events)
 
 

@@ -42,6 +42,11 @@ class Settings(BaseSettings):
 
     # ingest limits
     max_batch_events: int = Field(1000, ge=1, description="Most events in one ingest call.")
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=1024,
+        description="Largest HTTP request body; longer ones get 413 before they are read.",
+    )
     max_text_chars: int = Field(8000, ge=1, description="Longest text field accepted.")
     max_future_skew_s: float = Field(
         300.0, ge=0, description="How far in the future occurred_at may be."

@@ -15,6 +15,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from tessera.services.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware
+
 # One module per resource; add yours here.
 ROUTER_MODULES: list[str] = [
     "health",
@@ -47,13 +49,17 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=422, content={"detail": _json_safe(list(errors))})
 
 
-def create_app(**components: Any) -> FastAPI:
-    """Build the HTTP app. `components` become attributes of `app.state`."""
+def create_app(
+    *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, **components: Any
+) -> FastAPI:
+    """Build the HTTP app. `components` become attributes of `app.state`; bodies over
+    `max_body_bytes` are refused with 413 before they are read."""
     app = FastAPI(
         title="Tessera",
         version="0.1.0",
         description="Persistent personal LoRA models over one shared base model.",
     )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
     app.add_exception_handler(RequestValidationError, _validation_error)
     for name, value in components.items():
         setattr(app.state, name, value)

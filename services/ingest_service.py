@@ -151,7 +151,7 @@ class IngestService:
     def parse(self, body: bytes | Mapping[str, Any], *, tenant_id: str) -> list[EventEnvelope]:
         """Validate a request body (raw JSON bytes, or an already-decoded mapping from
         gRPC) into envelopes for `tenant_id`. Raises `InvalidBatch` listing every problem."""
-        model = limited_request_model(self.config.max_text_chars)
+        model = limited_request_model(self.config.max_text_chars, self.config.max_batch_events)
         limits = IngestLimits(
             max_future_skew=self.config.max_future_skew,
             max_past_age=self.config.max_past_age,
@@ -164,19 +164,31 @@ class IngestService:
             else:
                 request = model.model_validate(body, context=context)
         except ValidationError as exc:
+            if any(e["type"] == "too_long" and e["loc"] == ("events",) for e in exc.errors()):
+                raise self._too_large(None) from None
             errors = item_errors(exc)
             bad_items = {e.index for e in errors if e.index is not None}
             what = f"{len(bad_items)} item(s) invalid" if bad_items else "the request is invalid"
             raise InvalidBatch(f"{what}; nothing was accepted", errors) from None
-        if len(request.events) > self.config.max_batch_events:
-            limit = self.config.max_batch_events
-            problem = f"{len(request.events)} events in one call; the limit is {limit}"
-            raise InvalidBatch(
-                f"batch too large; send at most {limit} events per call",
-                [ItemError(index=None, field="events", problem=problem, type="too_long")],
-                too_large=True,
-            )
+        if len(request.events) > self.config.max_batch_events:  # (the model caps it too)
+            raise self._too_large(len(request.events))
         return to_envelopes(request.events, tenant_id=tenant_id)
+
+    def _too_large(self, count: int | None) -> InvalidBatch:
+        limit = self.config.max_batch_events
+        many = f"{count} events" if count is not None else f"more than {limit} events"
+        return InvalidBatch(
+            f"batch too large; send at most {limit} events per call",
+            [
+                ItemError(
+                    index=None,
+                    field="events",
+                    problem=f"{many} in one call; the limit is {limit}",
+                    type="too_long",
+                )
+            ],
+            too_large=True,
+        )
 
     # --- publishing -------------------------------------------------------------------
 

@@ -84,7 +84,7 @@ def http_app_for(ctx: ServerContext, components: Sequence[Component]) -> FastAPI
     state: dict[str, object] = {"auth": ctx.auth, "components": [c.name for c in components]}
     for component in components:
         state.update(component.http_state)
-    return create_app(**state)
+    return create_app(max_body_bytes=ctx.settings.max_body_bytes, **state)
 
 
 def http_worker_app() -> FastAPI:

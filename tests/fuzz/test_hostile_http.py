@@ -47,9 +47,28 @@ def assert_rejected(resp: httpx.Response, *codes: int) -> str:
 
 
 def test_oversized_text_is_refused_with_the_limit(served: Deployment) -> None:
-    body = json.dumps({"events": [_item(text="x" * (16 << 20))]})  # a 16 MiB field
+    body = json.dumps({"events": [_item(text="x" * (1 << 20))]})  # a 1 MiB field
     reason = assert_rejected(_post(served, "/v1/events", content=body), 422)
     assert "nothing was accepted" in reason
+
+
+@pytest.mark.parametrize("path", ["/v1/events", "/v1/generate", "/v1/chat/completions"])
+def test_oversized_body_is_refused_before_it_is_read(served: Deployment, path: str) -> None:
+    body = json.dumps({"events": [_item(text="x" * (20 << 20))]})  # over the 16 MiB cap
+    reason = assert_rejected(_post(served, path, content=body), 413)
+    assert "request body too large" in reason and "16777216 bytes" in reason
+
+
+def test_oversized_chunked_body_is_cut_off_at_the_limit(served: Deployment) -> None:
+    def chunks() -> Any:  # no Content-Length: the server must count as it reads
+        yield b'{"events": [{"type": "text", "text": "'
+        for _ in range(20):
+            yield b"x" * (1 << 20)
+        yield b'"}]}'
+
+    headers = {**served.headers(served.key_a), "Content-Type": "application/json"}
+    resp = httpx.post(f"{served.http}/v1/events", headers=headers, content=chunks(), timeout=120)
+    assert "exceeds 16777216 bytes" in assert_rejected(resp, 413)
 
 
 def test_too_many_events_are_refused_with_the_limit(served: Deployment) -> None:
