@@ -83,6 +83,13 @@ class Settings(BaseSettings):
     stream_batch_within_s: float = Field(
         0.2, gt=0, description="Longest wait for a batch to fill before it is appended anyway."
     )
+    stream_stall_timeout_s: float = Field(
+        120.0,
+        ge=0,
+        description="The ingest worker exits (status 75, for its supervisor to restart it) "
+        "when a partition holds unconsumed records and its stored offset has not moved for "
+        "this long; 0 turns the watchdog off.",
+    )
 
     # training workers and scheduler (workers.train_worker, workers.scheduler)
     train_group: str = Field("tessera-trainers", description="Consumer group of the trainers.")
@@ -116,9 +123,9 @@ class Settings(BaseSettings):
         description='LoraTrainConfig fields as JSON, e.g. {"rank": 8, "epochs": 2}.',
     )
     personal_train_overrides: dict[str, Any] = Field(
-        default_factory=lambda: {"lr": 1e-4, "epochs": 1},
-        description="LoraTrainConfig fields that personal revisions change (JSON, applied on "
-        "top of train_overrides; {} = train like the prior). Rank/alpha/targets may not change.",
+        default_factory=dict,
+        description='LoraTrainConfig fields personal revisions change, e.g. {"lr": 1e-4} '
+        "(JSON, on top of train_overrides; {}: train like the prior). Not rank/alpha/targets.",
     )
     gate_overrides: dict[str, Any] = Field(
         default_factory=dict, description='GateConfig fields as JSON, e.g. {"min_gain": 0.01}.'

@@ -15,11 +15,12 @@ DEFAULT_TARGETS = ("q_proj", "v_proj")
 # Fields a personal revision must share with the tenant prior it is warm-started from:
 # the adapter's shape and its scale (alpha / rank) are fixed by the parent.
 SHAPE_FIELDS = ("rank", "alpha", "target_modules")
-# How a personal revision's training differs from the tenant prior's (applied on top of
-# the prior's config; `TESSERA_PERSONAL_TRAIN_OVERRIDES` replaces it). The prior learns
-# the tenant's domain from scratch; a personal step starts from it and must only nudge
-# it towards one user, so it takes fewer, smaller steps (README "Study").
-PERSONAL_DEFAULTS: dict[str, Any] = {"lr": 1e-4, "epochs": 1}
+# A personal revision may train differently from the tenant prior (`PipelineConfig.
+# personal_overrides`, `TESSERA_PERSONAL_TRAIN_OVERRIDES`, applied on top of the prior's
+# config). The shipped default is none: on the study's tuning speakers the gentler
+# reference recipe (lr 1e-4, 1 epoch) moved the user's model too little for the gate to
+# promote it, while training like the prior beat the shared model for every speaker
+# (README "Study").
 
 
 class LoraTrainConfig(BaseModel):

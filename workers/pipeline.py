@@ -92,8 +92,7 @@ class PipelineConfig:
     train: LoraTrainConfig = field(default_factory=LoraTrainConfig)  # the tenant prior's
     # Applied on top of `train` for personal revisions (`personal_train`); shape fields
     # (rank, alpha, targets) may not differ: a personal chain warm-starts from the prior.
-    # Empty here (personal = prior config, what library callers and tests get); the service
-    # ships `PERSONAL_DEFAULTS` through settings (`TESSERA_PERSONAL_TRAIN_OVERRIDES`).
+    # Empty by default: personal revisions train like the prior (the study's winner).
     personal_overrides: dict[str, Any] = field(default_factory=dict)
     gate: GateConfig = field(default_factory=GateConfig)
     seed: int = 1234

@@ -18,7 +18,7 @@ from tessera.schemas.settings import Settings
 from tessera.workers.adapter_store import LocalAdapterStore, sha256_file
 from tessera.workers.dataset import build_dataset
 from tessera.workers.gate import GateConfig
-from tessera.workers.lora_config import PERSONAL_DEFAULTS, LoraTrainConfig
+from tessera.workers.lora_config import LoraTrainConfig
 from tessera.workers.pipeline import INTERACTIONS, Engine, PipelineConfig, RevisionPipeline
 from tessera.workers.reproduce import reproduce_revision
 from tessera.workers.runtime import pipeline_config
@@ -60,10 +60,14 @@ def test_invalid_personal_overrides_fail_at_construction() -> None:
         PipelineConfig(train=PRIOR_TRAIN, personal_overrides={"no_such_field": 1})
 
 
-def test_settings_ship_the_personal_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_personal_overrides_from_settings_apply_on_top_of_the_train_overrides(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     for name in ("TESSERA_PERSONAL_TRAIN_OVERRIDES", "TESSERA_TRAIN_OVERRIDES"):
         monkeypatch.delenv(name, raising=False)
-    assert pipeline_config(Settings()).personal_overrides == PERSONAL_DEFAULTS
+    # Shipped default (the study's winner): personal revisions train like the prior.
+    default = pipeline_config(Settings())
+    assert default.personal_overrides == {} and default.personal_train == default.train
     monkeypatch.setenv("TESSERA_PERSONAL_TRAIN_OVERRIDES", '{"epochs": 3}')
     monkeypatch.setenv("TESSERA_TRAIN_OVERRIDES", '{"lr": 3e-4, "rank": 4, "alpha": 8}')
     config = pipeline_config(Settings())
