@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import uuid
 from dataclasses import replace
 from typing import cast
@@ -30,6 +31,7 @@ from faust.types import EventT
 from tessera.events.kafka import KafkaSetupError, ensure_topics, topic_id
 from tessera.events.store import EventStore
 from tessera.events.stream_sink import Backoff, IngestSink, Record, SinkStats
+from tessera.events.stream_watchdog import StallDetector, kafka_end_offsets
 from tessera.schemas.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,10 @@ REASON_HEADER = "tessera-reason"
 SOURCE_HEADER = "tessera-source"
 # How often the worker logs its counters (only when they changed).
 STATS_INTERVAL_S = 5.0
+# The stall watchdog's reading interval (at most; see events/stream_watchdog.py), and
+# the exit status of a worker that stopped itself as stalled (EX_TEMPFAIL: restart me).
+WATCHDOG_INTERVAL_S = 10.0
+EXIT_STALLED = 75
 
 
 class TopicDeadLetters:
@@ -164,7 +170,50 @@ def build_app(
 
     app.timer(STATS_INTERVAL_S)(_log_stats)  # (faust's decorators are untyped)
 
+    if settings.stream_stall_timeout_s > 0:
+        detector = StallDetector(settings.stream_stall_timeout_s)
+
+        async def _watchdog() -> None:
+            try:
+                end, stored = await asyncio.to_thread(
+                    _watchdog_reading, settings, bootstrap, store, sink
+                )
+            except Exception as exc:  # an outage is not a stall: skip this reading
+                log.warning("stall watchdog skipped a reading: %s", exc)
+                return
+            if detector.observe(end, stored):
+                for handler in logging.getLogger().handlers:
+                    handler.flush()
+                # Exit hard: a stalled consumer may not shut down cleanly either, and
+                # nothing is lost (the log and its tracking rows are the state).
+                os._exit(EXIT_STALLED)
+
+        interval = min(WATCHDOG_INTERVAL_S, settings.stream_stall_timeout_s / 4)
+        app.timer(interval)(_watchdog)
+
     return app, sink
+
+
+def _watchdog_reading(
+    settings: Settings, bootstrap: str, store: EventStore, sink: IngestSink
+) -> tuple[dict[int, int], dict[int, int]]:
+    """End offsets from the broker and stored offsets from the log, per partition. The
+    tracking name comes from the broker's current topic id, not the sink's, so a worker
+    that missed a new incarnation of the topic (a broker restart) is seen as stalled."""
+    topic = settings.topic_interactions
+    end = kafka_end_offsets(bootstrap, topic)
+    current = topic_id(bootstrap, topic, timeout_s=10.0)
+    name = (
+        tracking_topic_name(topic, current)
+        if current is not None
+        else sink.tracking_topics.get(topic, topic)
+    )
+    stored = {}
+    for partition in end:
+        offset = store.max_tracking_offset(settings.stream_group, name, partition)
+        if offset is not None:
+            stored[partition] = offset
+    return end, stored
 
 
 def _record(event: EventT[bytes]) -> Record:

@@ -65,8 +65,9 @@ class StreamEnv:
 class Worker:
     """One `tessera worker ingest` process; its output goes to a log file per start."""
 
-    def __init__(self, env: StreamEnv) -> None:
+    def __init__(self, env: StreamEnv, *, extra_env: dict[str, str] | None = None) -> None:
         self.env = env
+        self.extra_env = extra_env or {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -79,7 +80,7 @@ class Worker:
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
                 [str(TESSERA), "worker", "ingest"],
-                env=self.env.worker_environ(),
+                env=self.env.worker_environ() | self.extra_env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

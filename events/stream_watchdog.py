@@ -1,0 +1,85 @@
+"""A liveness watchdog for the ingest stream worker: exit when the group stops consuming.
+
+Seen in the soak run: after repeated restarts of the embedded broker a faust worker can
+stay up, connected and quiet while records wait on the topic (its consumer never gets
+its partitions back). Nothing crashes, so nothing restarts it. The watchdog turns that
+silent stall into an exit, which any supervisor (systemd, Kubernetes, `tessera bench
+soak`'s) answers with a restart; a restart is always safe, the tracking rows make the
+re-read records no-ops.
+
+The test, every `interval_s`: is there a partition whose end offset lies beyond what the
+log has stored for it (the tracking rows), while no tracking row of the group has moved
+for `stall_s`? Both sides are read fresh, not from the worker's own state, which is
+what a stalled worker gets wrong. Tansu reports end offsets too low after multi-record
+batches (ARCHITECTURE.md), never too high, so a lag it shows is real; when the broker or
+the database cannot be read, the check is skipped (an outage is not a stall).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+# partition -> the next offset the broker will hand out (its end offset)
+EndOffsets = Mapping[int, int]
+# partition -> the highest offset the log has stored (absent: none yet)
+StoredOffsets = Mapping[int, int]
+
+
+@dataclass
+class StallDetector:
+    """Decides from successive readings whether a partition has stalled: records wait
+    beyond its stored offset, and that offset has not moved for `stall_s`. Per
+    partition, because a healthy worker moving its own partitions must not hide another
+    member's stalled ones (any member that sees a stall exits; a healthy one that does
+    so only costs a rebalance)."""
+
+    stall_s: float
+    clock: Callable[[], float] = time.monotonic
+    # partition -> (its stored offset when last seen, since when it has been that and behind)
+    _seen: dict[int, tuple[int, float]] = field(default_factory=dict, init=False)
+
+    def observe(self, end: EndOffsets, stored: StoredOffsets) -> list[int]:
+        """Record one reading; the partitions stalled for `stall_s` (then the worker
+        should exit)."""
+        now = self.clock()
+        stalled: list[int] = []
+        for partition, end_offset in end.items():
+            offset = stored.get(partition, -1)
+            previous = self._seen.get(partition)
+            behind = end_offset - 1 > offset
+            if not behind or previous is None or previous[0] != offset:
+                self._seen[partition] = (offset, now)
+            elif now - previous[1] >= self.stall_s:
+                stalled.append(partition)
+        if stalled:
+            log.critical(
+                "ingest stalled: partitions %s hold records beyond what the log stored, and "
+                "their stored offsets have not moved for %.0f s; exiting so that the "
+                "supervisor restarts the worker",
+                stalled,
+                self.stall_s,
+            )
+        return stalled
+
+
+def kafka_end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    """The topic's end offsets, read on a connection of their own (not the worker's
+    consumer, which is the part under suspicion)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        client_id="tessera-ingest-watchdog",
+        request_timeout_ms=10_000,
+    )
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        ends = consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
+        return {tp.partition: int(offset) for tp, offset in ends.items()}
+    finally:
+        consumer.close()
