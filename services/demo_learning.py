@@ -19,12 +19,14 @@ DAYS_TENANT: Final = "demo-days"
 # A tenant with no revisions at all: its users are served the bare base model.
 BASE_TENANT: Final = "demo-base"
 SIDE_BY_SIDE_PROMPT: Final = "What did you do last weekend?"
-# Short examples and one epoch keep a night of training to minutes on two CPU cores. So
-# few optimizer steps (a night is ~3) at the service's lr 2e-4 barely move the tenant
-# prior off the base (< the gate's 1% on held-out events), so the demo's prior takes
-# bigger steps. Personal revisions keep the service's own recipe
-# (`TESSERA_PERSONAL_TRAIN_OVERRIDES`), and the gate is the service's default.
+# Short examples and one epoch keep a night of training to minutes on two CPU cores. A
+# demo night is only 2-4 optimizer steps, and at the service's learning rates (prior
+# 2e-4, personal 1e-4) that barely moves an adapter: measured, personal gains of +0.1 to
+# +0.7%, all under the gate's 1%. So the demo takes bigger steps (prior 1e-3, personal
+# 5e-4, still half the prior's: a personal step nudges the prior). The gate is the
+# service's default, unchanged.
 DEMO_TRAIN_OVERRIDES: Final[dict[str, Any]] = {"max_length": 96, "epochs": 1, "lr": 1e-3}
+DEMO_PERSONAL_OVERRIDES: Final[dict[str, Any]] = {"lr": 5e-4}
 
 
 def _ingest_item(envelope: EventEnvelope) -> dict[str, Any]:
@@ -73,6 +75,7 @@ def step_train_days(run: DemoRun) -> None:
         ingest=http_ingest(run, key),
         echo=typer.echo,
         train_overrides=DEMO_TRAIN_OVERRIDES,
+        personal_overrides=DEMO_PERSONAL_OVERRIDES,
     )
     promoted = sum(o.outcome == "promoted" for r in reports for o in r.outcomes)
     rejected = sum(o.outcome == "rejected" for r in reports for o in r.outcomes)

@@ -169,11 +169,13 @@ def run_demo_days_from_settings(
     ingest: Ingest | None = None,
     echo: Echo = print,
     train_overrides: Mapping[str, Any] | None = None,
+    personal_overrides: Mapping[str, Any] | None = None,
 ) -> list[DayReport]:
     """`run_demo_days` with the pipeline of the process settings (base model, adapter
-    store, `TESSERA_TRAIN_OVERRIDES`, ...), `train_overrides` applied on top (a demo on
-    two CPU cores may want shorter examples). With `kafka_bootstrap`, promotions are also
-    published on `tessera.revisions`, so a running inference server hot-swaps them."""
+    store, `TESSERA_TRAIN_OVERRIDES`, ...), `train_overrides` and `personal_overrides`
+    applied on top (a demo on two CPU cores may want shorter examples). With
+    `kafka_bootstrap`, promotions are also published on `tessera.revisions`, so a running
+    inference server hot-swaps them."""
     from tessera.schemas.settings import get_settings
     from tessera.workers.runtime import open_pipeline
 
@@ -181,6 +183,9 @@ def run_demo_days_from_settings(
     if train_overrides:
         merged = {**settings.train_overrides, **train_overrides}
         settings = settings.model_copy(update={"train_overrides": merged})
+    if personal_overrides:
+        merged = {**settings.personal_train_overrides, **personal_overrides}
+        settings = settings.model_copy(update={"personal_train_overrides": merged})
     echo(f"loading the base model ({settings.base_model or 'SmolLM2-135M-Instruct'})")
     with open_pipeline(settings, database_url=database_url, bootstrap=kafka_bootstrap,
                        progress=True) as pipeline:
