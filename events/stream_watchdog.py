@@ -83,3 +83,52 @@ def kafka_end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
         return {tp.partition: int(offset) for tp, offset in ends.items()}
     finally:
         consumer.close()
+
+
+def reconcile_committed_offsets(
+    bootstrap: str,
+    topic: str,
+    group: str,
+    stored_offset: Callable[[int], int | None],
+) -> dict[int, int]:
+    """Move the group's committed offsets back wherever they lead what the log stored.
+
+    The contract is that Kafka offsets trail PostgreSQL (committed only after the log
+    committed). One case breaks it: a worker that outlives a restart of the in-memory
+    broker commits its old incarnation's offsets into the new, shorter topic, and a
+    restarted consumer then seeks past every new record and waits forever (the stall the
+    watchdog above turns into an exit). Run at worker start, before the group is
+    joined, this restores the contract: committed = the stored offset + 1 (0 when the
+    log holds nothing of this incarnation). Returns {partition: new offset} for the
+    partitions it moved."""
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        client_id="tessera-ingest-reconcile",
+        enable_auto_commit=False,
+        request_timeout_ms=10_000,
+    )
+    try:
+        fixes: dict[TopicPartition, OffsetAndMetadata] = {}
+        for partition in sorted(consumer.partitions_for_topic(topic) or ()):
+            tp = TopicPartition(topic, partition)
+            committed = consumer.committed(tp)
+            stored = stored_offset(partition)
+            trailing = 0 if stored is None else stored + 1
+            if committed is not None and committed > trailing:
+                fixes[tp] = OffsetAndMetadata(trailing, "", -1)
+        if fixes:
+            consumer.commit(fixes)
+            log.warning(
+                "committed offsets of group %s led the log (left by an earlier incarnation of "
+                "%s); moved back to %s",
+                group,
+                topic,
+                {tp.partition: o.offset for tp, o in fixes.items()},
+            )
+        return {tp.partition: o.offset for tp, o in fixes.items()}
+    finally:
+        consumer.close()

@@ -22,7 +22,7 @@ import logging
 import os
 import uuid
 from dataclasses import replace
-from typing import cast
+from typing import NoReturn, cast
 
 import faust
 from aiokafka.errors import KafkaError
@@ -31,7 +31,11 @@ from faust.types import EventT
 from tessera.events.kafka import KafkaSetupError, ensure_topics, topic_id
 from tessera.events.store import EventStore
 from tessera.events.stream_sink import Backoff, IngestSink, Record, SinkStats
-from tessera.events.stream_watchdog import StallDetector, kafka_end_offsets
+from tessera.events.stream_watchdog import (
+    StallDetector,
+    kafka_end_offsets,
+    reconcile_committed_offsets,
+)
 from tessera.schemas.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -138,12 +142,24 @@ def build_app(
             for event in events:
                 await real.ack(event)
 
+    generations: list[int] = []  # consumer group generations seen, in order
+
     @app.on_partitions_assigned.connect
     async def _on_assigned(sender: object, /, *args: object, signal: object, **_: object) -> None:
         # Partitions may have been processed elsewhere since we last held them. (A stale
         # cache would be harmless, only slower: the store's tracking check has the last
         # word; see IngestSink.)
         sink.forget_positions()
+        # A group generation that goes backwards means the coordinator forgot the group:
+        # the (in-memory) broker restarted, with topics and offsets from 0 again, and
+        # this process's consumer still holds the old incarnation's offsets (see below).
+        generation = int(getattr(app, "consumer_generation_id", 0) or 0)
+        if generations and generation <= generations[-1]:
+            _exit_for_restart(
+                f"the consumer group's generation went back ({generations[-1]} -> "
+                f"{generation}): the broker lost its state"
+            )
+        generations.append(generation)
         # A broker restart (Tansu keeps topics in memory) re-creates the topic with
         # offsets from 0 and forces a new assignment: pick up the new incarnation here,
         # or its records would be skipped as replays of the old one.
@@ -157,6 +173,13 @@ def build_app(
         if current is None and previous is not None and "#noid-" not in previous:
             log.warning("topic %s no longer reports an id", topic)
         name = tracking_topic_name(topic, current)
+        if current is not None and previous is not None and previous != name:
+            # A new incarnation under a running consumer: faust still holds the old
+            # one's read and acked offsets, skips new records below them and commits
+            # them into the new topic (measured: acknowledged events silently never
+            # stored). A fresh process starts clean, and its start-up check moves the
+            # group's committed offsets back to what the log holds.
+            _exit_for_restart(f"topic {topic} has a new incarnation ({name})")
         if previous != name:
             log.warning("topic %s has a new incarnation; tracking it as %s", topic, name)
             sink.tracking_topics[topic] = name
@@ -182,16 +205,23 @@ def build_app(
                 log.warning("stall watchdog skipped a reading: %s", exc)
                 return
             if detector.observe(end, stored):
-                for handler in logging.getLogger().handlers:
-                    handler.flush()
-                # Exit hard: a stalled consumer may not shut down cleanly either, and
-                # nothing is lost (the log and its tracking rows are the state).
-                os._exit(EXIT_STALLED)
+                _exit_for_restart("stalled (see the line above)")
 
         interval = min(WATCHDOG_INTERVAL_S, settings.stream_stall_timeout_s / 4)
         app.timer(interval)(_watchdog)
 
     return app, sink
+
+
+def _exit_for_restart(why: str) -> NoReturn:
+    """Exit with EXIT_STALLED for the supervisor to start a fresh worker. Hard (no faust
+    shutdown): a confused consumer may not stop cleanly either, and nothing is lost, the
+    log and its tracking rows are the state; the fresh process's start-up check moves
+    the group's committed offsets back to what the log holds."""
+    log.warning("restarting the ingest worker: %s", why)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(EXIT_STALLED)
 
 
 def _watchdog_reading(
@@ -249,11 +279,24 @@ def run_worker(
 ) -> None:
     """Create the topics if needed and run the worker until SIGINT/SIGTERM."""
     ensure_topics(bootstrap, settings)
-    app, _ = build_app(
-        settings,
-        bootstrap=bootstrap,
-        store=store,
-        interactions_topic_id=topic_id(bootstrap, settings.topic_interactions),
+    topic = settings.topic_interactions
+    current_id = topic_id(bootstrap, topic)
+    # Without a topic id this start tracks the topic under a fresh name (nothing stored
+    # under it), so committed offsets go back to 0 and the topic is read afresh: the
+    # unique event_id keeps the re-read from storing anything twice.
+    name = tracking_topic_name(topic, current_id)
+    try:
+        reconcile_committed_offsets(
+            bootstrap,
+            topic,
+            settings.stream_group,
+            lambda p: store.max_tracking_offset(settings.stream_group, name, p),
+        )
+    except Exception as exc:  # best effort: the watchdog covers what is left
+        log.warning("could not check the group's committed offsets: %s", exc)
+    app, sink = build_app(
+        settings, bootstrap=bootstrap, store=store, interactions_topic_id=current_id
     )
+    sink.tracking_topics[topic] = name  # the very name the offsets were checked against
     worker = faust.Worker(app, loglevel=loglevel, redirect_stdouts=False, quiet=True)
     worker.execute_from_commandline()

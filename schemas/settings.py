@@ -84,7 +84,7 @@ class Settings(BaseSettings):
         0.2, gt=0, description="Longest wait for a batch to fill before it is appended anyway."
     )
     stream_stall_timeout_s: float = Field(
-        120.0,
+        30.0,
         ge=0,
         description="The ingest worker exits (status 75, for its supervisor to restart it) "
         "when a partition holds unconsumed records and its stored offset has not moved for "
@@ -123,8 +123,8 @@ class Settings(BaseSettings):
         description='LoraTrainConfig fields as JSON, e.g. {"rank": 8, "epochs": 2}.',
     )
     personal_train_overrides: dict[str, Any] = Field(
-        default_factory=dict,
-        description='LoraTrainConfig fields personal revisions change, e.g. {"lr": 1e-4} '
+        default_factory=lambda: {"lr": 4e-4},  # = workers.lora_config.PERSONAL_DEFAULTS
+        description='LoraTrainConfig fields personal revisions change, e.g. {"lr": 4e-4} '
         "(JSON, on top of train_overrides; {}: train like the prior). Not rank/alpha/targets.",
     )
     gate_overrides: dict[str, Any] = Field(

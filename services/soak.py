@@ -65,8 +65,13 @@ def _env(stack_info: Any, state: Path, base_model: Path, http_port: int) -> dict
         "TESSERA_INFERENCE_REVISION_CACHE_S": "5",
         "TESSERA_MIN_TRAIN_EXAMPLES": "8",
         "TESSERA_HOLDOUT_K": "4",
+        # Small histories: let 4 held-out examples decide (the service's default is 8).
+        "TESSERA_GATE_OVERRIDES": json.dumps({"min_heldout_examples": 4}),
         "TESSERA_TRAIN_OVERRIDES": json.dumps({"epochs": 1}),
         "TESSERA_HTTP_PORT": str(http_port),
+        # A stalled ingest worker exits after this and is restarted; the service's
+        # default (30 s) is most of a soak's fault interval.
+        "TESSERA_STREAM_STALL_TIMEOUT_S": "20",
     }
 
 

@@ -18,6 +18,7 @@ from kafka import KafkaConsumer
 from kafka.admin import KafkaAdminClient
 
 from tessera.events.kafka import encode_envelope, ensure_topics, make_producer, stream_key
+from tessera.events.stream_worker import EXIT_STALLED
 from tessera.schemas.events import EventEnvelope, EventType
 from tessera.schemas.settings import Settings
 
@@ -65,9 +66,18 @@ class StreamEnv:
 class Worker:
     """One `tessera worker ingest` process; its output goes to a log file per start."""
 
-    def __init__(self, env: StreamEnv, *, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        env: StreamEnv,
+        *,
+        extra_env: dict[str, str] | None = None,
+        supervised: bool = False,
+    ) -> None:
         self.env = env
         self.extra_env = extra_env or {}
+        # Like systemd or Kubernetes: a worker that exits asking for a restart (status 75)
+        # is started again, when checked with `assert_alive`.
+        self.supervised = supervised
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -103,6 +113,9 @@ class Worker:
         self.proc = None
 
     def assert_alive(self) -> None:
+        if self.supervised and self.proc is not None and self.proc.poll() == EXIT_STALLED:
+            self.start()
+            return
         if self.proc is None or self.proc.poll() is not None:
             raise AssertionError(f"worker died; log:\n{self.log_tail()}")
 

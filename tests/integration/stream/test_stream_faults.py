@@ -117,12 +117,13 @@ def test_a_restart_of_the_in_memory_broker_under_a_running_worker_loses_nothing(
 ) -> None:
     # Tansu forgets every topic and offset on restart, while PostgreSQL keeps the
     # tracking rows: the running worker must notice the new topic incarnation (at the
-    # group re-join) instead of skipping offsets 0.. as replays. A private broker, so the
-    # session's shared one is left alone.
+    # group re-join) instead of skipping offsets 0.. as replays. It does so by exiting
+    # for its supervisor (this test plays one) and reading the new topic from its start.
+    # A private broker, so the session's shared one is left alone.
     broker = Broker(tmp_path / "broker")
     broker.start()
     env = replace(stream_env, bootstrap=broker.bootstrap)
-    own = Worker(env)
+    own = Worker(env, supervised=True)
     try:
         ensure_topics(env.bootstrap, env.settings())
         first = interleaved(users=10, per_user=10)

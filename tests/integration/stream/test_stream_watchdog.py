@@ -92,3 +92,38 @@ def test_a_worker_that_cannot_store_exits_and_its_restart_stores_everything_once
         assert scalar(url, "SELECT count(DISTINCT event_id) FROM events") == len(first) + 20
     finally:
         worker.stop()
+
+
+@pytest.mark.integration
+def test_committed_offsets_left_by_an_old_topic_incarnation_are_moved_back_at_start(
+    stream_env: StreamEnv, worker: Worker
+) -> None:
+    """What a worker that outlived a restart of the in-memory broker leaves behind: the
+    group's committed offsets far beyond the new topic's records. Without the start-up
+    check the restarted worker would seek past every record and wait forever."""
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+    events = interleaved(users=6, per_user=5)
+    produce(stream_env, events)
+    stale = KafkaConsumer(
+        bootstrap_servers=stream_env.bootstrap,
+        group_id=stream_env.group,
+        enable_auto_commit=False,
+    )
+    try:
+        partitions = stale.partitions_for_topic(stream_env.topic) or set()
+        ahead = OffsetAndMetadata(5000, "", -1)
+        stale.commit({TopicPartition(stream_env.topic, p): ahead for p in partitions})
+        assert stale.committed(TopicPartition(stream_env.topic, min(partitions))) == 5000
+    finally:
+        stale.close()
+
+    worker.start()
+    wait_until(
+        "every event in the log",
+        lambda: scalar(stream_env.database_url, "SELECT count(*) FROM events") == len(events),
+        timeout_s=120,
+        worker=worker,
+    )
+    assert "committed offsets of group" in worker.log_tail(20_000)
