@@ -92,7 +92,8 @@ class PipelineConfig:
     train: LoraTrainConfig = field(default_factory=LoraTrainConfig)  # the tenant prior's
     # Applied on top of `train` for personal revisions (`personal_train`); shape fields
     # (rank, alpha, targets) may not differ: a personal chain warm-starts from the prior.
-    # Empty by default: personal revisions train like the prior (the study's winner).
+    # Empty here (library callers and tests: personal = prior config); the service ships
+    # `lora_config.PERSONAL_DEFAULTS` through `TESSERA_PERSONAL_TRAIN_OVERRIDES`.
     personal_overrides: dict[str, Any] = field(default_factory=dict)
     gate: GateConfig = field(default_factory=GateConfig)
     seed: int = 1234

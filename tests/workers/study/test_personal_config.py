@@ -18,7 +18,7 @@ from tessera.schemas.settings import Settings
 from tessera.workers.adapter_store import LocalAdapterStore, sha256_file
 from tessera.workers.dataset import build_dataset
 from tessera.workers.gate import GateConfig
-from tessera.workers.lora_config import LoraTrainConfig
+from tessera.workers.lora_config import PERSONAL_DEFAULTS, LoraTrainConfig
 from tessera.workers.pipeline import INTERACTIONS, Engine, PipelineConfig, RevisionPipeline
 from tessera.workers.reproduce import reproduce_revision
 from tessera.workers.runtime import pipeline_config
@@ -65,9 +65,10 @@ def test_personal_overrides_from_settings_apply_on_top_of_the_train_overrides(
 ) -> None:
     for name in ("TESSERA_PERSONAL_TRAIN_OVERRIDES", "TESSERA_TRAIN_OVERRIDES"):
         monkeypatch.delenv(name, raising=False)
-    # Shipped default (the study's winner): personal revisions train like the prior.
+    # The shipped default is the study's winner (lora_config.PERSONAL_DEFAULTS).
     default = pipeline_config(Settings())
-    assert default.personal_overrides == {} and default.personal_train == default.train
+    assert default.personal_overrides == PERSONAL_DEFAULTS == {"lr": 4e-4}
+    assert default.personal_train == default.train.with_overrides({"lr": 4e-4})
     monkeypatch.setenv("TESSERA_PERSONAL_TRAIN_OVERRIDES", '{"epochs": 3}')
     monkeypatch.setenv("TESSERA_TRAIN_OVERRIDES", '{"lr": 3e-4, "rank": 4, "alpha": 8}')
     config = pipeline_config(Settings())
