@@ -35,6 +35,12 @@ from tessera.workers.dataset import (
 )
 from tessera.workers.gate import EvalMetrics
 from tessera.workers.lora_attach import lora_attached
+from tessera.workers.prefix_nll import (
+    MIN_PREFIX,
+    prefix_cache,
+    shared_prefix_length,
+    target_nll_after,
+)
 from tessera.workers.regression_set import RegressionSet
 from tessera.workers.target_loss import target_nll
 
@@ -96,11 +102,19 @@ def _nll(
     encoded = [encode_example(tokenizer, e, max_length=max_length) for e in examples]
     pad_id = pad_token_id(tokenizer)
     total, count = 0.0, 0
-    # The sum is order-free, so sorting by length (less padding) gives the same figure.
     with torch.inference_mode():
+        # The chat template's system turn starts every row: run it once (prefix_nll).
+        shared = shared_prefix_length(encoded)
+        cache = prefix_cache(model, encoded[0].input_ids[:shared]) if shared >= MIN_PREFIX \
+            else None
+        if cache is not None:
+            encoded = [EncodedExample(e.input_ids[shared:], e.labels[shared:]) for e in encoded]
+        # The sum is order-free, so sorting by length (less padding) gives the same figure.
         for chunk in _token_batches(encoded, batch_size=batch_size,
                                     max_batch_tokens=MAX_BATCH_TOKENS):
-            nll_sum, n_tokens = target_nll(model, collate(chunk, pad_id=pad_id))
+            batch = collate(chunk, pad_id=pad_id)
+            nll_sum, n_tokens = (target_nll(model, batch) if cache is None
+                                 else target_nll_after(model, cache, batch))
             total += float(nll_sum)
             count += n_tokens
     return total / count if count else math.nan

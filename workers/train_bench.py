@@ -93,17 +93,21 @@ def run_train_bench(
              max_length=config.lora.max_length, cache=cache)
     warmup = time.perf_counter() - warm_start
     totals = dict.fromkeys(STAGES, 0.0)
+    # CPU seconds of this process (all torch threads) per stage, beside the wall clock: on
+    # a machine shared with other jobs the wall clock of one stage swings several-fold
+    # with their load, CPU time much less, so the CPU split is the steadier share.
+    cpu_totals = dict.fromkeys(STAGES, 0.0)
     decisions, adapter_bytes = [], 0
     with tempfile.TemporaryDirectory(prefix="tessera-bench-") as tmp:
         store = LocalAdapterStore(Path(tmp) / "store")
         for index, stream in enumerate(streams):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             split = build_dataset(stream, holdout_k=config.holdout_k)
-            t1 = time.perf_counter()
+            t1, c1 = time.perf_counter(), time.process_time()
             result = train_adapter(model, tokenizer, split.train, config=config.lora,
                                    base_digest=info.digest, out_dir=Path(tmp) / f"u{index}",
                                    progress=progress is not None)
-            t2 = time.perf_counter()
+            t2, c2 = time.perf_counter(), time.process_time()
             baseline = evaluate(model, tokenizer, adapter=None, heldout=split.heldout,
                                 regression=regression, max_length=config.lora.max_length,
                                 cache=cache)
@@ -112,13 +116,15 @@ def run_train_bench(
                                  heldout=split.heldout, regression=regression,
                                  max_length=config.lora.max_length, cache=cache)
             decision = decide(candidate, baseline, gate)
-            t3 = time.perf_counter()
+            t3, c3 = time.perf_counter(), time.process_time()
             digest = store.put_file(result.blob_path)
-            t4 = time.perf_counter()
+            t4, c4 = time.perf_counter(), time.process_time()
             adapter_bytes = store.path(digest).stat().st_size
             seconds = dict(zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True))
-            for stage, value in seconds.items():
-                totals[stage] += value
+            cpu = dict(zip(STAGES, (c1 - c0, c2 - c1, c3 - c2, c4 - c3), strict=True))
+            for stage in STAGES:
+                totals[stage] += seconds[stage]
+                cpu_totals[stage] += cpu[stage]
             decisions.append({
                 "user": stream[0].envelope.user_id, "train_examples": len(split.train),
                 "heldout": len(split.heldout), "steps": result.steps,
@@ -130,6 +136,7 @@ def run_train_bench(
                 "promote": decision.promote,
                 "reasons": decision.reasons,
                 "seconds": {stage: round(value, 3) for stage, value in seconds.items()},
+                "cpu_seconds": {stage: round(value, 3) for stage, value in cpu.items()},
                 # The baseline's regression set and canaries are cached: only its
                 # held-out NLL is measured per user; the candidate needs everything.
                 "evaluate_seconds": {"baseline": round(t_base - t2, 3),
@@ -157,6 +164,8 @@ def run_train_bench(
         "seconds_per_revision": per_revision,
         "seconds_per_revision_total": round(revision_s, 3),
         "evaluate_share": round(totals["evaluate"] / sum(totals.values()), 4),
+        "cpu_seconds_per_revision": {stage: round(cpu_totals[stage] / n, 3) for stage in STAGES},
+        "evaluate_share_cpu": round(cpu_totals["evaluate"] / sum(cpu_totals.values()), 4),
         "baseline_warmup_seconds": round(warmup, 3),
         "adapter_bytes": adapter_bytes,
         "base_bytes": info.n_bytes,

@@ -28,6 +28,8 @@ def test_report_has_the_required_keys_and_consistent_figures(
                 "adapter_to_base_ratio", "users", "events_per_user", "cores"):
         assert key in report
     assert set(report["seconds_per_revision"]) == set(STAGES)
+    assert set(report["cpu_seconds_per_revision"]) == set(STAGES)
+    assert 0 < report["evaluate_share_cpu"] < 1
     total = sum(report["seconds_per_revision"].values())
     assert abs(report["revisions_per_hour"] - 3600 / total) / report["revisions_per_hour"] < 0.01
     assert report["adapter_to_base_ratio"] == round(
