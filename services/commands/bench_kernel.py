@@ -3,31 +3,29 @@
 from __future__ import annotations
 
 import json
-import os
-import platform
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from tessera.services.cli_apps import bench_app
+from tessera.services.commands.bench_device import (
+    DeviceOption,
+    DtypeOption,
+    describe_device,
+    resolve_device,
+)
 
 if TYPE_CHECKING:
-    import torch
+    pass
 
 DEFAULT_OUT = Path("bench/results/kernel.json")
 
 
 @bench_app.command("kernel")
 def bench_kernel(
-    device: Annotated[
-        Literal["auto", "cpu", "cuda"],
-        typer.Option(help="auto: CUDA when available, else CPU."),
-    ] = "auto",
-    dtype: Annotated[
-        Literal["auto", "float32", "float16", "bfloat16"],
-        typer.Option(help="auto: bfloat16 on CUDA, float32 on CPU (what each serves in)."),
-    ] = "auto",
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = "auto",
     reps: Annotated[int, typer.Option(min=1, help="Timed calls per backend and shape.")] = 20,
     threads: Annotated[
         int, typer.Option(min=0, help="torch CPU threads (0: torch's default).")
@@ -49,13 +47,8 @@ def bench_kernel(
 
     if threads:
         torch.set_num_threads(threads)
-    if device == "cuda" and not torch.cuda.is_available():
-        typer.secho("error: --device cuda but no CUDA device is available", fg="red", err=True)
-        raise typer.Exit(2)
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    dev = torch.device("cuda" if use_cuda else "cpu")
+    dev, dtype_name = resolve_device(device, dtype)
     on_gpu = dev.type == "cuda"
-    dtype_name = dtype if dtype != "auto" else ("bfloat16" if on_gpu else "float32")
 
     shapes = default_shapes(dtype_name)[: 3 if quick else None]
     timings = [
@@ -64,7 +57,7 @@ def bench_kernel(
     ]
     report: dict[str, object] = {
         "bench": "kernel",
-        "device": _describe(dev),
+        "device": describe_device(dev),
         "torch": torch.__version__,
         "dtype": dtype_name,
         "results": [t.as_dict() for t in timings],
@@ -79,11 +72,3 @@ def bench_kernel(
     out.write_text(json.dumps(report, indent=2) + "\n")
     typer.echo(json.dumps(report))
 
-
-def _describe(dev: torch.device) -> str:
-    import torch
-
-    if dev.type == "cuda":
-        return f"cuda: {torch.cuda.get_device_name(dev)}"
-    threads = torch.get_num_threads()
-    return f"cpu: {platform.machine()}, {os.cpu_count()} cores, {threads} torch threads"

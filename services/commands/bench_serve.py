@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import json
-import platform
 import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from tessera.services.cli_apps import bench_app
+from tessera.services.commands.bench_device import (
+    DeviceOption,
+    DtypeOption,
+    describe_device,
+    resolve_device,
+)
 
 if TYPE_CHECKING:
-    import torch
     from torch import nn
 
     from tessera.services.inference.benchmark import ServeBenchConfig
@@ -53,14 +57,8 @@ def bench_serve(
             "single-sequence steps with 2 threads on a loaded 2-core machine).",
         ),
     ] = 1,
-    device: Annotated[
-        Literal["auto", "cpu", "cuda"],
-        typer.Option(help="auto: CUDA when available (the Triton kernel path), else CPU."),
-    ] = "auto",
-    dtype: Annotated[
-        Literal["auto", "float32", "float16", "bfloat16"],
-        typer.Option(help="auto: bfloat16 on CUDA, float32 on CPU (what each serves in)."),
-    ] = "auto",
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = "auto",
     out: Annotated[Path, typer.Option(help="Where to write the JSON result.")] = DEFAULT_OUT,
 ) -> None:
     """Time decoding on the real base model (fp32 torch path on CPU, bf16 Triton path on a
@@ -73,11 +71,7 @@ def bench_serve(
 
     if threads:
         torch.set_num_threads(threads)
-    if device == "cuda" and not torch.cuda.is_available():
-        typer.secho("error: --device cuda but no CUDA device is available", fg="red", err=True)
-        raise typer.Exit(2)
-    dev = torch.device("cuda" if device != "cpu" and torch.cuda.is_available() else "cpu")
-    dtype_name = dtype if dtype != "auto" else ("bfloat16" if dev.type == "cuda" else "float32")
+    dev, dtype_name = resolve_device(device, dtype)
     sizes = tuple(int(b) for b in batches.split(",") if b.strip())
     if not sizes or min(sizes) < 1:
         raise typer.BadParameter("batches must be positive integers", param_hint="--batches")
@@ -127,7 +121,7 @@ def bench_serve(
             engine.stop()
     result: dict[str, object] = {
         "benchmark": "serve",
-        "device": _describe(dev),
+        "device": describe_device(dev),
         "model": info.model_id,
         "dtype": dtype_name,
         "rank": rank,
@@ -140,14 +134,6 @@ def bench_serve(
     }
     bm.write_result(result, out)
     print(json.dumps(result))
-
-
-def _describe(dev: torch.device) -> str:
-    import torch
-
-    if dev.type == "cuda":
-        return f"cuda: {torch.cuda.get_device_name(dev)}"
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def _engine(
