@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -236,17 +236,17 @@ class IngestService:
 
     def _reserve(self, envelopes: Sequence[EventEnvelope]) -> None:
         """Wait (blocking) for room under admission control; `LogBehind` if none came."""
-        admission = self._admission
-        if admission is None or not envelopes:
-            return
-        deadline = time.monotonic() + admission.config.max_wait_s
-        while not admission.try_reserve(len(envelopes)):
-            if time.monotonic() >= deadline:
-                raise admission.refusal(len(envelopes))
-            time.sleep(admission.config.poll_s / 2)
+        for pause in self._room_waits(envelopes):
+            time.sleep(pause)
 
     async def _reserve_async(self, envelopes: Sequence[EventEnvelope]) -> None:
         """`_reserve` without blocking the event loop."""
+        for pause in self._room_waits(envelopes):
+            await asyncio.sleep(pause)
+
+    def _room_waits(self, envelopes: Sequence[EventEnvelope]) -> Iterator[float]:
+        """Claims room for the batch, yielding how long to pause between tries; raises
+        `LogBehind` once `max_wait_s` has passed. Nothing to claim without admission."""
         admission = self._admission
         if admission is None or not envelopes:
             return
@@ -254,7 +254,7 @@ class IngestService:
         while not admission.try_reserve(len(envelopes)):
             if time.monotonic() >= deadline:
                 raise admission.refusal(len(envelopes))
-            await asyncio.sleep(admission.config.poll_s / 2)
+            yield admission.config.poll_s / 2
 
     def _release(self, envelopes: Sequence[EventEnvelope]) -> None:
         if self._admission is not None and envelopes:
