@@ -123,8 +123,8 @@ class Settings(BaseSettings):
         description='LoraTrainConfig fields as JSON, e.g. {"rank": 8, "epochs": 2}.',
     )
     personal_train_overrides: dict[str, Any] = Field(
-        default_factory=lambda: {"lr": 4e-4},  # = workers.lora_config.PERSONAL_DEFAULTS
-        description='LoraTrainConfig fields personal revisions change, e.g. {"lr": 4e-4} '
+        default_factory=lambda: {"lr": 8e-4},  # = workers.lora_config.PERSONAL_DEFAULTS
+        description='LoraTrainConfig fields personal revisions change, e.g. {"lr": 8e-4} '
         "(JSON, on top of train_overrides; {}: train like the prior). Not rank/alpha/targets.",
     )
     gate_overrides: dict[str, Any] = Field(
