@@ -22,11 +22,13 @@ SIDE_BY_SIDE_PROMPT: Final = "What did you do last weekend?"
 # Short examples and one epoch keep a night of training to minutes on two CPU cores. A
 # demo night is only ~3 optimizer steps, and at the service's prior lr (2e-4) that moves
 # an adapter little (the train bench's 6-step adapters gained +0.8% and +2.1% against the
-# gate's 1%), so the demo's prior takes bigger steps. Personal revisions keep the
-# service's own recipe (`TESSERA_PERSONAL_TRAIN_OVERRIDES`, default lr 4e-4; at 1e-4 every
-# personal gain in the demo was +0.1..0.7%, all rejected). The gate is the service's
-# default, unchanged.
+# gate's 1%), so the demo's prior takes bigger steps. Personal revisions train at lr 4e-4,
+# the recipe the demo was measured with (4 promoted, 2 rejected for stated reasons; at
+# 1e-4 every personal gain in the demo was +0.1..0.7%, all rejected). The service's own
+# default moved to 8e-4 afterwards (the study's winner); pinned here so the demo shows
+# what its README transcript says. The gate is the service's default, unchanged.
 DEMO_TRAIN_OVERRIDES: Final[dict[str, Any]] = {"max_length": 96, "epochs": 1, "lr": 1e-3}
+DEMO_PERSONAL_OVERRIDES: Final[dict[str, Any]] = {"lr": 4e-4}
 
 
 def _ingest_item(envelope: EventEnvelope) -> dict[str, Any]:
@@ -75,6 +77,7 @@ def step_train_days(run: DemoRun) -> None:
         ingest=http_ingest(run, key),
         echo=typer.echo,
         train_overrides=DEMO_TRAIN_OVERRIDES,
+        personal_overrides=DEMO_PERSONAL_OVERRIDES,
     )
     promoted = sum(o.outcome == "promoted" for r in reports for o in r.outcomes)
     rejected = sum(o.outcome == "rejected" for r in reports for o in r.outcomes)
