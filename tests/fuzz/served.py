@@ -189,12 +189,17 @@ def deployment(stack: StackInfo, root: Path) -> Iterator[Deployment]:
         http = f"http://127.0.0.1:{http_port}"
         serve.wait_http(f"{http}/healthz", timeout_s=180)
         request_id = _b_request(http, key_b)
-        yield Deployment(
+        served = Deployment(
             http=http, grpc=f"127.0.0.1:{grpc_port}", database_url=database_url,
             key_a=key_a, key_b=key_b, b_revision_id=rid, b_digest=digest,
             b_request_id=request_id, topic_interactions=env["TESSERA_TOPIC_INTERACTIONS"],
             env=env, root=root, processes=[serve, worker],
         )
+        try:
+            yield served
+        finally:  # tests append processes of their own (a trainer): stop those too
+            for proc in served.processes:
+                proc.stop()
 
 
 def sha256_hex(text: str) -> str:
