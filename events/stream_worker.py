@@ -80,12 +80,12 @@ class TopicDeadLetters:
 
 
 def build_app(
-    settings: Settings, *, bootstrap: str, store: EventStore, interactions_topic_id: str | None
+    settings: Settings, *, bootstrap: str, store: EventStore, tracking_name: str
 ) -> tuple[faust.App, IngestSink]:
     """The faust app and the sink it feeds (the sink's stats are for logs and tests).
-    `interactions_topic_id` (see `events.kafka.topic_id`) goes into the tracking rows'
-    topic name, so a re-created topic starts a fresh position instead of looking like
-    a replay of the old one."""
+    `tracking_name` (see `tracking_topic_name`: the topic with the broker's topic id) is
+    the topic name of the tracking rows, so a re-created topic starts a fresh position
+    instead of looking like a replay of the old one."""
     datadir = settings.state_dir / "faust"
     datadir.mkdir(parents=True, exist_ok=True)  # faust creates only the last level
     app = faust.App(
@@ -123,9 +123,7 @@ def build_app(
         group=settings.stream_group,
         dead_letters=TopicDeadLetters(dlq),
         max_text_chars=settings.max_text_chars,
-        tracking_topics={settings.topic_interactions: tracking_topic_name(
-            settings.topic_interactions, interactions_topic_id
-        )},
+        tracking_topics={settings.topic_interactions: tracking_name},
     )
 
     @app.agent(interactions, name="ingest")
@@ -294,9 +292,7 @@ def run_worker(
         )
     except Exception as exc:  # best effort: the watchdog covers what is left
         log.warning("could not check the group's committed offsets: %s", exc)
-    app, sink = build_app(
-        settings, bootstrap=bootstrap, store=store, interactions_topic_id=current_id
-    )
-    sink.tracking_topics[topic] = name  # the very name the offsets were checked against
+    # The sink tracks the topic under the very name the offsets were checked against.
+    app, _ = build_app(settings, bootstrap=bootstrap, store=store, tracking_name=name)
     worker = faust.Worker(app, loglevel=loglevel, redirect_stdouts=False, quiet=True)
     worker.execute_from_commandline()
