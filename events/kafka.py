@@ -14,6 +14,7 @@ from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from tessera.events.kafka_no_autocreate import NO_AUTO_CREATE
 from tessera.schemas.events import EventEnvelope
 from tessera.schemas.settings import Settings
 
@@ -100,6 +101,7 @@ def make_producer(bootstrap: str, *, client_id: str = "tessera") -> KafkaProduce
     events (without idempotence a retried batch could overtake a later one)."""
     try:
         return KafkaProducer(
+            **NO_AUTO_CREATE,
             bootstrap_servers=bootstrap,
             client_id=client_id,
             acks="all",

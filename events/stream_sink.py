@@ -88,6 +88,7 @@ class SinkStats:
     replayed: int = 0  # records at or below the stored tracking offset, skipped
     retries: int = 0
     batches: int = 0
+    gaps: int = 0  # times a partition's next record was not the one after the stored one
 
 
 @dataclass
@@ -159,6 +160,14 @@ class IngestSink:
                 (r for r in recs if stored is None or r.offset > stored), key=lambda r: r.offset
             )
             self.stats.replayed += len(recs) - len(fresh)
+            if fresh and stored is not None and fresh[0].offset > stored + 1:
+                # Nothing here writes gaps (no transactions, no compaction): records the
+                # consumer never delivered, which the tracking row is about to step over.
+                log.warning(
+                    "offsets %d..%d of %s/%d were never delivered; reading on from %d",
+                    stored + 1, fresh[0].offset - 1, topic, partition, fresh[0].offset,
+                )
+                self.stats.gaps += 1
             if fresh:
                 slices.append(_Slice(self._tracked(topic), partition, fresh))
         return slices

@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from tessera.events.kafka_no_autocreate import NO_AUTO_CREATE
+
 log = logging.getLogger(__name__)
 
 # partition -> the next offset the broker will hand out (its end offset)
@@ -73,6 +75,7 @@ def kafka_end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(
+        **NO_AUTO_CREATE,
         bootstrap_servers=bootstrap,
         client_id="tessera-ingest-watchdog",
         request_timeout_ms=10_000,
@@ -105,6 +108,7 @@ def reconcile_committed_offsets(
     from kafka.structs import OffsetAndMetadata
 
     consumer = KafkaConsumer(
+        **NO_AUTO_CREATE,
         bootstrap_servers=bootstrap,
         group_id=group,
         client_id="tessera-ingest-reconcile",

@@ -29,6 +29,7 @@ from aiokafka.errors import KafkaError
 from faust.types import EventT
 
 from tessera.events.kafka import KafkaSetupError, ensure_topics, topic_id
+from tessera.events.kafka_no_autocreate import forbid_aiokafka_auto_create
 from tessera.events.store import EventStore
 from tessera.events.stream_sink import Backoff, IngestSink, Record, SinkStats
 from tessera.events.stream_watchdog import (
@@ -86,6 +87,7 @@ def build_app(
     `tracking_name` (see `tracking_topic_name`: the topic with the broker's topic id) is
     the topic name of the tracking rows, so a re-created topic starts a fresh position
     instead of looking like a replay of the old one."""
+    forbid_aiokafka_auto_create()  # faust's clients are aiokafka's
     datadir = settings.state_dir / "faust"
     datadir.mkdir(parents=True, exist_ok=True)  # faust creates only the last level
     app = faust.App(

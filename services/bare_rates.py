@@ -17,6 +17,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from tessera.events.db import connect, translated
+from tessera.events.kafka_no_autocreate import NO_AUTO_CREATE
 from tessera.schemas.events import EventEnvelope
 
 Record = tuple[bytes, bytes]  # (key, value)
@@ -37,6 +38,7 @@ def bare_produce(bootstrap: str, topic: str, records: Sequence[Record]) -> float
     """kafka-python at its best settings measured here (acks=all like the pipeline,
     5 requests in flight, 5 ms linger, 1 MiB batches): records/s until all are acked."""
     producer = KafkaProducer(
+        **NO_AUTO_CREATE,
         bootstrap_servers=bootstrap,
         client_id="tessera-bench-bare",
         acks="all",
@@ -62,6 +64,7 @@ def bare_consume(bootstrap: str, topic: str, expect: int, *, timeout_s: float = 
     """kafka-python reading `expect` records of `topic` from the beginning (no consumer
     group: assignment and offset commits are not what is measured): records/s."""
     consumer = KafkaConsumer(
+        **NO_AUTO_CREATE,
         bootstrap_servers=bootstrap,
         client_id="tessera-bench-bare",
         group_id=None,

@@ -10,6 +10,15 @@ The producer lives on a dedicated thread with its own asyncio loop, so any calle
 publish — an async HTTP handler (`asyncio.wrap_future`) or a blocking gRPC handler
 (`Future.result`) — without sharing a loop with it.
 
+A broken connection retires the producer at once: its unsent and in-flight batches fail
+(the caller answers 503 and the client sends the same batch again) and the next publish
+starts a fresh producer. Retrying them is what aiokafka would do, and against a
+restarted in-memory broker it is harmful: the retried batches reach partitions that do
+not exist yet, which Tansu takes anyway, and the partitions end up with overlapping record
+batches whose events a consumer steps over (measured by `tessera bench soak`: acknowledged
+events on the broker that never reached the log). A fresh producer first asks for the
+topic's metadata, and topics are never auto-created (events/kafka_no_autocreate.py).
+
 Records with the same key go to the same partition (murmur2, the Java client's default
 partitioner, as kafka-python and aiokafka use) in call order, so one user's events stay
 ordered. No idempotence and no transactions (Tansu has neither); a failed batch fails
@@ -25,14 +34,20 @@ from concurrent.futures import Future
 from typing import Any, Final, TypeVar
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.conn import CloseReason
+from aiokafka.errors import KafkaConnectionError, KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
+
+from tessera.events.kafka_no_autocreate import forbid_aiokafka_auto_create
 
 T = TypeVar("T")
 
 # Below the broker's default 1 MiB message limit; a batch of this size is one request.
 MAX_BATCH_BYTES: Final = 512 * 1024
+# How long a publish waits for a topic to appear (it is never auto-created, see
+# events/kafka_no_autocreate.py): after a broker restart, until a worker re-creates it.
+TOPIC_WAIT_S: Final = 5.0
 
 
 class PublishError(RuntimeError):
@@ -45,6 +60,7 @@ class KafkaPublisher:
     def __init__(
         self, bootstrap: str, *, client_id: str = "tessera-ingest", timeout_s: float = 30.0
     ) -> None:
+        forbid_aiokafka_auto_create()
         self._timeout_s = timeout_s
         self._partitioner = DefaultPartitioner()
         self._loop = asyncio.new_event_loop()
@@ -52,9 +68,13 @@ class KafkaPublisher:
             target=self._loop.run_forever, name="kafka-publisher", daemon=True
         )
         self._thread.start()
+        self._bootstrap, self._client_id = bootstrap, client_id
         self._producer: AIOKafkaProducer | None = None
+        self._closed = False
+        self._retiring: set[asyncio.Task[None]] = set()
+        self.retired = 0  # producers retired after a broken connection (for logs and tests)
         try:
-            self._producer = self._call(self._start(bootstrap, client_id)).result(timeout_s + 5)
+            self._producer = self._call(self._start()).result(timeout_s + 5)
         except BaseException:
             self._stop_loop()
             raise
@@ -62,16 +82,28 @@ class KafkaPublisher:
     def _call(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
-    async def _start(self, bootstrap: str, client_id: str) -> AIOKafkaProducer:
+    async def _start(self) -> AIOKafkaProducer:
+        bootstrap = self._bootstrap
         producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap,
-            client_id=client_id,
+            client_id=self._client_id,
             acks="all",
             enable_idempotence=False,
             max_batch_size=MAX_BATCH_BYTES,
             max_request_size=2 * MAX_BATCH_BYTES,
             request_timeout_ms=int(self._timeout_s * 1000),
         )
+        # Connections are made with this callback from the client's attribute, so it
+        # is swapped before the first connection (made by start()).
+        client = producer.client
+        aiokafka_callback = client._on_connection_closed
+
+        def on_connection_closed(conn: object, reason: CloseReason) -> None:
+            aiokafka_callback(conn, reason)
+            if reason in (CloseReason.CONNECTION_BROKEN, CloseReason.CONNECTION_TIMEOUT):
+                self._retire(producer, reason)
+
+        client._on_connection_closed = on_connection_closed
         try:
             await producer.start()
         except KafkaError as exc:
@@ -86,12 +118,49 @@ class KafkaPublisher:
         it in the log too)."""
         return self._call(self._publish(topic, records))
 
-    async def _publish(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> list[int]:
-        producer = self._producer
-        if producer is None:
-            raise PublishError("the publisher is closed")
+    def _retire(self, producer: AIOKafkaProducer, reason: CloseReason) -> None:
+        """Stop `producer` from sending anything again and fail what it holds (see the
+        module docstring). Runs on the loop thread, inside aiokafka's close callback."""
+        if id(producer) != id(self._producer):  # an older one, retired already
+            return
+        self._producer = None
+        self.retired += 1
+        sender = producer._sender
+        if sender is not None and sender.sender_task is not None:
+            sender.sender_task.cancel()  # no retry of anything it held
+        accumulator = producer._message_accumulator
+        held = [b for queue in accumulator._batches.values() for b in queue]
+        held += list(accumulator._pending_batches)
+        accumulator.fail_all(KafkaConnectionError(f"connection to the broker lost ({reason.name})"))
+        for batch in held:  # nobody waits on these any more: read them, no asyncio warning
+            if batch._drain_waiter.done() and not batch._drain_waiter.cancelled():
+                batch._drain_waiter.exception()
+        task = self._loop.create_task(self._dispose(producer))
+        self._retiring.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(self._retiring.discard)
+
+    @staticmethod
+    async def _dispose(producer: AIOKafkaProducer) -> None:
+        # Everything it held has failed, so stop() has nothing left to flush; it can
+        # still trip over its cancelled sender, so the client is closed regardless.
         try:
-            partitions = sorted(await producer.partitions_for(topic))
+            await producer.stop()
+        except (Exception, asyncio.CancelledError):  # its last words do not matter
+            pass
+        finally:
+            await producer.client.close()
+
+    async def _current(self) -> AIOKafkaProducer:
+        if self._closed:
+            raise PublishError("the publisher is closed")
+        if self._producer is None:  # retired: a fresh one (one loop thread, no race)
+            self._producer = await self._start()
+        return self._producer
+
+    async def _publish(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> list[int]:
+        producer = await self._current()
+        try:
+            partitions = sorted(await self._partitions(producer, topic))
             open_batches: dict[int, BatchBuilder] = {}
             last_in_partition: dict[int, int] = {}
             acks: list[asyncio.Future[object]] = []
@@ -112,19 +181,37 @@ class KafkaPublisher:
                         )
             for partition, batch in open_batches.items():
                 acks.append(await producer.send_batch(batch, topic, partition=partition))
-            await asyncio.wait_for(asyncio.gather(*acks), timeout=self._timeout_s)
+            # return_exceptions: every ack's outcome is read, none is left unretrieved.
+            outcomes = await asyncio.wait_for(
+                asyncio.gather(*acks, return_exceptions=True), timeout=self._timeout_s
+            )
+            failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
+            if failed is not None:
+                raise failed
         except (KafkaError, TimeoutError) as exc:
             raise PublishError(f"the broker did not acknowledge: {exc!r}") from exc
         return sorted(last_in_partition.values())
 
+    async def _partitions(self, producer: AIOKafkaProducer, topic: str) -> set[int]:
+        try:
+            found: set[int] = await asyncio.wait_for(
+                producer.partitions_for(topic), timeout=min(TOPIC_WAIT_S, self._timeout_s)
+            )
+        except TimeoutError as exc:
+            raise PublishError(f"topic {topic} does not exist on the broker") from exc
+        return found
+
     def close(self) -> None:
         """Wait for what is in flight, stop the producer and the loop thread."""
+        self._closed = True
         producer, self._producer = self._producer, None
-        if producer is not None:
-            try:
+        try:
+            if self._retiring:
+                self._call(asyncio.wait(set(self._retiring))).result(self._timeout_s)
+            if producer is not None:
                 self._call(producer.stop()).result(self._timeout_s)
-            finally:
-                self._stop_loop()
+        finally:
+            self._stop_loop()
 
     def _stop_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)

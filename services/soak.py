@@ -28,6 +28,7 @@ import psycopg
 
 from tessera.infra.stack import LocalStack, StackError, free_port
 from tessera.services.soak_load import LoadGenerator, LoadStats
+from tessera.services.soak_losses import classify_losses, markers_in_topic, offset_ranges
 from tessera.services.supervisor import Supervisor
 
 # Slowest to recover last, so a short run still sees every kind.
@@ -148,7 +149,7 @@ class FaultInjector:
         self.log_recovery: dict[str, float] = {}
         self.log_unrecovered: Counter[str] = Counter()
         self.unrecovered: Counter[str] = Counter()
-        self.broker_kills: list[float] = []
+        self.broker_restarts: list[tuple[float, float]] = []  # (killed at, up again at)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="soak-faults", daemon=True)
 
@@ -166,10 +167,10 @@ class FaultInjector:
             _restart(self._stack.postgres.start)
         elif kind == "broker":
             killed_at = time.monotonic()
-            self.broker_kills.append(killed_at)
             self._stack.broker.kill()
             self._note_unlogged(killed_at)
             _restart(self._stack.broker.start)
+            self.broker_restarts.append((killed_at, time.monotonic()))
         else:
             self._sups[kind].kill()
 
@@ -239,7 +240,7 @@ def _logged_markers(database_url: str) -> Counter[str]:
     return Counter(r[0] for r in rows)
 
 
-def _wait_for_log(database_url: str, accepted: set[str], quiet_s: float = 30.0) -> Counter[str]:
+def _wait_for_log(database_url: str, accepted: set[str], quiet_s: float = 60.0) -> Counter[str]:
     """Wait until every accepted marker is logged or the log stops growing."""
     last, last_change = -1, time.monotonic()
     while True:
@@ -254,6 +255,13 @@ def _wait_for_log(database_url: str, accepted: set[str], quiet_s: float = 30.0) 
         elif time.monotonic() - last_change > quiet_s:
             return seen
         time.sleep(1.0)
+
+
+def _tracking_rows(database_url: str) -> dict[str, int]:
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute("SELECT topic, partition_no, last_offset FROM tracking "
+                            "WHERE topic LIKE 'tessera.interactions%'").fetchall()
+    return {f"{t}/{p}": int(o) for t, p, o in rows}
 
 
 def _revision_audit(database_url: str, adapters: Path) -> dict[str, int]:
@@ -339,6 +347,16 @@ def run_soak(config: SoakConfig, root: Path, report: Callable[[str], None]) -> d
         seen = _wait_for_log(info.database_url, accepted)
         lost = accepted - set(seen)
         by_broker = lost & faults.unlogged_at_broker_kill
+        unexplained = lost - by_broker
+        on_broker = (markers_in_topic(info.kafka_bootstrap, "tessera.interactions")
+                     if unexplained else {})
+        losses: dict[str, Any] = classify_losses(unexplained, on_broker=on_broker,
+                                 first_sent=stats.first_sent, accepted=stats.accepted,
+                                 broker_restarts=faults.broker_restarts)
+        if losses.get("in_broker_not_logged"):
+            losses["in_broker_not_logged_at"] = offset_ranges(
+                on_broker[m] for m in unexplained if m in on_broker)
+            losses["tracking"] = _tracking_rows(info.database_url)
         revisions = _revision_audit(info.database_url, root / "state" / "adapters")
         summary = stats.summary()
         return {
@@ -352,7 +370,8 @@ def run_soak(config: SoakConfig, root: Path, report: Callable[[str], None]) -> d
             "events_lost": len(lost),
             "events_lost_broker_restart": len(by_broker),
             "events_unlogged_at_broker_kill": len(faults.unlogged_at_broker_kill),
-            "events_lost_unexplained": len(lost - by_broker),
+            "events_lost_unexplained": len(unexplained),
+            "events_lost_unexplained_by_evidence": losses,
             "events_duplicated": sum(1 for n in seen.values() if n > 1),
             "faults_injected": dict(faults.injected),
             "faults_unrecovered": dict(faults.unrecovered),

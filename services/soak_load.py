@@ -34,6 +34,7 @@ class LoadStats:
     connection_errors: int = 0
     latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     accepted: dict[str, float] = field(default_factory=dict)  # marker -> accepted at
+    first_sent: dict[str, float] = field(default_factory=dict)  # marker -> first request
     markers_sent: int = 0
 
     def record(self, endpoint: str, status: int | None, seconds: float, body: bytes) -> None:
@@ -145,8 +146,10 @@ class LoadGenerator:
                           "user_id": f"user{seq % self._users}",
                           "occurred_at": "2026-01-01T00:00:00Z", "text": f"soak-{seq} hello"}
                          for seq in seqs]
+                sent_at = time.monotonic()
                 with self._stats.lock:
                     self._stats.markers_sent += len(seqs)
+                    self._stats.first_sent.update({f"soak-{s}": sent_at for s in seqs})
                 # The same body until it is taken: event_id makes the retry idempotent.
                 while not self._stop.is_set():
                     resp = self._post(client, "/v1/events", {"events": items})

@@ -29,6 +29,7 @@ from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 from pydantic import ValidationError
 
+from tessera.events.kafka_no_autocreate import NO_AUTO_CREATE
 from tessera.workers import metrics
 from tessera.workers.training_request import TrainingRequest
 
@@ -78,6 +79,7 @@ class TrainWorker:
         self._last_depth = 0.0
         try:
             self._consumer = KafkaConsumer(
+                **NO_AUTO_CREATE,
                 bootstrap_servers=config.bootstrap,
                 group_id=config.group_id,
                 client_id=config.client_id,

@@ -33,6 +33,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from prometheus_client import Counter
 
+from tessera.events.kafka_no_autocreate import NO_AUTO_CREATE
 from tessera.schemas.events import PRIOR_USER_ID, EventType
 from tessera.services.inference.residency import AdapterResidency
 from tessera.services.inference.revisions import RevisionResolver
@@ -142,6 +143,7 @@ class KafkaRevisionFollower:
 
     def _consumer(self) -> KafkaConsumer:
         consumer = KafkaConsumer(
+            **NO_AUTO_CREATE,
             bootstrap_servers=self._bootstrap,
             group_id=None,
             enable_auto_commit=False,

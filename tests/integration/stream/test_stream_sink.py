@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
+
+import pytest
 
 from tessera.events.memory_store import MemoryEventStore
 from tessera.events.store import EventStoreError, StoredEvent, Tracking
@@ -120,3 +123,19 @@ def test_an_event_the_store_refuses_is_rejected_alone_and_the_rest_land() -> Non
     assert "refused by the event store" in dlq.sent[0][1]
     assert store.max_tracking_offset(GROUP, TOPIC, 0) == 2
     assert datetime.now(UTC) >= store.read_rejected()[0].received_at
+
+
+def test_offsets_the_consumer_never_delivered_are_reported_as_a_gap(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = MemoryEventStore()
+    sink, _ = _sink(store)
+    events = [interaction("alice", n) for n in range(6)]
+    asyncio.run(sink.process(_records(0, events[:3])))
+    asyncio.run(sink.process(_records(0, events[3:4], first_offset=3)))  # contiguous
+    assert sink.stats.gaps == 0
+    with caplog.at_level(logging.WARNING, logger="tessera.events.stream_sink"):
+        asyncio.run(sink.process(_records(0, events[4:], first_offset=9)))  # 4..8 skipped
+    assert sink.stats.gaps == 1
+    assert "offsets 4..8 of t.interactions/0 were never delivered" in caplog.text
+    assert store.max_tracking_offset(GROUP, TOPIC, 0) == 10
