@@ -28,6 +28,7 @@ import faust
 from aiokafka.errors import KafkaError
 from faust.types import EventT
 
+from tessera.events.faust_fetch_wait import set_fetch_max_wait
 from tessera.events.kafka import KafkaSetupError, ensure_topics, topic_id
 from tessera.events.kafka_no_autocreate import forbid_aiokafka_auto_create
 from tessera.events.store import EventStore
@@ -88,6 +89,7 @@ def build_app(
     the topic name of the tracking rows, so a re-created topic starts a fresh position
     instead of looking like a replay of the old one."""
     forbid_aiokafka_auto_create()  # faust's clients are aiokafka's
+    set_fetch_max_wait(settings.stream_fetch_max_wait_ms)
     datadir = settings.state_dir / "faust"
     datadir.mkdir(parents=True, exist_ok=True)  # faust creates only the last level
     app = faust.App(

@@ -83,6 +83,14 @@ class Settings(BaseSettings):
     stream_batch_within_s: float = Field(
         0.2, gt=0, description="Longest wait for a batch to fill before it is appended anyway."
     )
+    stream_fetch_max_wait_ms: int = Field(
+        100,
+        ge=1,
+        le=1500,
+        description="Longest the broker may hold the ingest worker's fetch while no "
+        "records are there (faust's fixed 1,500 ms otherwise; Tansu holds a fetch that "
+        "long even when records arrive, see events/faust_fetch_wait.py).",
+    )
     stream_stall_timeout_s: float = Field(
         30.0,
         ge=0,
