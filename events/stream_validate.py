@@ -40,6 +40,17 @@ def validate_record(raw: bytes | None, *, max_text_chars: int) -> EventEnvelope 
     """Decode and check one record value. Never raises on bad input."""
     if raw is None:
         return Invalid("empty record: the value is null")
+    accepted = _accept_fast(raw, max_text_chars)
+    if accepted is not None:
+        return accepted
+    # Refused, or not decodable by the fast parser: the slow path names the reason (and
+    # decides the few inputs only Python's decoder takes, such as a leading BOM).
+    return validate_record_slowly(raw, max_text_chars=max_text_chars)
+
+
+def validate_record_slowly(raw: bytes, *, max_text_chars: int) -> EventEnvelope | Invalid:
+    """`validate_record` without its fast path: `json.loads`, then the rules on the
+    document, so a refusal can name the field and the problem."""
     try:
         doc = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -65,6 +76,25 @@ def validate_record(raw: bytes | None, *, max_text_chars: int) -> EventEnvelope 
     return reason
 
 
+def _accept_fast(raw: bytes, max_text_chars: int) -> EventEnvelope | None:
+    """The envelope when `raw` passes every rule, decoded by pydantic-core's JSON parser
+    straight into the model (~3x cheaper than `json.loads` + `model_validate`, which is
+    most of the worker's validation time); None otherwise. It never accepts what the
+    slow path refuses: where the two decoders differ (invalid UTF-8, lone surrogates, a
+    BOM) this one fails, and the slow path decides."""
+    try:
+        env = EventEnvelope.model_validate_json(raw)
+    except ValueError:  # ValidationError included
+        return None
+    try:
+        checked = _check_envelope(
+            env, max_text_chars, raw_size=len(raw), maybe_nul=_NUL_ESCAPE in raw
+        )
+    except Exception:  # the slow path turns it into a rejection with the reason
+        return None
+    return checked if isinstance(checked, EventEnvelope) else None
+
+
 def _check(
     doc: dict[str, Any],
     max_text_chars: int,
@@ -79,6 +109,14 @@ def _check(
         env = EventEnvelope.model_validate(doc)
     except ValidationError as exc:
         return _describe(exc)
+    return _check_envelope(env, max_text_chars, raw_size=raw_size, maybe_nul=maybe_nul)
+
+
+def _check_envelope(
+    env: EventEnvelope, max_text_chars: int, *, raw_size: int | None, maybe_nul: bool
+) -> EventEnvelope | str:
+    """The rules beyond the envelope model: an interaction kind, an app user id, the
+    payload of that kind, text limits and no NUL."""
     if env.event_type not in INTERACTION_PAYLOADS:
         return (
             f"event_type: unknown event type {env.event_type!r} "

@@ -12,7 +12,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tessera.events.stream_validate import Invalid, validate_record
+from tessera.events.stream_validate import Invalid, validate_record, validate_record_slowly
 from tessera.schemas.events import EventEnvelope
 from tessera.services.ingest_service import IngestConfig, IngestService, InvalidBatch
 
@@ -78,3 +78,52 @@ def test_deep_and_invalid_utf8_records_are_rejections() -> None:
     for raw in (deep, b'{"user_id": "\xff"}', b"\xed\xa0\x80", None):
         out = validate_record(raw, max_text_chars=100)
         assert isinstance(out, Invalid) and out.reason
+
+
+# Envelopes that are valid, or valid but for one field, so both decoders of the worker
+# get far: the fast path (pydantic-core's parser) must never accept what the slow path
+# (json.loads + the rules) refuses, nor give a different event.
+_VALID_TEXT = {"event_id": "0b7e2f8e-5f55-4a8e-9a43-6d1f5e1c2a10", "event_type": "interaction.text",
+               "schema_version": 1, "tenant_id": "t1", "user_id": "u1",
+               "occurred_at": "2026-01-01T00:00:00Z", "data": {"text": "hi"}}
+_ODD_VALUES: dict[str, st.SearchStrategy[Any]] = {
+    "event_id": st.one_of(st.uuids().map(str), json_values),
+    "event_type": st.sampled_from(["interaction.exchange", "interaction.feedback",
+                                   "revision.promoted", "text"]),
+    "schema_version": st.one_of(st.just(1.0), st.just("1"), json_values),
+    "tenant_id": st.text(max_size=8),
+    "user_id": st.one_of(st.just("__prior__"), st.text(max_size=8)),
+    "occurred_at": st.one_of(st.datetimes().map(lambda d: d.isoformat()), st.text(max_size=12)),
+    "data": st.one_of(st.fixed_dictionaries({"text": st.one_of(st.text(max_size=120),
+                                                               json_values)}),
+                      st.fixed_dictionaries({"text": st.just("a"),
+                                             "context": st.lists(st.fixed_dictionaries(
+                                                 {"role": st.just("user"),
+                                                  "text": st.text(max_size=10)}),
+                                                 max_size=2)}),
+                      json_values),
+    "extra": json_values,
+}
+envelope_docs = st.one_of(
+    st.fixed_dictionaries({"text": st.text(max_size=150)}).map(
+        lambda d: {**_VALID_TEXT, "data": d}),
+    st.sampled_from(sorted(_ODD_VALUES)).flatmap(
+        lambda field: _ODD_VALUES[field].map(lambda v: {**_VALID_TEXT, field: v})),
+)
+envelope_bytes = st.one_of(
+    envelope_docs.map(lambda d: json.dumps(d).encode()),
+    envelope_docs.map(lambda d: json.dumps(d, ensure_ascii=False).encode("utf-8", "replace")),
+    envelope_docs.map(lambda d: b"\xef\xbb\xbf" + json.dumps(d).encode()),
+)
+
+
+@FUZZ
+@given(raw=envelope_bytes)
+def test_the_workers_fast_path_agrees_with_the_slow_one(raw: bytes) -> None:
+    fast, slow = validate_record(raw, max_text_chars=100), validate_record_slowly(
+        raw, max_text_chars=100)
+    if isinstance(slow, Invalid):
+        assert fast == slow
+    else:
+        assert isinstance(fast, EventEnvelope)
+        assert fast.model_dump() == slow.model_dump()
