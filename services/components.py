@@ -67,7 +67,12 @@ def build_ingest(ctx: ServerContext) -> Component:
     from tessera.services.kafka_publisher import KafkaPublisher
 
     ensure_topics(ctx.stack.kafka_bootstrap, ctx.settings)
-    publisher = KafkaPublisher(ctx.stack.kafka_bootstrap, client_id="tessera-ingest")
+    bootstrap, settings = ctx.stack.kafka_bootstrap, ctx.settings
+    publisher = KafkaPublisher(
+        bootstrap,
+        client_id="tessera-ingest",
+        create_topics=lambda: ensure_topics(bootstrap, settings, timeout_s=10.0),
+    )
     service = IngestService(
         publisher=publisher,
         config=IngestConfig.from_settings(ctx.settings),

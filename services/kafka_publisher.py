@@ -28,8 +28,9 @@ the whole call, and the caller retries it: event ids make a retry harmless.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import Future
 from typing import Any, Final, TypeVar
 
@@ -42,12 +43,15 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 from tessera.events.kafka_no_autocreate import forbid_aiokafka_auto_create
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 # Below the broker's default 1 MiB message limit; a batch of this size is one request.
 MAX_BATCH_BYTES: Final = 512 * 1024
 # How long a publish waits for a topic to appear (it is never auto-created, see
-# events/kafka_no_autocreate.py): after a broker restart, until a worker re-creates it.
+# events/kafka_no_autocreate.py): after a broker restart, until it is re-created.
 TOPIC_WAIT_S: Final = 5.0
+# After this long without the topic, `create_topics` (when given) is called once.
+TOPIC_CREATE_AFTER_S: Final = 1.0
 
 
 class PublishError(RuntimeError):
@@ -58,9 +62,18 @@ class KafkaPublisher:
     """Thread-safe publisher of `(key, value)` records; see the module docstring."""
 
     def __init__(
-        self, bootstrap: str, *, client_id: str = "tessera-ingest", timeout_s: float = 30.0
+        self,
+        bootstrap: str,
+        *,
+        client_id: str = "tessera-ingest",
+        timeout_s: float = 30.0,
+        create_topics: Callable[[], object] | None = None,
     ) -> None:
+        """`create_topics` (blocking; run in a thread) creates the topics properly, with
+        their configured partitions, when a publish finds its topic missing: after a
+        restart of the in-memory broker, so ingest does not wait for the worker's."""
         forbid_aiokafka_auto_create()
+        self._create_topics = create_topics
         self._timeout_s = timeout_s
         self._partitioner = DefaultPartitioner()
         self._loop = asyncio.new_event_loop()
@@ -193,12 +206,25 @@ class KafkaPublisher:
         return sorted(last_in_partition.values())
 
     async def _partitions(self, producer: AIOKafkaProducer, topic: str) -> set[int]:
+        wait_s = min(TOPIC_WAIT_S, self._timeout_s)
+        if self._create_topics is not None:
+            try:
+                return await self._partitions_within(producer, topic, TOPIC_CREATE_AFTER_S)
+            except TimeoutError:
+                try:
+                    await asyncio.to_thread(self._create_topics)
+                except Exception as exc:  # the wait below reports the missing topic
+                    log.warning("could not create the topics: %s", exc)
         try:
-            found: set[int] = await asyncio.wait_for(
-                producer.partitions_for(topic), timeout=min(TOPIC_WAIT_S, self._timeout_s)
-            )
+            return await self._partitions_within(producer, topic, wait_s)
         except TimeoutError as exc:
             raise PublishError(f"topic {topic} does not exist on the broker") from exc
+
+    @staticmethod
+    async def _partitions_within(
+        producer: AIOKafkaProducer, topic: str, timeout_s: float
+    ) -> set[int]:
+        found: set[int] = await asyncio.wait_for(producer.partitions_for(topic), timeout_s)
         return found
 
     def close(self) -> None:

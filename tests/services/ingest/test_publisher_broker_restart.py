@@ -132,3 +132,21 @@ def test_publishing_to_a_missing_topic_fails_without_creating_it(broker: Broker)
         assert TOPIC not in admin.list_topics()
     finally:
         admin.close()
+
+
+def test_a_publisher_that_may_create_topics_makes_a_missing_one_properly(
+    broker: Broker, tmp_path: Path
+) -> None:
+    # What the server does after the in-memory broker restarted: create the topics with
+    # their configured partitions (CreateTopics), never by auto-creation, then publish.
+    settings = Settings(topic_partitions=3, state_dir=tmp_path / "state")
+    publisher = KafkaPublisher(broker.bootstrap, timeout_s=10,
+                               create_topics=lambda: ensure_topics(broker.bootstrap, settings))
+    try:
+        records = [(f"u{n}".encode(), f"n={n}".encode()) for n in range(30)]
+        publisher.publish(TOPIC, records).result(30)
+    finally:
+        publisher.close()
+    topic = read_topic(broker.bootstrap)
+    assert len(topic) == 3
+    assert sorted(n for recs in topic.values() for _, n in recs) == list(range(30))
