@@ -55,6 +55,11 @@ class Record:
         return f"kafka:{self.topic}/{self.partition}@{self.offset}"
 
 
+class SkippedRecords(RuntimeError):
+    """The consumer skipped records the broker still holds: the worker must re-read them
+    (restart; its start-up check moves committed offsets back to the log's)."""
+
+
 class DeadLetters(Protocol):
     """Where invalid records go, with their reason (the `.dlq` topic in production)."""
 
@@ -105,6 +110,10 @@ class IngestSink:
     tracking_topics: dict[str, str] = field(default_factory=dict)
     backoff: Backoff = field(default_factory=Backoff)
     stats: SinkStats = field(default_factory=SinkStats)
+    # (topic, partition) -> the broker's first offset still held (blocking; run in a
+    # thread, only when a batch does not start where the log left off). Without it a gap
+    # is only logged.
+    log_start: Callable[[str, int], int] | None = None
     # (topic, partition) -> highest offset known to be in the log. Only ever set after
     # the store committed, so it can be stale-low (harmless) but never too high.
     _stored: dict[tuple[str, int], int] = field(default_factory=dict)
@@ -160,17 +169,32 @@ class IngestSink:
                 (r for r in recs if stored is None or r.offset > stored), key=lambda r: r.offset
             )
             self.stats.replayed += len(recs) - len(fresh)
-            if fresh and stored is not None and fresh[0].offset > stored + 1:
-                # Nothing here writes gaps (no transactions, no compaction): records the
-                # consumer never delivered, which the tracking row is about to step over.
-                log.warning(
-                    "offsets %d..%d of %s/%d were never delivered; reading on from %d",
-                    stored + 1, fresh[0].offset - 1, topic, partition, fresh[0].offset,
-                )
-                self.stats.gaps += 1
+            expected = 0 if stored is None else stored + 1
+            if fresh and fresh[0].offset > expected:
+                await self._check_gap(topic, partition, expected, fresh[0].offset)
             if fresh:
                 slices.append(_Slice(self._tracked(topic), partition, fresh))
         return slices
+
+    async def _check_gap(self, topic: str, partition: int, expected: int, first: int) -> None:
+        """Records from `expected` to `first` - 1 were not delivered. Nothing here writes
+        offset gaps (no transactions, no compaction), so unless the broker no longer
+        has them (its log starts later: retention) the consumer skipped them — seen when
+        offsets committed by an earlier incarnation of the topic led the new one — and
+        storing this batch would step over them for good: `SkippedRecords`."""
+        log_start = (
+            await asyncio.to_thread(self.log_start, topic, partition)
+            if self.log_start is not None
+            else expected
+        )
+        if first <= max(expected, log_start):
+            return  # the broker's log starts at `first`: nothing was skipped
+        self.stats.gaps += 1
+        missing = f"offsets {max(expected, log_start)}..{first - 1} of {topic}/{partition}"
+        if self.log_start is None:
+            log.warning("%s were never delivered; reading on from %d", missing, first)
+            return
+        raise SkippedRecords(f"{missing} are on the broker but were never delivered")
 
     async def _append_partitions(self, checked: list[_Checked]) -> int:
         """One append per partition; a permanent error there narrows down to single events."""

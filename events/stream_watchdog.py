@@ -21,6 +21,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from tessera.events.kafka_no_autocreate import NO_AUTO_CREATE
 
@@ -88,11 +89,30 @@ def kafka_end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
         consumer.close()
 
 
+def kafka_log_start(bootstrap: str, topic: str, partition: int) -> int:
+    """The first offset the broker still holds for `topic`/`partition`."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(
+        **NO_AUTO_CREATE,
+        bootstrap_servers=bootstrap,
+        client_id="tessera-ingest-watchdog",
+        request_timeout_ms=10_000,
+    )
+    try:
+        tp = TopicPartition(topic, partition)
+        return int(consumer.beginning_offsets([tp])[tp])
+    finally:
+        consumer.close()
+
+
 def reconcile_committed_offsets(
     bootstrap: str,
     topic: str,
     group: str,
     stored_offset: Callable[[int], int | None],
+    *,
+    commit_timeout_s: float = 30.0,
 ) -> dict[int, int]:
     """Move the group's committed offsets back wherever they lead what the log stored.
 
@@ -125,7 +145,7 @@ def reconcile_committed_offsets(
             if committed is not None and committed > trailing:
                 fixes[tp] = OffsetAndMetadata(trailing, "", -1)
         if fixes:
-            consumer.commit(fixes)
+            _commit_when_group_is_free(consumer, fixes, timeout_s=commit_timeout_s)
             log.warning(
                 "committed offsets of group %s led the log (left by an earlier incarnation of "
                 "%s); moved back to %s",
@@ -136,3 +156,23 @@ def reconcile_committed_offsets(
         return {tp.partition: o.offset for tp, o in fixes.items()}
     finally:
         consumer.close()
+
+
+def _commit_when_group_is_free(
+    consumer: Any, fixes: Mapping[Any, Any], *, timeout_s: float
+) -> None:
+    """Commit from outside the group. The broker refuses that while the group lists a
+    member (UnknownMemberId): after a crash, the dead worker's member until its session
+    times out (seconds). So retry until then; the last error propagates."""
+    from kafka.errors import CommitFailedError, KafkaError
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            consumer.commit(dict(fixes))
+            return
+        except (CommitFailedError, KafkaError) as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.info("the group still has members (%s); retrying the offset fix", exc)
+            time.sleep(1.0)

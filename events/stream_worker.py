@@ -32,10 +32,11 @@ from tessera.events.faust_fetch_wait import set_fetch_max_wait
 from tessera.events.kafka import KafkaSetupError, ensure_topics, topic_id
 from tessera.events.kafka_no_autocreate import forbid_aiokafka_auto_create
 from tessera.events.store import EventStore
-from tessera.events.stream_sink import Backoff, IngestSink, Record, SinkStats
+from tessera.events.stream_sink import Backoff, IngestSink, Record, SinkStats, SkippedRecords
 from tessera.events.stream_watchdog import (
     StallDetector,
     kafka_end_offsets,
+    kafka_log_start,
     reconcile_committed_offsets,
 )
 from tessera.schemas.settings import Settings
@@ -128,6 +129,7 @@ def build_app(
         dead_letters=TopicDeadLetters(dlq),
         max_text_chars=settings.max_text_chars,
         tracking_topics={settings.topic_interactions: tracking_name},
+        log_start=lambda topic, partition: kafka_log_start(bootstrap, topic, partition),
     )
 
     @app.agent(interactions, name="ingest")
@@ -140,7 +142,10 @@ def build_app(
         batches = real.noack_take(settings.stream_batch_max, within=settings.stream_batch_within_s)
         async for batch in batches:
             events = cast(list[EventT[bytes]], batch)
-            await sink.process([_record(event) for event in events])
+            try:
+                await sink.process([_record(event) for event in events])
+            except SkippedRecords as exc:
+                _exit_for_restart(str(exc))
             for event in events:
                 await real.ack(event)
 
@@ -294,7 +299,7 @@ def run_worker(
             settings.stream_group,
             lambda p: store.max_tracking_offset(settings.stream_group, name, p),
         )
-    except Exception as exc:  # best effort: the watchdog covers what is left
+    except Exception as exc:  # the sink's gap check covers what is left
         log.warning("could not check the group's committed offsets: %s", exc)
     # The sink tracks the topic under the very name the offsets were checked against.
     app, _ = build_app(settings, bootstrap=bootstrap, store=store, tracking_name=name)

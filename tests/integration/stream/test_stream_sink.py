@@ -12,7 +12,7 @@ import pytest
 
 from tessera.events.memory_store import MemoryEventStore
 from tessera.events.store import EventStoreError, StoredEvent, Tracking
-from tessera.events.stream_sink import IngestSink, Record
+from tessera.events.stream_sink import IngestSink, Record, SkippedRecords
 from tessera.schemas.events import EventEnvelope
 
 from .support import interaction
@@ -139,3 +139,19 @@ def test_offsets_the_consumer_never_delivered_are_reported_as_a_gap(
     assert sink.stats.gaps == 1
     assert "offsets 4..8 of t.interactions/0 were never delivered" in caplog.text
     assert store.max_tracking_offset(GROUP, TOPIC, 0) == 10
+
+
+def test_records_skipped_while_the_broker_still_has_them_stop_the_batch() -> None:
+    # A fresh topic incarnation (nothing stored) whose first delivered record is offset 9:
+    # the consumer was sent past records 0..8 (offsets an earlier incarnation committed).
+    store = MemoryEventStore()
+    sink, _ = _sink(store)
+    sink.log_start = lambda topic, partition: 0
+    events = [interaction("alice", n) for n in range(3)]
+    with pytest.raises(SkippedRecords, match=r"offsets 0\.\.8 of t\.interactions/0"):
+        asyncio.run(sink.process(_records(0, events, first_offset=9)))
+    assert _ids(store) == []  # nothing stepped over: the worker re-reads after a restart
+    # Records the broker no longer holds (retention) are not a skip: read on.
+    sink.log_start = lambda topic, partition: 9
+    asyncio.run(sink.process(_records(0, events, first_offset=9)))
+    assert _ids(store) == [str(e.event_id) for e in events]
