@@ -182,19 +182,21 @@ class IngestSink:
         has them (its log starts later: retention) the consumer skipped them — seen when
         offsets committed by an earlier incarnation of the topic led the new one — and
         storing this batch would step over them for good: `SkippedRecords`."""
-        log_start = (
-            await asyncio.to_thread(self.log_start, topic, partition)
-            if self.log_start is not None
-            else expected
-        )
-        if first <= max(expected, log_start):
+        if self.log_start is None:
+            self.stats.gaps += 1
+            log.warning(
+                "offsets %d..%d of %s/%d were never delivered; reading on from %d",
+                expected, first - 1, topic, partition, first,
+            )
+            return
+        start = max(expected, await asyncio.to_thread(self.log_start, topic, partition))
+        if first <= start:
             return  # the broker's log starts at `first`: nothing was skipped
         self.stats.gaps += 1
-        missing = f"offsets {max(expected, log_start)}..{first - 1} of {topic}/{partition}"
-        if self.log_start is None:
-            log.warning("%s were never delivered; reading on from %d", missing, first)
-            return
-        raise SkippedRecords(f"{missing} are on the broker but were never delivered")
+        raise SkippedRecords(
+            f"offsets {start}..{first - 1} of {topic}/{partition} are on the broker but were "
+            "never delivered"
+        )
 
     async def _append_partitions(self, checked: list[_Checked]) -> int:
         """One append per partition; a permanent error there narrows down to single events."""

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,10 +71,11 @@ class StallDetector:
         return stalled
 
 
-def kafka_end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    """The topic's end offsets, read on a connection of their own (not the worker's
-    consumer, which is the part under suspicion)."""
-    from kafka import KafkaConsumer, TopicPartition
+@contextmanager
+def _side_consumer(bootstrap: str) -> Iterator[Any]:
+    """A groupless consumer on a connection of its own (not the worker's consumer, which
+    is the part under suspicion), for reading offsets."""
+    from kafka import KafkaConsumer
 
     consumer = KafkaConsumer(
         **NO_AUTO_CREATE,
@@ -82,28 +84,28 @@ def kafka_end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
         request_timeout_ms=10_000,
     )
     try:
+        yield consumer
+    finally:
+        consumer.close()
+
+
+def kafka_end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    """The topic's end offsets."""
+    from kafka import TopicPartition
+
+    with _side_consumer(bootstrap) as consumer:
         partitions = consumer.partitions_for_topic(topic) or set()
         ends = consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
         return {tp.partition: int(offset) for tp, offset in ends.items()}
-    finally:
-        consumer.close()
 
 
 def kafka_log_start(bootstrap: str, topic: str, partition: int) -> int:
     """The first offset the broker still holds for `topic`/`partition`."""
-    from kafka import KafkaConsumer, TopicPartition
+    from kafka import TopicPartition
 
-    consumer = KafkaConsumer(
-        **NO_AUTO_CREATE,
-        bootstrap_servers=bootstrap,
-        client_id="tessera-ingest-watchdog",
-        request_timeout_ms=10_000,
-    )
-    try:
-        tp = TopicPartition(topic, partition)
+    tp = TopicPartition(topic, partition)
+    with _side_consumer(bootstrap) as consumer:
         return int(consumer.beginning_offsets([tp])[tp])
-    finally:
-        consumer.close()
 
 
 def reconcile_committed_offsets(
@@ -164,14 +166,14 @@ def _commit_when_group_is_free(
     """Commit from outside the group. The broker refuses that while the group lists a
     member (UnknownMemberId): after a crash, the dead worker's member until its session
     times out (seconds). So retry until then; the last error propagates."""
-    from kafka.errors import CommitFailedError, KafkaError
+    from kafka.errors import KafkaError
 
     deadline = time.monotonic() + timeout_s
     while True:
         try:
             consumer.commit(dict(fixes))
             return
-        except (CommitFailedError, KafkaError) as exc:
+        except KafkaError as exc:  # CommitFailedError included
             if time.monotonic() > deadline:
                 raise
             log.info("the group still has members (%s); retrying the offset fix", exc)

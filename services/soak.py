@@ -366,7 +366,7 @@ def run_soak(config: SoakConfig, root: Path, report: Callable[[str], None]) -> d
             "base_model": "tiny" if config.base_model is None else str(config.base_model),
             **summary,
             "accepted": len(accepted),
-            "events_sent": stats.markers_sent,
+            "events_sent": len(stats.first_sent),
             "events_lost": len(lost),
             "events_lost_broker_restart": len(by_broker),
             "events_unlogged_at_broker_kill": len(faults.unlogged_at_broker_kill),

@@ -35,7 +35,6 @@ class LoadStats:
     latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     accepted: dict[str, float] = field(default_factory=dict)  # marker -> accepted at
     first_sent: dict[str, float] = field(default_factory=dict)  # marker -> first request
-    markers_sent: int = 0
 
     def record(self, endpoint: str, status: int | None, seconds: float, body: bytes) -> None:
         with self.lock:
@@ -148,7 +147,6 @@ class LoadGenerator:
                          for seq in seqs]
                 sent_at = time.monotonic()
                 with self._stats.lock:
-                    self._stats.markers_sent += len(seqs)
                     self._stats.first_sent.update({f"soak-{s}": sent_at for s in seqs})
                 # The same body until it is taken: event_id makes the retry idempotent.
                 while not self._stop.is_set():
