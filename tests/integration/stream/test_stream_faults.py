@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,6 +30,15 @@ from .support import (
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture()
+def small_batch_worker(stream_env: StreamEnv) -> Iterator[Worker]:
+    """A worker appending 20 records per transaction: 4,000 records then take it ~1 s
+    (with its default batches it stores them faster than a test can interrupt it)."""
+    w = Worker(stream_env, extra_env={"TESSERA_STREAM_BATCH_MAX": "20"})
+    yield w
+    w.stop()
+
+
 def _all_landed_once(
     env: StreamEnv, worker: Worker, events: list[EventEnvelope], records: int
 ) -> None:
@@ -45,8 +55,9 @@ def _all_landed_once(
 
 
 def test_kill_9_mid_stream_then_restart_loses_and_duplicates_nothing(
-    stream_env: StreamEnv, worker: Worker
+    stream_env: StreamEnv, small_batch_worker: Worker
 ) -> None:
+    worker = small_batch_worker
     first = interleaved(users=200, per_user=20)  # 4,000
     produce(stream_env, first)
     worker.start()
@@ -69,8 +80,9 @@ def test_kill_9_mid_stream_then_restart_loses_and_duplicates_nothing(
     reason="restarts the embedded PostgreSQL; an external one is not ours to stop",
 )
 def test_postgres_restart_mid_stream_worker_recovers_by_itself(
-    stream_env: StreamEnv, worker: Worker, local_stack: LocalStack
+    stream_env: StreamEnv, small_batch_worker: Worker, local_stack: LocalStack
 ) -> None:
+    worker = small_batch_worker
     events = interleaved(users=200, per_user=30)
     produce(stream_env, events[:4_000])
     worker.start()
