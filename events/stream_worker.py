@@ -29,6 +29,7 @@ import faust
 from aiokafka.errors import KafkaError
 from faust.types import Message
 
+from tessera.events.fast_loop import use_fast_loops
 from tessera.events.faust_bulk_drain import ack_stored, install_bulk_drain
 from tessera.events.faust_fetch_wait import set_fetch_max_wait
 from tessera.events.kafka import KafkaSetupError, ensure_topics, topic_id
@@ -330,6 +331,7 @@ def run_worker(
     except Exception as exc:  # the sink's gap check covers what is left
         log.warning("could not check the group's committed offsets: %s", exc)
     # The sink tracks the topic under the very name the offsets were checked against.
+    use_fast_loops()  # before faust makes its loops
     app, _ = build_app(settings, bootstrap=bootstrap, store=store, tracking_name=name)
     worker = faust.Worker(app, loglevel=loglevel, redirect_stdouts=False, quiet=True)
     worker.execute_from_commandline()

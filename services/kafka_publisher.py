@@ -40,6 +40,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 
+from tessera.events.fast_loop import new_event_loop
 from tessera.events.kafka_no_autocreate import forbid_aiokafka_auto_create
 
 T = TypeVar("T")
@@ -52,6 +53,8 @@ MAX_BATCH_BYTES: Final = 512 * 1024
 TOPIC_WAIT_S: Final = 5.0
 # After this long without the topic, `create_topics` (when given) is called once.
 TOPIC_CREATE_AFTER_S: Final = 1.0
+# Keys whose partition is remembered per topic (about 60 MB at most).
+MAX_CACHED_KEYS: Final = 500_000
 
 
 class PublishError(RuntimeError):
@@ -76,7 +79,8 @@ class KafkaPublisher:
         self._create_topics = create_topics
         self._timeout_s = timeout_s
         self._partitioner = DefaultPartitioner()
-        self._loop = asyncio.new_event_loop()
+        self._partition_caches: dict[str, tuple[list[int], dict[bytes, int]]] = {}
+        self._loop = new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="kafka-publisher", daemon=True
         )
@@ -174,11 +178,14 @@ class KafkaPublisher:
         producer = await self._current()
         try:
             partitions = sorted(await self._partitions(producer, topic))
+            partition_of = self._partition_cache(topic, partitions)
             open_batches: dict[int, BatchBuilder] = {}
             last_in_partition: dict[int, int] = {}
             acks: list[asyncio.Future[object]] = []
             for index, (key, value) in enumerate(records):
-                partition = self._partitioner(key, partitions, partitions)
+                partition = partition_of.get(key)
+                if partition is None:
+                    partition = partition_of[key] = self._partitioner(key, partitions, partitions)
                 last_in_partition[partition] = index
                 batch = open_batches.get(partition)
                 if batch is None:
@@ -204,6 +211,15 @@ class KafkaPublisher:
         except (KafkaError, TimeoutError) as exc:
             raise PublishError(f"the broker did not acknowledge: {exc!r}") from exc
         return sorted(last_in_partition.values())
+
+    def _partition_cache(self, topic: str, partitions: list[int]) -> dict[bytes, int]:
+        """key -> partition for `topic` as it is now: murmur2 in Python costs ~10 us a
+        record, and keys (users) repeat. Dropped when the partitions change, and when it
+        grows past MAX_CACHED_KEYS."""
+        cached = self._partition_caches.get(topic)
+        if cached is None or cached[0] != partitions or len(cached[1]) > MAX_CACHED_KEYS:
+            cached = self._partition_caches[topic] = (partitions, {})
+        return cached[1]
 
     async def _partitions(self, producer: AIOKafkaProducer, topic: str) -> set[int]:
         wait_s = min(TOPIC_WAIT_S, self._timeout_s)
