@@ -140,8 +140,16 @@ COMMON_FIELDS: Final = frozenset(_ItemCommon.model_fields) | {"type"}
 
 
 def item_data(item: AnyItem) -> dict[str, Any]:
-    """The item's payload fields as the JSON-ready dict an envelope's `data` holds."""
-    return item.model_dump(mode="json", exclude=set(COMMON_FIELDS), exclude_none=True)
+    """The item's payload fields as the JSON-ready dict an envelope's `data` holds.
+
+    Serialized by its payload model (an item is a subclass of it), which writes exactly
+    the payload's fields: the same dict as `model_dump(exclude=COMMON_FIELDS)`, in half
+    the time (per event, on the ingest server's hot path)."""
+    payload_model = ITEM_KINDS[item.type][1]
+    data: dict[str, Any] = payload_model.__pydantic_serializer__.to_python(
+        item, mode="json", exclude_none=True
+    )
+    return data
 
 
 class IngestRequest(BaseModel):
