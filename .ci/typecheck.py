@@ -2,7 +2,8 @@
 
 The subpackages live in top-level folders mapped by setuptools `package-dir`, which
 mypy cannot follow through the editable-install finder; so we lay out a view of the
-package as symlinks in a temporary folder and point mypy at it.
+package as symlinks in a temporary folder and point mypy at it. `tests` is linked beside
+it and checked as a second package (`-p tests`).
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ def main() -> int:
         pkg.mkdir()
         for name in SUBPACKAGES:
             (pkg / name).symlink_to(ROOT / name)
+        (Path(tmp) / "tests").symlink_to(ROOT / "tests")
         cmd = [
             sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"),
-            "--explicit-package-bases", "--namespace-packages", "-p", "tessera",
+            "--explicit-package-bases", "--namespace-packages", "-p", "tessera", "-p", "tests",
         ]
         result = subprocess.run(cmd, cwd=tmp, check=False)
         return result.returncode

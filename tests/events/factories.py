@@ -49,7 +49,7 @@ def trained(
         RevisionTrained(
             revision_id=rid,
             kind=kind,
-            parent_revision_id=parent,  # type: ignore[arg-type]
+            parent_revision_id=parent,
             base_model_id="smollm2-135m",
             base_digest="b" * 64,
             adapter_digest=f"digest-{rid}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import cast
 
 import psycopg
 import pytest
@@ -110,7 +111,8 @@ def _raw_bytes(conn: psycopg.Connection[tuple[object, ...]], table: str) -> byte
         (table, table),
     ):
         if path:
-            out += bytes(conn.execute("SELECT pg_read_binary_file(%s)", (path,)).fetchone()[0])
+            row = conn.execute("SELECT pg_read_binary_file(%s)", (path,)).fetchone()
+            out += bytes(cast(tuple[bytes], row)[0])  # one row: the file exists
     return out
 
 

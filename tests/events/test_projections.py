@@ -7,7 +7,7 @@ import pytest
 from tessera.events.catalog import ServedRevision, served_revision
 from tessera.events.projections import ProjectionError
 from tessera.events.store import EventStore
-from tessera.schemas.events import PRIOR_USER_ID, RevisionState
+from tessera.schemas.events import PRIOR_USER_ID, EventEnvelope, RevisionState
 
 from .factories import evaluated, exchange, promoted, rejected, rolled_back, trained
 
@@ -67,7 +67,9 @@ def test_lifecycle_promote_supersede_reject(store: EventStore) -> None:
         ([rolled_back(T, U, "r9", None)], "is serving None"),
     ],
 )
-def test_illegal_transitions_are_refused(store: EventStore, events: list, message: str) -> None:
+def test_illegal_transitions_are_refused(
+    store: EventStore, events: list[EventEnvelope], message: str
+) -> None:
     with pytest.raises(ProjectionError, match=message):
         store.append(events)
     assert store.head_position() == 0

@@ -40,7 +40,7 @@ def timestamps() -> st.SearchStrategy[Timestamp]:
 
 turns = st.lists(st.builds(pb.Turn, role=st.one_of(text, st.sampled_from(["user", "other"])),
                            text=text), max_size=3)
-payloads = st.one_of(
+payloads: st.SearchStrategy[dict[str, Any]] = st.one_of(
     st.builds(lambda p, r, c: {"exchange": pb.Exchange(prompt=p, response=r, context=c)},
               text, text, turns),
     st.builds(lambda t, r, e: {"feedback": pb.Feedback(target_event_id=t, rating=r,

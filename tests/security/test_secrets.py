@@ -52,7 +52,7 @@ class _Spy:
 def test_tenant_keys_are_compared_in_constant_time(served: Deployment,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     spy = _Spy()
-    monkeypatch.setattr(tenants.hmac, "compare_digest", spy)
+    monkeypatch.setattr("tessera.events.tenants.hmac.compare_digest", spy)
     key_id_and_secret = served.key_a.rsplit("_", 1)
     forged = f"{key_id_and_secret[0]}_{'A' * len(key_id_and_secret[1])}"  # right id, wrong secret
     with psycopg.connect(served.database_url) as conn:
@@ -64,7 +64,7 @@ def test_tenant_keys_are_compared_in_constant_time(served: Deployment,
 
 def test_the_admin_key_is_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
     spy = _Spy()
-    monkeypatch.setattr(auth.hmac, "compare_digest", spy)
+    monkeypatch.setattr("tessera.services.auth.hmac.compare_digest", spy)
     authenticator = auth.KeyAuthenticator(lookup=lambda _k: None, admin_key="s3cret")
     assert authenticator.is_admin("s3cret") and not authenticator.is_admin("s3creT")
     assert spy.calls == [(32, 32), (32, 32)]  # sha256 digests, whatever the key's length

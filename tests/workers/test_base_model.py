@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -61,6 +62,7 @@ def test_load_gives_a_frozen_eval_model_with_a_pad_token(tiny_model_dir: Path,
 def test_real_gguf_converts_once_and_answers(tmp_path: Path) -> None:
     """The bundled SmolLM2 GGUF -> safetensors folder; about 270 MB of work, once."""
     import torch
+    from transformers import BatchEncoding
 
     assert gguf_source().name == "SmolLM2-135M-Instruct.Q4_1.gguf"
     settings = Settings(state_dir=tmp_path)
@@ -79,11 +81,14 @@ def test_real_gguf_converts_once_and_answers(tmp_path: Path) -> None:
 
     model, tokenizer = load_base_model(info)
     assert tokenizer.eos_token == "<|im_end|>"
-    prompt = tokenizer.apply_chat_template(
+    # tokenize=True, return_dict=True, return_tensors="pt": a BatchEncoding of tensors
+    prompt = cast("BatchEncoding[torch.Tensor]", tokenizer.apply_chat_template(
         [{"role": "user", "content": "What is the capital of France?"}],
-        add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt")
+        add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"))
     with torch.inference_mode():
-        out = model.generate(**prompt, max_new_tokens=12, do_sample=False,
+        # PreTrainedModel does not declare generate(), so nn.Module.__getattr__ types it as
+        # Tensor | Module; the loaded causal LM (a GenerationMixin) has it.
+        out = model.generate(**prompt, max_new_tokens=12, do_sample=False,  # type: ignore[operator]
                              eos_token_id=tokenizer.eos_token_id)
     answer = tokenizer.decode(out[0, prompt["input_ids"].shape[1]:], skip_special_tokens=True)
     assert "Paris" in answer

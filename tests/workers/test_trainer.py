@@ -113,7 +113,7 @@ def test_empty_dataset_is_refused(tiny: tuple[Any, Any], tmp_path: Path) -> None
 
 
 def test_config_is_validated_and_canonical() -> None:
-    cfg = LoraTrainConfig(target_modules="v_proj, q_proj,q_proj")  # type: ignore[arg-type]
+    cfg = LoraTrainConfig(target_modules="v_proj, q_proj,q_proj")
     assert cfg.target_modules == ("q_proj", "v_proj")
     assert cfg.as_provenance()["target_modules"] == ["q_proj", "v_proj"]
     for bad in ({"rank": 0}, {"lr": 0}, {"dropout": 1.0}, {"target_modules": ()},

@@ -14,10 +14,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient
 
 from tessera.events.kafka import encode_envelope, ensure_topics, make_producer, stream_key
+from tessera.events.kafka_no_autocreate import NO_AUTO_CREATE
 from tessera.events.stream_worker import EXIT_STALLED
 from tessera.schemas.events import EventEnvelope, EventType
 from tessera.schemas.settings import Settings
@@ -254,3 +255,23 @@ def recreate_topic(env: StreamEnv) -> None:
     finally:
         admin.close()
     ensure_topics(env.bootstrap, env.settings())
+
+
+def committed_offsets(env: StreamEnv) -> dict[int, int]:
+    """The worker group's committed offset per partition of the topic (absent: none)."""
+    consumer = KafkaConsumer(
+        **NO_AUTO_CREATE,
+        bootstrap_servers=env.bootstrap,
+        group_id=env.group,
+        enable_auto_commit=False,
+        request_timeout_ms=10_000,
+    )
+    try:
+        found = {}
+        for partition in sorted(consumer.partitions_for_topic(env.topic) or ()):
+            offset = consumer.committed(TopicPartition(env.topic, partition))
+            if offset is not None:
+                found[partition] = int(offset)
+        return found
+    finally:
+        consumer.close()

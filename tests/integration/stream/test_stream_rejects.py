@@ -29,7 +29,8 @@ KEY = b"acme/alice"
 
 
 def _good(n: int) -> dict[str, Any]:
-    return json.loads(interaction("alice", n).model_dump_json())
+    doc: dict[str, Any] = json.loads(interaction("alice", n).model_dump_json())
+    return doc
 
 
 def _with(n: int, **changes: Any) -> bytes:

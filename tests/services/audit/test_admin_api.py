@@ -96,7 +96,7 @@ def test_grpc_access_rules(
 ) -> None:
     a1, a2, o1 = (world[k].revision_id for k in ("a1", "a2", "o1"))
     with grpc.insecure_channel(server.grpc) as channel:
-        stub = tessera_pb2_grpc.AdminStub(channel)  # type: ignore[no-untyped-call]
+        stub = tessera_pb2_grpc.AdminStub(channel)
         tenant = (("authorization", "Bearer key-acme"),)
         admin = (("x-api-key", ADMIN_KEY),)
         alice = tessera_pb2.AdminUserRef(tenant_id="acme", user_id="alice")

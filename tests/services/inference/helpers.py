@@ -14,19 +14,25 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from tessera.services.inference.tokens import HFTokenizer, as_hf_tokenizer
+
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def byte_tokenizer() -> PreTrainedTokenizerFast:
-    """256 byte tokens + <eos>: every text round-trips exactly."""
+def byte_tokenizer() -> HFTokenizer:
+    """256 byte tokens + <eos>: every text round-trips exactly. Seen through the engine's
+    `HFTokenizer` protocol, as the served tokenizer is."""
     alphabet = pre_tokenizers.ByteLevel.alphabet()
     vocab = {ch: i for i, ch in enumerate(sorted(alphabet))}
     vocab["<eos>"] = len(vocab)
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tok.decoder = decoders.ByteLevel()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<eos>")
-    return fast
+    # transformers leaves the tokenizer's __init__ unannotated
+    fast = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+        tokenizer_object=tok, eos_token="<eos>", pad_token="<eos>"
+    )
+    return as_hf_tokenizer(fast)
 
 
 def tiny_model(seed: int = 0, vocab_size: int = 257) -> LlamaForCausalLM:
@@ -43,7 +49,9 @@ def tiny_model(seed: int = 0, vocab_size: int = 257) -> LlamaForCausalLM:
         pad_token_id=vocab_size - 1,
         tie_word_embeddings=False,
     )
-    model = LlamaForCausalLM(cfg).eval()
+    # transformers leaves the model's __init__ and eval() unannotated; eval() returns self
+    model = LlamaForCausalLM(cfg)  # type: ignore[no-untyped-call]
+    model.eval()  # type: ignore[no-untyped-call]
     return model
 
 

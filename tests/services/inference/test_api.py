@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import grpc
 import httpx
@@ -15,6 +16,7 @@ import openai
 import pytest
 import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from openai.types.chat import ChatCompletionMessageParam
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tessera.schemas.proto_gen import tessera_pb2, tessera_pb2_grpc
@@ -23,6 +25,7 @@ from tessera.services.grpc_server import start_grpc_server
 from tessera.services.inference.build import build_engine
 from tessera.services.inference.engine import InferenceEngine
 from tessera.services.inference.revisions import BASE, Served
+from tessera.services.inference.tokens import HFTokenizer, as_hf_tokenizer
 from tessera.workers.tiny_model import build_tiny_model
 
 from .conftest import TARGETS, engine_settings
@@ -36,7 +39,7 @@ AUTH = {"Authorization": "Bearer key-t1"}
 class Api:
     url: str
     engine: InferenceEngine
-    tokenizer: object
+    tokenizer: HFTokenizer
     peft: dict[str, torch.nn.Module]
     base: torch.nn.Module
     table: dict[tuple[str, str], Served]
@@ -46,8 +49,9 @@ class Api:
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     root = tmp_path_factory.mktemp("api")
     folder = build_tiny_model(root / "tiny")
-    base = AutoModelForCausalLM.from_pretrained(folder).eval()
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    base = AutoModelForCausalLM.from_pretrained(folder)
+    base.eval()  # type: ignore[no-untyped-call]  # transformers leaves eval() unannotated
+    tokenizer = as_hf_tokenizer(AutoTokenizer.from_pretrained(folder))
     peft, table = {}, {}
     for i, user in enumerate(["ann", "bob"]):
         pm = make_peft(base, 20 + i, r=4, alpha=8, targets=TARGETS)
@@ -71,12 +75,14 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
 
 
 def _greedy(api: Api, model: torch.nn.Module, prompt: str, n: int) -> str:
-    ids = torch.tensor([api.tokenizer.encode(prompt)])  # type: ignore[attr-defined]
+    ids = torch.tensor([api.tokenizer.encode(prompt)])
     with torch.no_grad():
-        out = model.generate(
+        # nn.Module.__getattr__ types generate() as Tensor | Module; the transformers and
+        # peft causal LMs passed here have it.
+        out = model.generate(  # type: ignore[operator]
             input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False
         )
-    return api.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)  # type: ignore[attr-defined]
+    return api.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
 
 
 def test_generate_http(api: Api) -> None:
@@ -120,13 +126,15 @@ def test_generate_sse(api: Api) -> None:
 
 def test_openai_client(api: Api) -> None:
     client = openai.OpenAI(base_url=f"{api.url}/v1", api_key="key-t1", max_retries=0)
-    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    messages: list[ChatCompletionMessageParam] = [
+        {"role": "user", "content": "What is the capital of France?"}
+    ]
     chat = client.chat.completions.create(
         model="tessera", messages=messages, user="ann", temperature=0, max_tokens=8
     )
     prompt = api.tokenizer.apply_chat_template(
-        messages,
-        tokenize=False,  # type: ignore[attr-defined]
+        cast(list[dict[str, str]], messages),  # plain role/content string pairs
+        tokenize=False,
         add_generation_prompt=True,
     )
     assert chat.choices[0].message.content == _greedy(api, api.peft["ann"], prompt, 8)

@@ -27,7 +27,7 @@ from tessera.schemas.settings import Settings
 from tessera.services.inference.build import build_engine
 from tessera.services.inference.component import projection_lookup
 from tessera.services.inference.engine import InferenceEngine
-from tessera.services.inference.requests import GenerateRequest
+from tessera.services.inference.requests import GenerateRequest, GenerateResult
 from tessera.services.inference.revision_follower import KafkaRevisionFollower, RevisionFollower
 from tessera.services.inference.sampling import SamplingParams
 
@@ -135,11 +135,16 @@ def _served_within(engine: InferenceEngine, want: str, budget_s: float) -> float
         assert time.monotonic() - start < budget_s, f"still not {want} after {budget_s}s"
 
 
-def test_projection_driven_swap(wired, served3: Served3) -> None:  # type: ignore[no-untyped-def]
+def test_projection_driven_swap(
+    wired: tuple[InferenceEngine, PostgresEventStore, KafkaProducer, str], served3: Served3
+) -> None:
     engine, store, producer, topic = wired
-    ask = lambda: engine.submit(  # noqa: E731
-        GenerateRequest("t1", "ann", "check", SamplingParams(max_tokens=8))
-    ).result()
+
+    def ask() -> GenerateResult:
+        return engine.submit(
+            GenerateRequest("t1", "ann", "check", SamplingParams(max_tokens=8))
+        ).result()
+
     assert ask().revision.source == "base"  # nothing promoted yet
     _promote(store, "ann", "rev-a1", served3.digests["ann"], None)
     producer.send(

@@ -32,7 +32,7 @@ def _peft_with_adapters(base: torch.nn.Module, names: list[str], r: int) -> Peft
         torch.manual_seed(100 + i)
         cfg = LoraConfig(r=r, lora_alpha=2 * r, target_modules=TARGETS, init_lora_weights=False)
         if model is None:
-            model = get_peft_model(copy.deepcopy(base), cfg, adapter_name=name)  # type: ignore[assignment]
+            model = get_peft_model(copy.deepcopy(base), cfg, adapter_name=name)
         else:
             model.add_adapter(name, cfg)
     assert model is not None
@@ -64,16 +64,16 @@ def test_mixed_batch_equals_peft_on_smollm2(smollm, tmp_path: Path) -> None:  # 
     nxt = [int(t) for t in got.argmax(1)]
     got_step = runner.decode(nxt, row_slots)
     with torch.no_grad():
-        for row, name in enumerate([*names, None]):
+        for row, adapter in enumerate([*names, None]):  # None: the base model
             seq = torch.tensor([ids[row]])
-            if name is None:
+            if adapter is None:
                 with pm.disable_adapter():
                     want = pm(input_ids=seq).logits[0, -1]
                     want_step = pm(
                         input_ids=torch.cat([seq, torch.tensor([[nxt[row]]])], 1)
                     ).logits[0, -1]
             else:
-                pm.set_adapter(name)
+                pm.set_adapter(adapter)
                 want = pm(input_ids=seq).logits[0, -1]
                 want_step = pm(input_ids=torch.cat([seq, torch.tensor([[nxt[row]]])], 1)).logits[
                     0, -1

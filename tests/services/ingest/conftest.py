@@ -37,7 +37,7 @@ def settings() -> Settings:
         topic_partitions=2,
         max_batch_events=20,
         max_text_chars=200,
-        admin_key=ADMIN_KEY,  # type: ignore[arg-type]  # pydantic coerces to SecretStr
+        admin_key=ADMIN_KEY,
     )
 
 
