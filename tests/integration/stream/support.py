@@ -73,8 +73,10 @@ class Worker:
         *,
         extra_env: dict[str, str] | None = None,
         supervised: bool = False,
+        name: str = "worker",
     ) -> None:
         self.env = env
+        self.name = name  # of its log files: several workers may share one env
         self.extra_env = extra_env or {}
         # Like systemd or Kubernetes: a worker that exits asking for a restart (status 75)
         # is started again, when checked with `assert_alive`.
@@ -84,7 +86,7 @@ class Worker:
 
     @property
     def log_path(self) -> Path:
-        return self.env.state_dir / f"worker-{self.starts}.log"
+        return self.env.state_dir / f"{self.name}-{self.starts}.log"
 
     def start(self) -> None:
         self.starts += 1

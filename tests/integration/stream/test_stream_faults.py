@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -17,6 +18,7 @@ from tessera.schemas.events import EventEnvelope
 from .support import (
     StreamEnv,
     Worker,
+    committed_offsets,
     event_count,
     expected_streams,
     interleaved,
@@ -73,6 +75,58 @@ def test_kill_9_mid_stream_then_restart_loses_and_duplicates_nothing(
     produce(stream_env, second)
     worker.start()
     _all_landed_once(stream_env, worker, first + second, records=len(first) + len(second))
+
+
+def test_a_worker_joining_and_another_dying_mid_stream_loses_and_duplicates_nothing(
+    stream_env: StreamEnv,
+) -> None:
+    # Two rebalances under load: records fetched, queued or half-stored by a worker whose
+    # partitions move must end up in the log once, in each user's order, and the group's
+    # committed offsets must still reach the end.
+    small_batches = {"TESSERA_STREAM_BATCH_MAX": "10"}
+    first = Worker(stream_env, name="first", extra_env=small_batches)
+    second = Worker(stream_env, name="second", extra_env=small_batches)
+    events = interleaved(users=200, per_user=60)  # 12,000
+    url = stream_env.database_url
+    # The rest arrives at ~1,000/s from the second worker's start, so records are still
+    # flowing when the group rebalances (a join takes Tansu a few seconds).
+    feeder = threading.Thread(target=_feed, args=(stream_env, events[2_000:]), daemon=True)
+    try:
+        produce(stream_env, events[:2_000])
+        first.start()
+        wait_until("the first worker mid-stream", lambda: event_count(url) >= 300,
+                   timeout_s=60, worker=first)
+        second.start()  # joins the group: the partitions are split while records flow
+        feeder.start()
+        wait_until("the first worker to take part in a second assignment",
+                   lambda: _assignments(first) >= 2, timeout_s=60, worker=first)
+        split_at = event_count(url)
+        wait_until("more events after the split", lambda: event_count(url) >= split_at + 300,
+                   timeout_s=60, worker=second)
+        first.assert_alive()
+        assert event_count(url) < len(events), "all stored before the kill; test is void"
+        first.kill9()  # its partitions move to the second once its session times out
+        feeder.join(timeout=60)
+        _all_landed_once(stream_env, second, events, records=len(events))
+        wait_until(
+            "the group's committed offsets to cover every record",
+            lambda: sum(committed_offsets(stream_env).values()) >= len(events),
+            timeout_s=30, worker=second,
+        )
+    finally:
+        first.stop()
+        second.stop()
+
+
+def _feed(env: StreamEnv, events: list[EventEnvelope]) -> None:
+    for start in range(0, len(events), 250):
+        produce(env, events[start : start + 250])
+        time.sleep(0.25)
+
+
+def _assignments(worker: Worker) -> int:
+    """How many partition assignments the worker's faust has carried out (from its log)."""
+    return worker.log_path.read_text(errors="replace").count("Executing _on_partitions_assigned")
 
 
 @pytest.mark.skipif(
