@@ -40,7 +40,6 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 
-from tessera.events.fast_loop import new_event_loop
 from tessera.events.kafka_no_autocreate import forbid_aiokafka_auto_create
 
 T = TypeVar("T")
@@ -80,7 +79,9 @@ class KafkaPublisher:
         self._timeout_s = timeout_s
         self._partitioner = DefaultPartitioner()
         self._partition_caches: dict[str, tuple[list[int], dict[bytes, int]]] = {}
-        self._loop = new_event_loop()
+        # asyncio's own loop whatever the policy (uvicorn's may be uvloop's): the retire
+        # path below was proven with it (see events/fast_loop.py).
+        self._loop: asyncio.AbstractEventLoop = asyncio.SelectorEventLoop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="kafka-publisher", daemon=True
         )
