@@ -24,11 +24,9 @@ def _uvloop() -> ModuleType | None:
         return None
 
 
-def use_fast_loops() -> bool:
+def use_fast_loops() -> None:
     """Make loops created from now on in this process uvloop's (faust creates its own:
-    the worker's and its consumer thread's). Returns whether uvloop is in use."""
+    the worker's and its consumer thread's); asyncio's stay where uvloop is missing."""
     uvloop = _uvloop()
-    if uvloop is None:  # pragma: no cover
-        return False
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    return True
+    if uvloop is not None:
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())

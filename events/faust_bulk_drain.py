@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -46,17 +45,12 @@ class BulkDelivery:
     deliver: Callable[[list[Message]], Awaitable[None]]
 
 
-_deliveries: weakref.WeakKeyDictionary[faust.App, BulkDelivery] = weakref.WeakKeyDictionary()
-
-
 class BulkDrainConsumer(AiokafkaConsumer):
-    """faust's aiokafka consumer with the chunked delivery described above."""
+    """faust's aiokafka consumer with the chunked delivery described above (made only by
+    `BulkDrainTransport`, which holds the delivery)."""
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - see tests
-        delivery = _deliveries.get(cast(faust.App, self.app))
-        if delivery is None:
-            await super()._drain_messages(fetcher)
-            return
+        delivery = cast(BulkDrainTransport, self.transport).delivery
         # The body of faust's loop (faust/transport/consumer.py), minus the per-record
         # hand-off; the read-offset and gap bookkeeping is kept as it is there.
         callback = self.callback
@@ -113,9 +107,13 @@ class BulkDrainConsumer(AiokafkaConsumer):
 
 
 class BulkDrainTransport(AiokafkaTransport):
-    """faust's aiokafka transport, making `BulkDrainConsumer`s."""
+    """faust's aiokafka transport, making `BulkDrainConsumer`s that deliver to `delivery`."""
 
     Consumer = BulkDrainConsumer
+
+    def __init__(self, url: Any, app: faust.App, delivery: BulkDelivery) -> None:
+        super().__init__(url, app)
+        self.delivery = delivery
 
 
 def install_bulk_drain(
@@ -126,23 +124,21 @@ def install_bulk_drain(
     """Deliver the records of `topics` to `deliver` in chunks (see the module docstring).
     Call right after creating the app, before anything uses its transport or consumer.
     The topics are registered with the app so its consumer subscribes to them."""
-    app.transport = BulkDrainTransport(app.conf.broker_consumer, app)
     names = frozenset(name for topic in topics for name in topic.topics)
-    _deliveries[app] = BulkDelivery(topics=names, deliver=deliver)
+    delivery = BulkDelivery(topics=names, deliver=deliver)
+    app.transport = BulkDrainTransport(app.conf.broker_consumer, app, delivery)
     for topic in topics:
         app.topics.add(topic)
 
 
-def ack_stored(app: faust.App, messages: Sequence[Message]) -> int:
+def ack_stored(app: faust.App, messages: Sequence[Message]) -> None:
     """Ack `messages` (stored durably by the caller) so faust may commit past them.
     Messages read under an earlier group generation are left unacked: their partition
     may belong to another worker now, and they will simply be read again (a no-op for
-    the log). Returns how many were acked."""
+    the log)."""
     consumer = app.consumer
     generation = app.consumer_generation_id
-    acked = 0
     for message in messages:
         read_under = getattr(message, "generation_id", None)
         if read_under is None or read_under == generation:
-            acked += bool(consumer.ack(message))
-    return acked
+            consumer.ack(message)
