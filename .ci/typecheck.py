@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SUBPACKAGES = ["schemas", "events", "kernels", "workers", "services", "infra"]
+SUBPACKAGES = ["schemas", "events", "kernels", "workers", "services", "infra", "bench"]
 
 
 def main() -> int:

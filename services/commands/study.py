@@ -1,4 +1,4 @@
-"""`tessera study personalization`: does it personalize? (workers/study, README "Study").
+"""`tessera study personalization`: does it personalize? (bench/study, README "Study").
 
 Replays chitchat-dataset speakers through the running system: `tessera worker ingest` and
 the ingest API (`tessera serve --without inference`) as child processes, the event log in
@@ -127,6 +127,9 @@ def personalization(
                    ] = DEFAULT_OUT,
 ) -> None:
     """Replay speakers' histories through the real system and measure personalization."""
+    from tessera.bench.study import design as design_mod
+    from tessera.bench.study.experiment import StudyConfig, run_study
+    from tessera.bench.study.report import plot, table, write_json
     from tessera.events.migrate import migrate
     from tessera.events.store import EventStoreError
     from tessera.schemas.settings import get_settings
@@ -134,9 +137,6 @@ def personalization(
     from tessera.workers.adapter_store import LocalAdapterStore
     from tessera.workers.metrics import configure_logging
     from tessera.workers.runtime import load_engine, pipeline_config
-    from tessera.workers.study import design as design_mod
-    from tessera.workers.study.experiment import StudyConfig, run_study
-    from tessera.workers.study.report import plot, table, write_json
 
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,40}", tag):
         raise typer.BadParameter(f"--tag must be lowercase letters, digits and '-', got {tag!r}")

@@ -20,13 +20,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from tessera.bench.study.design import StudyDesign
 from tessera.events.catalog import ServedRevision, served_revision
 from tessera.events.db import connect, translated
 from tessera.schemas.events import INTERACTION_TYPES, PRIOR_USER_ID
 from tessera.workers.pipeline import RevisionOutcome, RevisionPipeline
 from tessera.workers.scheduler import ScheduleConfig, TrainingScheduler
 from tessera.workers.scheduler_state import SchedulerState
-from tessera.workers.study.design import StudyDesign
 from tessera.workers.training_request import TrainingRequest
 
 log = logging.getLogger(__name__)

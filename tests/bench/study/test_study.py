@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from tessera.bench.study.design import build_design
+from tessera.bench.study.experiment import StudyConfig, run_study
+from tessera.bench.study.report import plot, table, write_json
 from tessera.events.postgres_store import PostgresEventStore
 from tessera.schemas.events import PRIOR_USER_ID, EventType
 from tessera.services.commands.study import HttpIngest
 from tessera.workers.adapter_store import LocalAdapterStore
 from tessera.workers.pipeline import Engine
-from tessera.workers.study.design import build_design
-from tessera.workers.study.experiment import StudyConfig, run_study
-from tessera.workers.study.report import plot, table, write_json
 
 from .conftest import STYLES, general_set, synthetic_speaker, tiny_study_config
 

@@ -16,12 +16,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tessera.bench.study.runner import Replay
 from tessera.events.catalog import ServedRevision
 from tessera.workers.adapter_store import AdapterStore
 from tessera.workers.dataset import Example
 from tessera.workers.evaluator import mean_target_nll
 from tessera.workers.pipeline import Engine
-from tessera.workers.study.runner import Replay
 
 
 @dataclass

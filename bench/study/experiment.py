@@ -13,16 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tessera.bench.study.ablation import train_from_base
+from tessera.bench.study.design import StudyDesign, examples_of
+from tessera.bench.study.measure import Measurer, SpeakerFigures, speaker_figures
+from tessera.bench.study.report import aggregates
+from tessera.bench.study.runner import STUDY_SCHEDULE, Ingest, NightRecord, replay
 from tessera.events.postgres_store import PostgresEventStore
 from tessera.schemas.events import PRIOR_USER_ID
 from tessera.workers.adapter_store import AdapterStore
 from tessera.workers.pipeline import Engine, PipelineConfig, RevisionPipeline
 from tessera.workers.scheduler import ScheduleConfig
-from tessera.workers.study.ablation import train_from_base
-from tessera.workers.study.design import StudyDesign, examples_of
-from tessera.workers.study.measure import Measurer, SpeakerFigures, speaker_figures
-from tessera.workers.study.report import aggregates
-from tessera.workers.study.runner import STUDY_SCHEDULE, Ingest, NightRecord, replay
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tessera.workers.study.design import (
+from tessera.bench.study.design import (
     StudyDesignError,
     build_design,
     examples_of,

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tessera.workers.study.measure import SpeakerFigures
+from tessera.bench.study.measure import SpeakerFigures
 
 
 def _gain(new: float, old: float) -> float:
