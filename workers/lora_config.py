@@ -49,6 +49,12 @@ class LoraTrainConfig(BaseModel):
         256, ge=8, le=8192, description="Token cap per example; the prompt is cut from the left."
     )
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping (global L2 norm).")
+    prox_weight: float = Field(
+        0.0, ge=0, le=1e6,
+        description="Proximal pull toward the warm-start adapter: adds prox_weight * "
+        "sum((w - w_start)^2) over the LoRA weights to each step's loss (0: off; no effect "
+        "without a warm start). Keeps a personal adapter near its prior's general ability.",
+    )
     seed: int = Field(0, ge=0, description="Seeds LoRA init, dropout and the example order.")
 
     @field_validator("target_modules", mode="before")

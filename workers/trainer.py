@@ -81,6 +81,27 @@ def _batches(
             for s in range(0, len(order), batch_size)]
 
 
+def _proximal_anchors(
+    params: Sequence[torch.Tensor], config: LoraTrainConfig, *, warm_started: bool
+) -> list[torch.Tensor]:
+    """Frozen copies of the warm-start weights the proximal term pulls toward (none when
+    the term is off or there is no warm start: fresh LoRA init is nothing to stay near)."""
+    if config.prox_weight == 0 or not warm_started:
+        return []
+    return [p.detach().clone() for p in params]
+
+
+def _proximal_penalty(
+    params: Sequence[torch.Tensor], anchors: Sequence[torch.Tensor]
+) -> torch.Tensor:
+    # Summed, not averaged, over weights: the pull on each weight does not shrink as the
+    # adapter gets bigger (rank, targets), so one prox_weight means the same thing.
+    total = (params[0] - anchors[0]).pow(2).sum()
+    for param, anchor in zip(params[1:], anchors[1:], strict=True):
+        total = total + (param - anchor).pow(2).sum()
+    return total
+
+
 def check_warm_start(init: AdapterBlobConfig, config: LoraTrainConfig, base_digest: str) -> None:
     """A warm start must have the same shape of adapter and come from the same base."""
     if init.r != config.rank or tuple(init.target_modules) != tuple(config.target_modules):
@@ -138,6 +159,7 @@ def train_adapter(
         dropout=config.dropout, state_dict=init_state,
     ) as peft_model:
         params = [p for p in peft_model.parameters() if p.requires_grad]
+        anchors = _proximal_anchors(params, config, warm_started=init_state is not None)
         optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
         peft_model.train()
         bar = tqdm(total=total, desc="train", unit="step", disable=not progress, leave=False)
@@ -148,6 +170,8 @@ def train_adapter(
                     break
                 nll_sum, n_tokens = target_nll(peft_model, collate(batch, pad_id=pad_id))
                 loss = nll_sum / max(1, n_tokens)  # mean over the batch's target tokens
+                if anchors:
+                    loss = loss + config.prox_weight * _proximal_penalty(params, anchors)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"training loss became {loss.item()} at step {steps}")
                 optimizer.zero_grad(set_to_none=True)

@@ -94,6 +94,30 @@ def test_warm_start_changes_the_result_and_starts_from_the_parent(
                       rel=1e-5)
 
 
+def _distance(state: dict[str, torch.Tensor], anchor: dict[str, torch.Tensor]) -> float:
+    return float(sum((state[k] - anchor[k]).pow(2).sum() for k in anchor))
+
+
+def test_proximal_term_keeps_a_warm_started_adapter_near_its_parent(
+    tiny: tuple[Any, Any], tmp_path: Path
+) -> None:
+    parent = _train(tiny, tmp_path, "parent", config=CONFIG.model_copy(update={"epochs": 4}))
+    parent_state, _ = load_adapter_blob(parent.blob_path)
+    other = _examples(salt=" Tell me more.")
+    free_cfg = CONFIG.model_copy(update={"epochs": 4, "lr": 2e-2})
+    free = _train(tiny, tmp_path, "free", config=free_cfg, examples=other,
+                  init_adapter=parent.blob_path)
+    pulled = _train(tiny, tmp_path, "pulled", examples=other, init_adapter=parent.blob_path,
+                    config=free_cfg.model_copy(update={"prox_weight": 10.0}))
+    # Same data, order and seed: only the pull differs, and it shrinks the step away.
+    assert _distance(pulled.state_dict, parent_state) < 0.5 * _distance(free.state_dict,
+                                                                         parent_state)
+    # No warm start: nothing to stay near, the term is off (same digest as without it).
+    cold = _train(tiny, tmp_path, "cold", config=free_cfg.model_copy(update={"prox_weight": 10.0}))
+    cold_free = _train(tiny, tmp_path, "cold_free", config=free_cfg)
+    assert sha256_file(cold.blob_path) == sha256_file(cold_free.blob_path)
+
+
 def test_warm_start_must_match_rank_targets_and_base(
     tiny: tuple[Any, Any], tmp_path: Path
 ) -> None:
