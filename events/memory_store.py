@@ -50,7 +50,7 @@ class MemoryEventStore:
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._events: list[StoredEvent] = []
-        self._ids: set[uuid.UUID] = set()
+        self._ids: set[tuple[str, uuid.UUID]] = set()  # (tenant, event id): unique per tenant
         self._versions: dict[tuple[str, str], int] = {}
         self._tracking: dict[tuple[str, str, int], int] = {}
         self._rejected: list[RejectedInput] = []
@@ -75,12 +75,13 @@ class MemoryEventStore:
             )
             versions = dict(self._versions)
             new: list[StoredEvent] = []
-            seen: set[uuid.UUID] = set()
+            seen: set[tuple[str, uuid.UUID]] = set()
             now = utcnow()
             for env in events:
-                if env.event_id in self._ids or env.event_id in seen:
+                id_key = (env.tenant_id, env.event_id)
+                if id_key in self._ids or id_key in seen:
                     continue
-                seen.add(env.event_id)
+                seen.add(id_key)
                 key = (env.tenant_id, env.user_id)
                 versions[key] = versions.get(key, 0) + 1
                 stored = StoredEvent(

@@ -1,10 +1,10 @@
 """The SQL of the log, inside a transaction the caller owns: append and forget.
 
-An append is: table lock, replay check against `tracking`, skip of known event ids,
-stream versions, the rows (one INSERT per batch), the projections (`apply_event` on the
-touched rows) and the new tracking offsets. Forgetting appends a tombstone the same way
-and erases the user's content. PostgresEventStore wraps both in transactions, error
-translation and retries.
+An append is: table lock, replay check against `tracking`, skip of event ids their
+tenant already logged, stream versions, the rows (one INSERT per batch), the projections
+(`apply_event` on the touched rows) and the new tracking offsets. Forgetting appends a
+tombstone the same way and erases the user's content. PostgresEventStore wraps both in
+transactions, error translation and retries.
 """
 
 from __future__ import annotations
@@ -150,14 +150,21 @@ def _save_tracking(conn: Connection, tracking: Sequence[Tracking]) -> None:
         )
 
 
-def _start_known_ids(conn: Connection, ids: Sequence[uuid.UUID]) -> Cursor:
+def _start_known_ids(conn: Connection, ids: Sequence[tuple[str, uuid.UUID]]) -> Cursor:
+    # Event ids are unique per tenant (UNIQUE (tenant_id, event_id)): the query asks for
+    # every (tenant in the batch) x (id in the batch) pair, which that index answers, and
+    # the caller keeps only the pairs the batch holds (a batch spans one or a few tenants).
     # The ids as one array literal: uuids need no quoting, and building the string is far
     # cheaper than psycopg's per-element array dumper. psycopg sends a str as an untyped
     # literal, so the server parses it once, as a uuid[] constant (a text::uuid[] cast
     # would be re-evaluated for every row a seq scan visits).
     return conn.execute(
-        "SELECT event_id FROM events WHERE event_id = ANY(%s::uuid[])",
-        ("{" + ",".join(map(str, ids)) + "}",),
+        "SELECT tenant_id, event_id FROM events "
+        "WHERE tenant_id = ANY(%s::text[]) AND event_id = ANY(%s::uuid[])",
+        (
+            sorted({tenant for tenant, _ in ids}),
+            "{" + ",".join(str(eid) for _, eid in ids) + "}",
+        ),
     )
 
 
@@ -187,9 +194,10 @@ def append_in_transaction(
 
     Three round trips: the lock; every read (pipelined); every write (pipelined)."""
     lock_events(conn)
-    unique: dict[uuid.UUID, EventEnvelope] = {}
+    unique: dict[tuple[str, uuid.UUID], EventEnvelope] = {}
     for env in events:
-        unique.setdefault(env.event_id, env)  # a duplicate inside the batch counts once
+        # A duplicate inside the batch counts once; the same id in two tenants is two.
+        unique.setdefault((env.tenant_id, env.event_id), env)
     keys = sorted({(e.tenant_id, e.user_id) for e in unique.values()})
     revision_keys = {
         (e.tenant_id, e.user_id) for e in unique.values() if needs_revisions(e.event_type)
@@ -205,8 +213,8 @@ def append_in_transaction(
         return []
     stored: list[StoredEvent] = []
     if unique:
-        known = {row[0] for row in ids_cur.fetchall()}
-        fresh = [env for eid, env in unique.items() if eid not in known]
+        known = {(row[0], row[1]) for row in ids_cur.fetchall()}
+        fresh = [env for key, env in unique.items() if key not in known]
         versions: dict[tuple[str, str], int] = {(t, u): v for t, u, v in versions_cur.fetchall()}
         clock = clock_cur.fetchone()
         state = collect_state()

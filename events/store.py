@@ -128,8 +128,9 @@ class EventStore(Protocol):
     def append(
         self, events: Sequence[EventEnvelope], *, tracking: Sequence[Tracking] = ()
     ) -> list[StoredEvent]:
-        """Append in order, atomically with `tracking`. Events whose `event_id` is already
-        in the log are skipped (idempotent); returns only the newly stored ones. If a
+        """Append in order, atomically with `tracking`. Events whose `event_id` their
+        tenant already has in the log are skipped (idempotent per tenant: the same id in
+        another tenant is another event); returns only the newly stored ones. If a
         tracking row is not newer than the stored one, the whole call is a replay and
         stores nothing."""
         ...

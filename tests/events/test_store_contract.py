@@ -42,6 +42,25 @@ def test_duplicate_event_ids_are_skipped(store: EventStore) -> None:
     assert [s.envelope.event_id for s in store.read()].count(first.event_id) == 1
 
 
+def test_event_ids_are_unique_per_tenant_not_across_tenants(store: EventStore) -> None:
+    # Tenant t2 reusing an id t1 chose (by chance or to erase t1's event) must neither
+    # be dropped itself nor displace t1's: idempotency is per tenant.
+    mine = exchange("t1", "alice", 0)
+    theirs = exchange("t2", "alice", 1, event_id=mine.event_id)
+    assert len(store.append([mine])) == 1
+    assert [s.envelope.tenant_id for s in store.append([theirs])] == ["t2"]
+    # The same id twice in one batch, once per tenant: both stored.
+    shared = exchange("t1", "bob", 2)
+    both = store.append([shared, exchange("t2", "bob", 3, event_id=shared.event_id)])
+    assert [s.envelope.tenant_id for s in both] == ["t1", "t2"]
+    # Each tenant's retry is still a no-op, and each tenant reads its own event.
+    assert store.append([mine, theirs, shared]) == []
+    for tenant, prompt in (("t1", "secret prompt alice 0"), ("t2", "secret prompt alice 1")):
+        rows = [s for s in store.read(tenant_id=tenant) if s.envelope.event_id == mine.event_id]
+        assert [s.envelope.data["prompt"] for s in rows] == [prompt]
+    assert store.head_position() == 4
+
+
 def test_tracking_makes_replays_no_ops(store: EventStore) -> None:
     t = Tracking("ingest", "tessera.interactions", 3, 41)
     assert len(store.append([exchange("t1", "u", 0)], tracking=[t])) == 1
