@@ -12,7 +12,7 @@ fit is held (backpressure, up to `max_wait_s`) and then answered `429`
 (gRPC `RESOURCE_EXHAUSTED`) with a retry hint. Retrying is safe: event ids make it
 idempotent.
 
-Durability is read from the log itself, by event id, not from Kafka offsets (Tansu
+Durability is read from the log itself, by (tenant, event id), not from Kafka offsets (Tansu
 reports wrong end offsets, and a restarted in-memory broker starts offsets at 0 again).
 Records of one partition are appended in offset order, so a batch is durable once the
 last event it sent to each partition is in the log: a handful of ids per batch. A batch
@@ -50,6 +50,11 @@ RATE_WINDOW_S = 3.0
 CHECK_BATCHES = 32
 
 
+# An event as the log identifies it: ids are unique per tenant, not across tenants, so an
+# id alone could find another tenant's event and call a batch durable that is not.
+EventKey = tuple[str, uuid.UUID]
+
+
 class LogBehind(RuntimeError):
     """The log is too far behind what was accepted; retry after `retry_after_s`."""
 
@@ -72,7 +77,7 @@ class AdmissionConfig:
 class _Batch:
     accepted_at: float
     events: int
-    markers: set[uuid.UUID]
+    markers: set[EventKey]
     """The last event of each partition in the batch, not yet seen in the log."""
 
 
@@ -82,7 +87,7 @@ class Admission:
     def __init__(
         self,
         config: AdmissionConfig,
-        find_durable: Callable[[Sequence[uuid.UUID]], set[uuid.UUID]],
+        find_durable: Callable[[Sequence[EventKey]], set[EventKey]],
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -134,7 +139,7 @@ class Admission:
         with self._lock:
             self._in_flight -= events
 
-    def accepted(self, events: int, markers: Sequence[uuid.UUID]) -> None:
+    def accepted(self, events: int, markers: Sequence[EventKey]) -> None:
         """The batch was acknowledged by the broker; wait for `markers` in the log."""
         with self._lock:
             self._in_flight -= events
@@ -238,28 +243,34 @@ class Admission:
         return max(2 * events, self._window)
 
 
-def postgres_durable_ids(database_url: str) -> Callable[[Sequence[uuid.UUID]], set[uuid.UUID]]:
+def postgres_durable_ids(database_url: str) -> Callable[[Sequence[EventKey]], set[EventKey]]:
     """A `find_durable` over the event log, on one connection of its own (re-opened after
     an error; the poller logs and retries)."""
     import psycopg
 
     holder: list[psycopg.Connection] = []
 
-    def find(ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+    def find(keys: Sequence[EventKey]) -> set[EventKey]:
         if not holder or holder[0].closed:
             holder[:] = [psycopg.connect(database_url, autocommit=True, connect_timeout=5)]
         try:
             rows = (
                 holder[0]
                 .execute(
-                    "SELECT event_id FROM events WHERE event_id = ANY(%s::uuid[])",
-                    ("{" + ",".join(map(str, ids)) + "}",),
+                    # Every (tenant, id) pair of the markers' tenants and ids, which the
+                    # UNIQUE (tenant_id, event_id) index answers; kept only if asked for.
+                    "SELECT tenant_id, event_id FROM events "
+                    "WHERE tenant_id = ANY(%s::text[]) AND event_id = ANY(%s::uuid[])",
+                    (
+                        sorted({tenant for tenant, _ in keys}),
+                        "{" + ",".join(str(eid) for _, eid in keys) + "}",
+                    ),
                 )
                 .fetchall()
             )
         except psycopg.Error:
             holder[0].close()
             raise
-        return {row[0] for row in rows}
+        return {(row[0], row[1]) for row in rows} & set(keys)
 
     return find

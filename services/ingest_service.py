@@ -262,7 +262,8 @@ class IngestService:
 
     def _accepted(self, envelopes: Sequence[EventEnvelope], lasts: list[int]) -> list[uuid.UUID]:
         if self._admission is not None and envelopes:
-            self._admission.accepted(len(envelopes), [envelopes[i].event_id for i in lasts])
+            markers = [(envelopes[i].tenant_id, envelopes[i].event_id) for i in lasts]
+            self._admission.accepted(len(envelopes), markers)
         return [env.event_id for env in envelopes]
 
     def close(self) -> None:

@@ -14,11 +14,13 @@ from fastapi.testclient import TestClient
 
 from tessera.events.postgres_store import PostgresEventStore
 from tessera.infra.stack import StackInfo
+from tessera.schemas.events import EventEnvelope, EventType
 from tessera.schemas.settings import Settings
 from tessera.services.auth import KeyAuthenticator
 from tessera.services.ingest_admission import (
     Admission,
     AdmissionConfig,
+    EventKey,
     postgres_durable_ids,
 )
 from tessera.services.ingest_service import IngestConfig, IngestService
@@ -42,9 +44,9 @@ class Log:
     the integration test below uses the real one)."""
 
     def __init__(self) -> None:
-        self.ids: set[uuid.UUID] = set()
+        self.ids: set[EventKey] = set()
 
-    def find(self, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+    def find(self, ids: Sequence[EventKey]) -> set[EventKey]:
         return self.ids & set(ids)
 
 
@@ -54,8 +56,8 @@ def _admission(clock: Clock, log: Log, **over: Any) -> Admission:
     return Admission(config, log.find, clock=clock)
 
 
-def _ids(n: int) -> list[uuid.UUID]:
-    return [uuid.uuid4() for _ in range(n)]
+def _ids(n: int) -> list[EventKey]:
+    return [("acme", uuid.uuid4()) for _ in range(n)]
 
 
 def test_two_batches_fit_a_third_waits_until_the_first_is_logged() -> None:
@@ -82,7 +84,7 @@ def test_two_batches_fit_a_third_waits_until_the_first_is_logged() -> None:
 def test_window_grows_while_the_log_keeps_up_and_shrinks_when_it_lags() -> None:
     clock, log = Clock(), Log()
     adm = _admission(clock, log)
-    queue: list[uuid.UUID] = []  # accepted batches' markers, in order, not yet logged
+    queue: list[EventKey] = []  # accepted batches' markers, in order, not yet logged
     admitted = 0
     for _ in range(50):  # a worker that logs 10 batches (1,000 events) per 0.1 s
         while adm.try_reserve(100):
@@ -204,3 +206,29 @@ def test_http_holds_then_sheds_while_the_log_is_behind_and_admits_once_logged(
         store.close()
     ok = client.post("/v1/events", json={"events": _batch(5)}, headers=ACME)
     assert ok.status_code == 202, ok.text
+
+
+@pytest.mark.integration
+def test_durable_lookup_finds_an_id_only_in_its_own_tenant(database_url: str) -> None:
+    # Event ids are unique per tenant: another tenant's event with the same id must not
+    # make this tenant's accepted batch look durable.
+    shared = uuid.uuid4()
+    store = PostgresEventStore(database_url)
+    try:
+        store.append(
+            [
+                EventEnvelope(
+                    event_id=shared,
+                    event_type=EventType.TEXT,
+                    tenant_id="globex",
+                    user_id="u1",
+                    occurred_at=datetime.now(UTC),
+                    data={"text": "theirs"},
+                )
+            ]
+        )
+    finally:
+        store.close()
+    find = postgres_durable_ids(database_url)
+    assert find([("acme", shared)]) == set()
+    assert find([("acme", shared), ("globex", shared)]) == {("globex", shared)}
