@@ -286,4 +286,5 @@ def evaluate(
         user_nll=user, regression_nll=general.regression_nll, adapter_norm=norm,
         heldout_examples=len(heldout), regression_version=regression.version,
         canary_failures=failures, canary_outputs=general.outputs,
+        canary_prompts=tuple(regression.canary_prompts[: len(general.outputs)]),
     )

@@ -13,6 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tessera.workers.canary_repetition import repetition_failures
+
 
 class GateConfig(BaseModel):
     """Thresholds of the gate (recorded with every decision)."""
@@ -40,6 +42,13 @@ class GateConfig(BaseModel):
         "rejected.",
     )
 
+    # A phrase loop ("I did a lot of things. I did a lot of things.") repeats several
+    # 3-grams; one extra repeat in a short greedy answer can be chance.
+    max_canary_repeats: int = Field(
+        1, ge=0, description="Most repeated word 3-grams a canary generation may have beyond "
+        "the baseline's generation for the same prompt; more: rejected.",
+    )
+
     def as_provenance(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
@@ -56,11 +65,13 @@ class EvalMetrics:
     # (canary prompt, what was wrong with its output), one per degenerate canary
     canary_failures: tuple[tuple[str, str], ...] = field(default=())
     canary_outputs: tuple[str, ...] = field(default=())
+    canary_prompts: tuple[str, ...] = field(default=())  # aligned with canary_outputs
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["canary_failures"] = [list(f) for f in self.canary_failures]
         out["canary_outputs"] = list(self.canary_outputs)
+        out["canary_prompts"] = list(self.canary_prompts)
         return out
 
 
@@ -132,6 +143,11 @@ def decide(candidate: EvalMetrics, baseline: EvalMetrics, cfg: GateConfig) -> Ga
         for prompt, why in candidate.canary_failures
         if prompt not in already
     )
+    failures.extend(repetition_failures(
+        candidate.canary_prompts or baseline.canary_prompts, candidate.canary_outputs,
+        baseline.canary_outputs, max_extra=cfg.max_canary_repeats,
+        skip=frozenset(prompt for prompt, _ in candidate.canary_failures),
+    ))
     if failures:
         return GateDecision(False, failures, gain, regression)
     return GateDecision(
