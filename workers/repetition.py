@@ -1,0 +1,42 @@
+"""Does a generated reply repeat itself? A word n-gram that occurs twice in one reply.
+
+Small models stuck in a loop ("I think that I think that ...") repeat word 3-grams long
+before they repeat one token six times in a row (what the gate's canary catches), so the
+study reports the share of replies with a repeated 3-gram, and a gate may use the same
+test. Words are lowercase runs of letters and digits: punctuation and case do not make two
+3-grams different ("See you." vs "see you").
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+
+_WORD = re.compile(r"\w+")
+
+
+def words(text: str) -> list[str]:
+    """Lowercase word tokens of `text` (runs of letters, digits and '_')."""
+    return _WORD.findall(text.lower())
+
+
+def repeats_word_ngram(text: str, n: int = 3) -> bool:
+    """True when some run of `n` consecutive words occurs at least twice in `text`
+    (overlapping occurrences count: "a a a a" repeats the 3-gram "a a a")."""
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    tokens = words(text)
+    seen: set[tuple[str, ...]] = set()
+    for i in range(len(tokens) - n + 1):
+        gram = tuple(tokens[i:i + n])
+        if gram in seen:
+            return True
+        seen.add(gram)
+    return False
+
+
+def repetition_share(texts: Iterable[str], n: int = 3) -> float:
+    """Share (0..1) of `texts` that repeat a word `n`-gram; NaN when there are none."""
+    flags = [repeats_word_ngram(t, n) for t in texts]
+    return sum(flags) / len(flags) if flags else math.nan
