@@ -57,7 +57,7 @@ def http_ingest(run: DemoRun, api_key: str, stall_s: float = 120.0) -> Any:
         finally:
             client.close()
         ids = [i for r in results for i in r.accepted]
-        wait_until_committed(run.database_url, ids, stall_s=stall_s)
+        wait_until_committed(run.database_url, ids, tenant_id=DAYS_TENANT, stall_s=stall_s)
 
     return ingest
 

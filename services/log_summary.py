@@ -43,11 +43,12 @@ def count_events(database_url: str, *, tenant_id: str) -> int:
     return int(row[0]) if row else 0
 
 
-def count_present(database_url: str, event_ids: Sequence[uuid.UUID]) -> int:
-    """How many of `event_ids` are in the log."""
+def count_present(database_url: str, event_ids: Sequence[uuid.UUID], *, tenant_id: str) -> int:
+    """How many of `event_ids` the tenant has in the log (ids are unique per tenant)."""
     with translated("count events by id"), connect(database_url) as conn:
         row = conn.execute(
-            "SELECT count(*) FROM events WHERE event_id = ANY(%s)", (list(event_ids),)
+            "SELECT count(*) FROM events WHERE tenant_id = %s AND event_id = ANY(%s)",
+            (tenant_id, list(event_ids)),
         ).fetchone()
     return int(row[0]) if row else 0
 
@@ -56,12 +57,13 @@ def wait_until_committed(
     database_url: str,
     event_ids: Sequence[uuid.UUID],
     *,
+    tenant_id: str,
     stall_s: float,
     on_progress: Callable[[int], None] | None = None,
 ) -> None:
     """Wait while the stream writer makes progress on `event_ids`; raise RuntimeError only
     after `stall_s` without any. `on_progress` gets each newly committed count."""
-    committed = count_present(database_url, event_ids)
+    committed = count_present(database_url, event_ids, tenant_id=tenant_id)
     if on_progress is not None and committed:
         on_progress(committed)
     last_progress = time.monotonic()
@@ -72,7 +74,7 @@ def wait_until_committed(
                 f"for {stall_s:.0f} s"
             )
         time.sleep(0.3)
-        now = count_present(database_url, event_ids)
+        now = count_present(database_url, event_ids, tenant_id=tenant_id)
         if now > committed:
             if on_progress is not None:
                 on_progress(now - committed)

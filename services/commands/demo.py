@@ -135,7 +135,11 @@ def step_wait_committed(run: DemoRun, stall_s: float = 120.0) -> None:
     with tqdm(total=len(run.accepted), unit="event", desc="  committed") as bar:
         try:
             wait_until_committed(
-                run.database_url, run.accepted, stall_s=stall_s, on_progress=bar.update
+                run.database_url,
+                run.accepted,
+                tenant_id=DEMO_TENANT,
+                stall_s=stall_s,
+                on_progress=bar.update,
             )
         except RuntimeError as exc:
             logs = run.state_dir / "demo-logs"
