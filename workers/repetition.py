@@ -21,19 +21,25 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-def repeats_word_ngram(text: str, n: int = 3) -> bool:
-    """True when some run of `n` consecutive words occurs at least twice in `text`
-    (overlapping occurrences count: "a a a a" repeats the 3-gram "a a a")."""
+def repeated_word_ngrams(text: str, n: int = 3) -> int:
+    """How many of `text`'s word `n`-grams already occurred earlier in it (overlapping
+    occurrences count: "a a a a" has one repeated 3-gram, "a a a")."""
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
     tokens = words(text)
     seen: set[tuple[str, ...]] = set()
+    repeats = 0
     for i in range(len(tokens) - n + 1):
         gram = tuple(tokens[i:i + n])
         if gram in seen:
-            return True
+            repeats += 1
         seen.add(gram)
-    return False
+    return repeats
+
+
+def repeats_word_ngram(text: str, n: int = 3) -> bool:
+    """True when some run of `n` consecutive words occurs at least twice in `text`."""
+    return repeated_word_ngrams(text, n) > 0
 
 
 def repetition_share(texts: Iterable[str], n: int = 3) -> float:

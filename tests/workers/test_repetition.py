@@ -6,7 +6,13 @@ import math
 
 import pytest
 
-from tessera.workers.repetition import repeats_word_ngram, repetition_share, words
+from tessera.workers.canary_repetition import repeated_trigrams
+from tessera.workers.repetition import (
+    repeated_word_ngrams,
+    repeats_word_ngram,
+    repetition_share,
+    words,
+)
 
 
 @pytest.mark.parametrize(("text", "repeats"), [
@@ -37,3 +43,12 @@ def test_share_of_replies() -> None:
     assert repetition_share(replies) == 0.5
     assert math.isnan(repetition_share([]))
     assert words("Don't STOP-me") == ["don", "t", "stop", "me"]
+
+
+@pytest.mark.parametrize("text", [
+    "I did a lot of things. I did a lot of things.", "a a a a a", "Fine, thanks.", ""])
+def test_the_gates_canary_counts_the_same_repeats(text: str) -> None:
+    # The gate's canary (workers/canary_repetition.py) and the study must flag the same
+    # replies, or the study's figures say nothing about what the gate lets through.
+    assert repeated_word_ngrams(text) == repeated_trigrams(text)
+    assert repeated_word_ngrams("I did a lot of things. I did a lot of things.") == 4
