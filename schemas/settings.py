@@ -33,7 +33,9 @@ class Settings(BaseSettings):
         None, description="A local Hugging Face model folder; default: SmolLM2-135M-Instruct."
     )
     admin_key: SecretStr = Field(
-        SecretStr(DEV_ADMIN_KEY), description="Key for admin actions (audit, rollback, forget)."
+        SecretStr(DEV_ADMIN_KEY),
+        description="Key for admin actions (audit, rollback, forget). The default is refused "
+        "in production and by `tessera serve` on any address beyond loopback.",
     )
     default_tenant: str = Field(
         "demo",

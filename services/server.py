@@ -9,6 +9,7 @@ processes), while gRPC stays in the parent process.
 from __future__ import annotations
 
 import atexit
+import ipaddress
 import logging
 import os
 from collections.abc import Sequence
@@ -19,7 +20,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from tessera.infra.stack import StackInfo
-from tessera.schemas.settings import Settings, get_settings
+from tessera.schemas.settings import DEV_ADMIN_KEY, Settings, get_settings
 from tessera.services.auth import authenticator_from_database
 from tessera.services.components import (
     Component,
@@ -35,6 +36,34 @@ log = logging.getLogger(__name__)
 
 # How the parent tells uvicorn's worker processes what to build (they start fresh).
 _WITHOUT_ENV: Final = "TESSERA_SERVE_WITHOUT"
+
+
+class UnsafeBind(RuntimeError):
+    """The server would be reachable beyond this machine with the well-known admin key."""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` binds this machine's loopback only (`0.0.0.0`, `::` and names
+    other than `localhost` do not: they may be reachable from elsewhere)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_admin_key_for_host(settings: Settings, host: str) -> None:
+    """Refuse to serve beyond loopback with the default admin key: it is printed in the
+    README and accepted by every development server, so anyone who can reach the port
+    could audit, roll back or forget any tenant's users."""
+    if is_loopback(host) or settings.admin_key.get_secret_value() != DEV_ADMIN_KEY:
+        return
+    raise UnsafeBind(
+        f"refusing to bind {host}: the admin key is the default {DEV_ADMIN_KEY!r}, which "
+        "anyone can guess; set TESSERA_ADMIN_KEY to a secret (e.g. "
+        "`export TESSERA_ADMIN_KEY=$(openssl rand -hex 32)`) or bind 127.0.0.1"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +131,9 @@ def http_worker_app() -> FastAPI:
 
 
 def run_server(settings: Settings, stack: StackInfo, options: ServeOptions) -> None:
-    """Serve until SIGINT/SIGTERM: gRPC in background threads, HTTP in this thread."""
+    """Serve until SIGINT/SIGTERM: gRPC in background threads, HTTP in this thread.
+    `UnsafeBind` (before anything starts) for a non-loopback host with the default key."""
+    check_admin_key_for_host(settings, options.host)
     ctx = server_context(settings, stack)
     components = build_components(ctx, without=options.without)
     grpc: RunningGrpcServer | None = None

@@ -32,7 +32,12 @@ def serve(
     TESSERA_DATABASE_URL when set, else the local stack (started if needed)."""
     from tessera.services.components import ComponentError
     from tessera.services.grpc_server import GrpcServerError
-    from tessera.services.server import ServeOptions, run_server
+    from tessera.services.server import (
+        ServeOptions,
+        UnsafeBind,
+        check_admin_key_for_host,
+        run_server,
+    )
 
     logging.basicConfig(
         level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -46,7 +51,8 @@ def serve(
         without=frozenset(without),
     )
     try:
+        check_admin_key_for_host(settings, options.host)  # before the stack starts
         run_server(settings, stack_info(), options)
-    except (ComponentError, GrpcServerError) as exc:
+    except (ComponentError, GrpcServerError, UnsafeBind) as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(1) from exc
