@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "train",
     "study",
     "bench_soak",
+    "study_probe",
 ]
 
 for _name in COMMAND_MODULES:
