@@ -11,10 +11,11 @@ from __future__ import annotations
 import logging
 
 from kafka import KafkaProducer
-from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from tessera.events.kafka_no_autocreate import NO_AUTO_CREATE
+from tessera.events.topic_policy import TopicPolicy
 from tessera.schemas.events import EventEnvelope
 from tessera.schemas.settings import Settings
 
@@ -37,8 +38,11 @@ def topic_names(settings: Settings) -> list[str]:
 
 def ensure_topics(bootstrap: str, settings: Settings, *, timeout_s: float = 30.0) -> list[str]:
     """Create every topic that does not exist yet, with `settings.topic_partitions`
-    partitions (replication 1: the local broker is one node). Returns the topics created
-    by this call. Topics that already exist are left as they are (idempotent)."""
+    partitions and the replication, min.insync.replicas and (for the topics carrying
+    users' text) retention of `TopicPolicy`. Returns the topics created by this call.
+    Topics that already exist are left as they are (idempotent), but each one weaker than
+    the policy is logged as a warning (see `check_topics`)."""
+    policy = TopicPolicy.from_settings(settings)
     admin = _admin(bootstrap, timeout_s)
     try:
         existing = set(admin.list_topics())
@@ -47,7 +51,12 @@ def ensure_topics(bootstrap: str, settings: Settings, *, timeout_s: float = 30.0
         for name in wanted:
             # One topic per request: a concurrent creator (another process starting at the
             # same time) makes only its own topic fail with "already exists".
-            topic = NewTopic(name, num_partitions=settings.topic_partitions, replication_factor=1)
+            topic = NewTopic(
+                name,
+                num_partitions=settings.topic_partitions,
+                replication_factor=policy.replication_factor,
+                topic_configs=policy.configs(name),
+            )
             try:
                 admin.create_topics([topic], timeout_ms=int(timeout_s * 1000))
                 created.append(name)
@@ -55,11 +64,61 @@ def ensure_topics(bootstrap: str, settings: Settings, *, timeout_s: float = 30.0
                 pass
         if created:
             log.info("created topics %s", created)
+        older = [name for name in topic_names(settings) if name in existing]
+        if older:
+            _warn_weak(admin, older, policy)
         return created
     except KafkaError as exc:
         raise KafkaSetupError(f"could not create topics on {bootstrap}: {exc}") from exc
     finally:
         admin.close()
+
+
+def check_topics(bootstrap: str, settings: Settings, *, timeout_s: float = 30.0) -> list[str]:
+    """How the existing Tessera topics fall short of `TopicPolicy` (one line per
+    shortfall; empty when none does). Missing topics are not reported."""
+    policy = TopicPolicy.from_settings(settings)
+    admin = _admin(bootstrap, timeout_s)
+    try:
+        existing = set(admin.list_topics())
+        return _weaknesses(admin, [n for n in topic_names(settings) if n in existing], policy)
+    except KafkaError as exc:
+        raise KafkaSetupError(f"could not describe topics on {bootstrap}: {exc}") from exc
+    finally:
+        admin.close()
+
+
+def _warn_weak(admin: KafkaAdminClient, names: list[str], policy: TopicPolicy) -> None:
+    # A check that fails must not stop a process from starting: the topics work, only
+    # their guarantees are unknown.
+    try:
+        problems = _weaknesses(admin, names, policy)
+    except (KafkaError, ValueError, KeyError, TypeError) as exc:
+        log.warning("could not check the settings of topics %s: %s", names, exc)
+        return
+    for problem in problems:
+        log.warning("topic weaker than configured: %s", problem)
+
+
+def _weaknesses(admin: KafkaAdminClient, names: list[str], policy: TopicPolicy) -> list[str]:
+    if not names:
+        return []
+    replicas = {
+        str(t["name"]): min((len(p["replica_nodes"]) for p in t["partitions"]), default=0)
+        for t in admin.describe_topics(names)
+    }
+    # All configs (defaults included: they are what applies). Not filtered by name:
+    # Tansu drops the connection when a DescribeConfigs names the configs it wants.
+    described = admin.describe_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, name) for name in names],
+        config_filter="all",
+    )
+    problems: list[str] = []
+    for name in names:
+        entries = described.get("topic", {}).get(name, {})
+        configs = {key: str(entry.get("value")) for key, entry in entries.items()}
+        problems += policy.weaknesses(name, replicas=replicas.get(name, 0), configs=configs)
+    return problems
 
 
 def topic_id(bootstrap: str, topic: str, *, timeout_s: float = 30.0) -> str | None:

@@ -72,6 +72,21 @@ class Settings(BaseSettings):
     topic_training_requests: str = "tessera.training-requests"
     topic_revisions: str = "tessera.revisions"
     topic_partitions: int = Field(8, ge=1, description="Partitions created for each topic.")
+    # Unset (None) below means: the embedded broker's value when `kafka_bootstrap` is
+    # unset, else the external cluster's (events/topic_policy.py holds both).
+    topic_replication_factor: int | None = Field(
+        None, ge=1, description="Replicas of each topic's partitions (default: 3 on an "
+        "external cluster, 1 on the one-node embedded broker).",
+    )
+    topic_min_insync_replicas: int | None = Field(
+        None, ge=1, description="min.insync.replicas of each topic: replicas that must hold "
+        "an acks=all write (default: 2 on an external cluster, 1 embedded).",
+    )
+    topic_retention_ms: int | None = Field(
+        None, ge=60_000, description="retention.ms of the interactions topic and its DLQ, "
+        "the topics that carry users' text: how long a forgotten user's records may stay "
+        "on the broker (default: 7 days on an external cluster, 1 hour embedded).",
+    )
 
     # the stream ingest worker (faust)
     stream_group: str = Field(
@@ -200,6 +215,21 @@ class Settings(BaseSettings):
         if self.environment == "production" and self.admin_key.get_secret_value() == DEV_ADMIN_KEY:
             raise ValueError("TESSERA_ADMIN_KEY must be set to a non-default value in production")
         return self
+
+    @model_validator(mode="after")
+    def _insync_within_replicas(self) -> Settings:
+        rf, isr = self.topic_replication_factor, self.topic_min_insync_replicas
+        if rf is not None and isr is not None and isr > rf:
+            raise ValueError(
+                f"TESSERA_TOPIC_MIN_INSYNC_REPLICAS={isr} exceeds "
+                f"TESSERA_TOPIC_REPLICATION_FACTOR={rf}: no write could ever be acknowledged"
+            )
+        return self
+
+    @property
+    def embedded_broker(self) -> bool:
+        """Whether the embedded one-node Tansu broker is used (no `kafka_bootstrap`)."""
+        return self.kafka_bootstrap is None
 
     @property
     def adapter_store_dir(self) -> Path:
