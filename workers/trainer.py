@@ -72,9 +72,11 @@ def _deterministic() -> Iterator[None]:
         torch.use_deterministic_algorithms(previous)
 
 
-def _batches(
+def epoch_batches(
     encoded: Sequence[EncodedExample], *, batch_size: int, seed: int, epoch: int
 ) -> list[list[EncodedExample]]:
+    """One epoch's batches: a seeded shuffle of `encoded` (the group trainer uses the same
+    order, so a user trains on the same batches alone or in a group)."""
     order = list(range(len(encoded)))
     random.Random(seed * 1_000_003 + epoch).shuffle(order)
     return [[encoded[i] for i in order[s : s + batch_size]]
@@ -165,7 +167,8 @@ def train_adapter(
         bar = tqdm(total=total, desc="train", unit="step", disable=not progress, leave=False)
         for epoch in range(config.epochs):
             last_epoch_losses = []
-            for batch in _batches(encoded, batch_size=config.batch_size, seed=seed, epoch=epoch):
+            for batch in epoch_batches(encoded, batch_size=config.batch_size, seed=seed,
+                                       epoch=epoch):
                 if steps >= total:
                     break
                 nll_sum, n_tokens = target_nll(peft_model, collate(batch, pad_id=pad_id))
