@@ -9,7 +9,9 @@ rebuilt projections cannot disagree about the rules.
 
 Revision state machine (RevisionState):
     trained -> evaluated -> promoted | rejected       (rejected also straight from trained)
-    promoted -> superseded (another revision promoted) | rolled_back (head moved away)
+    promoted -> superseded (another revision promoted, or a refreshed prior beat it: the
+                            stream then has no head and serves the prior)
+             | rolled_back (head moved away)
     superseded | rolled_back -> promoted               (rollback to it / rolling forward)
     any -> forgotten                                   (user forgotten; final)
 """
@@ -30,6 +32,7 @@ from tessera.schemas.revisions import (
     RevisionPromoted,
     RevisionRejected,
     RevisionRolledBack,
+    RevisionSupersededByPrior,
     RevisionTrained,
     UserForgotten,
 )
@@ -163,6 +166,8 @@ def apply_event(state: ProjectionState, stored: StoredEvent) -> None:
         _apply_rejected(state, key, stored, payload)
     elif isinstance(payload, RevisionRolledBack):
         _apply_rolled_back(state, key, stored, payload)
+    elif isinstance(payload, RevisionSupersededByPrior):
+        _apply_superseded_by_prior(state, key, stored, payload)
     elif isinstance(payload, UserForgotten):
         _apply_forgotten(state, key, stored)
 
@@ -400,6 +405,23 @@ def _apply_rolled_back(
     )
     _set_revision(state, restored)
     _set_head(state, key, restored, stored)
+
+
+def _apply_superseded_by_prior(
+    state: ProjectionState, key: StreamKey, stored: StoredEvent, p: RevisionSupersededByPrior
+) -> None:
+    # Only the head being served can be set aside; the stream then has no head, so
+    # `served_revision` falls back to the tenant prior (no second rule to keep in step).
+    head = state.heads.get(key)
+    if head is None or head.revision_id != p.revision_id:
+        raise ProjectionError(
+            f"prior {p.prior_revision_id!r} supersedes {p.revision_id!r}, but {key[0]}/{key[1]} "
+            f"is serving {head.revision_id if head else None!r}"
+        )
+    row = _revision_in_stream(state, key, p.revision_id, stored)
+    _set_revision(state, replace(row, state=RevisionState.SUPERSEDED, updated_at=_at(stored),
+                                 position=stored.position))
+    _clear_head(state, key)
 
 
 def _apply_forgotten(state: ProjectionState, key: StreamKey, stored: StoredEvent) -> None:

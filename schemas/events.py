@@ -31,6 +31,7 @@ class EventType(StrEnum):
     REVISION_PROMOTED = "revision.promoted"
     REVISION_REJECTED = "revision.rejected"
     REVISION_ROLLED_BACK = "revision.rolled_back"
+    REVISION_SUPERSEDED_BY_PRIOR = "revision.superseded_by_prior"
     USER_FORGOTTEN = "user.forgotten"
 
 

@@ -80,6 +80,20 @@ class RevisionRolledBack(_Payload):
     actor: str = Field(min_length=1)
 
 
+class RevisionSupersededByPrior(_Payload):
+    """A refreshed tenant prior beat the user's personal head on the user's held-out
+    examples: the head is set aside and the user is served the prior until a candidate
+    rebased on it wins (ARCHITECTURE.md, "never worse than the shared model")."""
+
+    revision_id: str = Field(min_length=1, description="The personal head set aside")
+    prior_revision_id: str = Field(min_length=1, description="The prior now served instead")
+    head_nll: float = Field(description="The head's mean target NLL on the held-out examples")
+    prior_nll: float = Field(description="The prior's mean target NLL on the same examples")
+    heldout_positions: list[int] = Field(min_length=1)
+    actor: str = Field(min_length=1)
+    reason: str = Field(min_length=1)
+
+
 class UserForgotten(_Payload):
     """Tombstone: the user's content and adapters were erased. Holds no content."""
 
@@ -94,5 +108,6 @@ REVISION_PAYLOADS: Final[dict[str, type[_Payload]]] = {
     EventType.REVISION_PROMOTED: RevisionPromoted,
     EventType.REVISION_REJECTED: RevisionRejected,
     EventType.REVISION_ROLLED_BACK: RevisionRolledBack,
+    EventType.REVISION_SUPERSEDED_BY_PRIOR: RevisionSupersededByPrior,
     EventType.USER_FORGOTTEN: UserForgotten,
 }

@@ -12,6 +12,7 @@ from tessera.schemas.revisions import (
     RevisionPromoted,
     RevisionRejected,
     RevisionRolledBack,
+    RevisionSupersededByPrior,
     RevisionTrained,
 )
 
@@ -120,6 +121,23 @@ def rolled_back(tenant: str, user: str, frm: str | None, to: str | None) -> Even
             to_adapter_digest=f"digest-{to}" if to else None,
             reason="test",
             actor="admin",
+        ),
+    )
+
+
+def superseded_by_prior(tenant: str, user: str, rid: str, prior: str) -> EventEnvelope:
+    return revision_event(
+        tenant,
+        user,
+        EventType.REVISION_SUPERSEDED_BY_PRIOR,
+        RevisionSupersededByPrior(
+            revision_id=rid,
+            prior_revision_id=prior,
+            head_nll=2.5,
+            prior_nll=2.25,
+            heldout_positions=[3, 9],
+            actor="gate:prior-refresh",
+            reason="prior beats head",
         ),
     )
 

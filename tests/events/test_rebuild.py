@@ -8,7 +8,15 @@ from tessera.events.postgres_store import PostgresEventStore
 from tessera.events.rebuild import rebuild_projections
 from tessera.schemas.events import PRIOR_USER_ID, RevisionState
 
-from .factories import evaluated, exchange, promoted, rejected, rolled_back, trained
+from .factories import (
+    evaluated,
+    exchange,
+    promoted,
+    rejected,
+    rolled_back,
+    superseded_by_prior,
+    trained,
+)
 
 T = "acme"
 USERS = ["alice", "bob", "carol", PRIOR_USER_ID]
@@ -25,7 +33,8 @@ def random_step(store: PostgresEventStore, rng: random.Random, step: int) -> Non
     current = head.revision_id if head else None
     kind = "prior" if user == PRIOR_USER_ID else "personal"
     action = rng.choices(
-        ["ingest", "train", "evaluate", "decide", "rollback", "forget"], [3, 2, 2, 3, 1, 1]
+        ["ingest", "train", "evaluate", "decide", "rollback", "forget", "supersede"],
+        [3, 2, 2, 3, 1, 1, 1],
     )[0]
     if action == "ingest" and user != PRIOR_USER_ID:
         store.append([exchange(T, user, step * 10 + i) for i in range(rng.randint(1, 5))])
@@ -43,6 +52,10 @@ def random_step(store: PostgresEventStore, rng: random.Random, step: int) -> Non
         targets = [r.revision_id for r in revisions if r.state in ("superseded", "rolled_back")]
         target = rng.choice([*targets, None])
         store.append([rolled_back(T, user, current, target)])
+    elif action == "supersede" and user != PRIOR_USER_ID and current is not None:
+        prior = store.get_head(T, PRIOR_USER_ID)
+        if prior is not None:
+            store.append([superseded_by_prior(T, user, current, prior.revision_id)])
     elif (
         action == "forget"
         and user != PRIOR_USER_ID
@@ -63,6 +76,7 @@ def test_rebuilt_projections_equal_live(database_url: str) -> None:
         seen = {r.state for r in revisions}
         assert seen >= {"promoted", "superseded", "rejected", "rolled_back", "forgotten"}, seen
         assert heads and any(u.forgotten_at for u in users)
+        assert store.read(event_types=["revision.superseded_by_prior"], limit=1)
 
         report = rebuild_projections(database_url)
 
