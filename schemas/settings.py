@@ -10,6 +10,12 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_ADMIN_KEY = "tessera-dev-admin-key"
+# The largest `max_record_bytes` allowed: Kafka's default broker limit on a record batch
+# (message.max.bytes = 1,048,588) less 1 KiB for the batch header, the record's framing
+# and its key (`tenant/user`, at most 193 bytes), so a stock broker takes any record
+# the API accepted. (The ingest publisher sends an oversized record in a batch of its
+# own, which aiokafka allows whatever its max_batch_size.)
+MAX_RECORD_BYTES_CEILING = 1024 * 1024 - 1024
 
 
 class Settings(BaseSettings):
@@ -50,6 +56,16 @@ class Settings(BaseSettings):
         description="Largest HTTP request body; longer ones get 413 before they are read.",
     )
     max_text_chars: int = Field(8000, ge=1, description="Longest text field accepted.")
+    max_record_bytes: int = Field(
+        1_000_000,
+        ge=4096,
+        le=MAX_RECORD_BYTES_CEILING,
+        description="Largest event accepted, measured as the Kafka record it is published "
+        "as (the envelope's JSON); a larger one gets 413 (gRPC INVALID_ARGUMENT) instead "
+        "of a broker refusal that no retry could cure. At most 1 MiB less 1 KiB: Kafka's "
+        "default message.max.bytes (1,048,588) must take the record with its batch header "
+        "and key.",
+    )
     max_future_skew_s: float = Field(
         300.0, ge=0, description="How far in the future occurred_at may be."
     )

@@ -9,7 +9,13 @@ client can never half-send a batch and wonder which half landed. The `202` is se
 after the broker has acknowledged every record (`acks=all`), so an accepted event is
 durable on the stream; if the broker fails part-way, the caller gets `503` and should
 retry the same batch: `event_id` is the idempotency key, so records that did land are
-not stored twice (clients that want safe retries send their own `event_id`s).
+not stored twice (clients that want safe retries send their own `event_id`s; an id is
+unique per tenant, so another tenant's choice of ids never matters).
+
+What the stream worker would refuse, the API refuses first: every envelope is encoded as
+the record it is published as, that record's size is checked against `max_record_bytes`
+(413: the broker would refuse it on every retry) and the envelope against the worker's
+own rules (`schemas.event_rules`, 422), so a `202` is never followed by a dead letter.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from tessera.schemas.api import (
     item_data,
     limited_request_model,
 )
+from tessera.schemas.event_rules import NUL_ESCAPE, Refusal, refusal_of
 from tessera.schemas.events import EventEnvelope
 from tessera.schemas.settings import Settings
 from tessera.services.ingest_admission import Admission
@@ -42,6 +49,10 @@ from tessera.services.kafka_publisher import KafkaPublisher, PublishError
 
 # Discriminated-union errors for a bad or missing "type" are located at the item itself.
 _TAG_ERRORS: Final = frozenset({"union_tag_invalid", "union_tag_not_found"})
+# Envelope fields as the API's items name them (the payload's are the item's own fields).
+_ITEM_FIELDS: Final = {"event_type": "type", "user_id": "user_id"}
+
+Record = tuple[bytes, bytes]  # (key, value) as published
 
 
 class IngestError(Exception):
@@ -120,6 +131,7 @@ class IngestConfig:
     max_future_skew: timedelta
     max_past_age: timedelta
     ack_timeout_s: float = 30.0
+    max_record_bytes: int = 1_000_000
 
     @classmethod
     def from_settings(cls, settings: Settings) -> IngestConfig:
@@ -129,6 +141,7 @@ class IngestConfig:
             max_text_chars=settings.max_text_chars,
             max_future_skew=timedelta(seconds=settings.max_future_skew_s),
             max_past_age=timedelta(days=settings.max_past_age_days),
+            max_record_bytes=settings.max_record_bytes,
         )
 
 
@@ -151,6 +164,19 @@ class IngestService:
     def parse(self, body: bytes | Mapping[str, Any], *, tenant_id: str) -> list[EventEnvelope]:
         """Validate a request body (raw JSON bytes, or an already-decoded mapping from
         gRPC) into envelopes for `tenant_id`. Raises `InvalidBatch` listing every problem."""
+        return self.prepare(body, tenant_id=tenant_id)[0]
+
+    def prepare(
+        self, body: bytes | Mapping[str, Any], *, tenant_id: str
+    ) -> tuple[list[EventEnvelope], list[Record]]:
+        """`parse`, and the records to publish: each envelope encoded once, its size and
+        the stream worker's rules checked on exactly those bytes."""
+        envelopes = self._validate(body, tenant_id=tenant_id)
+        records = [(stream_key(env), encode_envelope(env)) for env in envelopes]
+        self._check_records(envelopes, records)
+        return envelopes, records
+
+    def _validate(self, body: bytes | Mapping[str, Any], *, tenant_id: str) -> list[EventEnvelope]:
         model = limited_request_model(self.config.max_text_chars, self.config.max_batch_events)
         limits = IngestLimits(
             max_future_skew=self.config.max_future_skew,
@@ -174,6 +200,37 @@ class IngestService:
             raise self._too_large(len(request.events))
         return to_envelopes(request.events, tenant_id=tenant_id)
 
+    def _check_records(self, envelopes: Sequence[EventEnvelope], records: Sequence[Record]) -> None:
+        """Refuse the batch if any record is over `max_record_bytes` (413) or would be
+        refused by the stream worker (422), listing every such item."""
+        limit, max_chars = self.config.max_record_bytes, self.config.max_text_chars
+        errors: list[ItemError] = []
+        too_large = False
+        for index, (env, (_, value)) in enumerate(zip(envelopes, records, strict=True)):
+            if len(value) > limit:
+                too_large = True
+                problem = (
+                    f"the event is {len(value)} bytes as a stream record, the limit is "
+                    f"{limit} bytes; send it shorter (no retry can make it fit)"
+                )
+                errors.append(
+                    ItemError(index=index, field="item", problem=problem, type="record_too_large")
+                )
+                continue
+            # The worker's decision on the same bytes: same size, same NUL hint.
+            refusal = refusal_of(
+                env, max_text_chars=max_chars, raw_size=len(value), maybe_nul=NUL_ESCAPE in value
+            )
+            if refusal is not None:
+                errors.append(_refusal_error(index, refusal))
+        if not errors:
+            return
+        if too_large:
+            detail = f"event(s) too large for the stream (limit {limit} bytes each)"
+        else:
+            detail = f"{len(errors)} item(s) invalid"
+        raise InvalidBatch(f"{detail}; nothing was accepted", errors, too_large=too_large)
+
     def _too_large(self, count: int | None) -> InvalidBatch:
         limit = self.config.max_batch_events
         many = f"{count} events" if count is not None else f"more than {limit} events"
@@ -192,19 +249,18 @@ class IngestService:
 
     # --- publishing -------------------------------------------------------------------
 
-    def publish(self, envelopes: Sequence[EventEnvelope]) -> Future[list[int]]:
-        """Send every envelope (keyed `tenant/user`, in order); the future resolves once
-        the broker acknowledged all of them (to the indexes of the last envelope sent to
+    def publish(self, records: Sequence[Record]) -> Future[list[int]]:
+        """Send every record (keyed `tenant/user`, in order); the future resolves once
+        the broker acknowledged all of them (to the indexes of the last record sent to
         each partition), or fails with `PublishError`."""
-        records = [(stream_key(env), encode_envelope(env)) for env in envelopes]
         return self._publisher.publish(self.config.topic, records)
 
     def ingest(self, body: bytes | Mapping[str, Any], *, tenant_id: str) -> list[uuid.UUID]:
         """Blocking: validate, publish, wait for the acks (for threaded callers: gRPC)."""
-        envelopes = self.parse(body, tenant_id=tenant_id)
+        envelopes, records = self.prepare(body, tenant_id=tenant_id)
         self._reserve(envelopes)
         try:
-            lasts = self.publish(envelopes).result(timeout=self.config.ack_timeout_s)
+            lasts = self.publish(records).result(timeout=self.config.ack_timeout_s)
         except PublishError as exc:
             self._release(envelopes)
             raise StreamUnavailable(_retry_message(str(exc))) from exc
@@ -215,11 +271,11 @@ class IngestService:
 
     async def ingest_async(self, body: bytes, *, tenant_id: str) -> list[uuid.UUID]:
         """Same as `ingest`, awaiting the acks without blocking the event loop."""
-        envelopes = self.parse(body, tenant_id=tenant_id)
+        envelopes, records = self.prepare(body, tenant_id=tenant_id)
         await self._reserve_async(envelopes)
         try:
             lasts = await asyncio.wait_for(
-                asyncio.wrap_future(self.publish(envelopes)), timeout=self.config.ack_timeout_s
+                asyncio.wrap_future(self.publish(records)), timeout=self.config.ack_timeout_s
             )
         except PublishError as exc:
             self._release(envelopes)
@@ -271,6 +327,17 @@ class IngestService:
         self._publisher.close()
         if self._admission is not None:
             self._admission.close()
+
+
+def _refusal_error(index: int, refusal: Refusal) -> ItemError:
+    """A worker rule's refusal located as the API's items are: `data.context.0.text`
+    (a path in the envelope) is the item's `context[0].text`."""
+    parts: list[int | str] = [int(p) if p.isdigit() else p for p in refusal.field.split(".")]
+    if parts[0] == "data":
+        field = _path(parts[1:])
+    else:
+        field = _ITEM_FIELDS.get(str(parts[0]), _path(parts))
+    return ItemError(index=index, field=field, problem=refusal.problem, type=refusal.type)
 
 
 def _timeout(config: IngestConfig) -> str:
