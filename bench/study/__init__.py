@@ -6,5 +6,8 @@ speaker, the held-out NLL of every model they could be served.
 - `runner`: drives the running system over the simulated nights;
 - `ablation`: the personal adapter trained from the base alone (not what the system does);
 - `measure`: NLL of every condition on each speaker's test set and on the general set;
+- `generate`, `attribution`, `style`: replies of base, prior and served model to each
+  speaker's test prompts, the share a speaker classifier attributes to the speaker, and
+  the share that repeat a word 3-gram;
 - `report`: aggregates, the terminal table, the PNG plot, the JSON document.
 """

@@ -4,6 +4,7 @@ condition and aggregate. Returns the JSON document of `bench/results/study.json`
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import tempfile
@@ -13,11 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from tessera.bench.study.ablation import train_from_base
 from tessera.bench.study.design import StudyDesign, examples_of
+from tessera.bench.study.generate import GenerationConfig, Replies
 from tessera.bench.study.measure import Measurer, SpeakerFigures, speaker_figures
 from tessera.bench.study.report import aggregates
-from tessera.bench.study.runner import STUDY_SCHEDULE, Ingest, NightRecord, replay
+from tessera.bench.study.runner import STUDY_SCHEDULE, Ingest, NightRecord, Replay, replay
+from tessera.bench.study.style import fit_classifier, style_figures
 from tessera.events.postgres_store import PostgresEventStore
 from tessera.schemas.events import PRIOR_USER_ID
 from tessera.workers.adapter_store import AdapterStore
@@ -25,6 +30,8 @@ from tessera.workers.pipeline import Engine, PipelineConfig, RevisionPipeline
 from tessera.workers.scheduler import ScheduleConfig
 
 log = logging.getLogger(__name__)
+
+DEFAULT_GENERATION = GenerationConfig()
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,45 @@ def _prior_night(night: NightRecord) -> dict[str, Any]:
             "reasons": list(mine[-1].reasons) if mine else []}
 
 
+def _measure_speakers(
+    design: StudyDesign, result: Replay, pipeline: RevisionPipeline, tenant_id: str, *,
+    label: str, engine: Engine, adapters: AdapterStore, max_length: int,
+    generation: GenerationConfig, progress: bool,
+) -> tuple[list[SpeakerFigures], float, float]:
+    """Every speaker's figures (the from-base ablation trained on the way), and the
+    seconds spent on the ablation and on measuring."""
+    measurer = Measurer(engine, adapters, max_length=max_length)
+    replies = Replies(engine.model, engine.tokenizer, adapters, generation)
+    classifier = fit_classifier(design, seed=pipeline.config.seed)
+    general = examples_of(design.general, "general")
+    scratch = Path(tempfile.mkdtemp(prefix="tessera-study-"))
+    figures: list[SpeakerFigures] = []
+    ablation_s = measure_s = 0.0
+    try:
+        for speaker in tqdm(design.speakers, desc=f"  {label}: measure", unit="speaker",
+                            disable=not progress, leave=False):
+            t0 = time.perf_counter()
+            ablation = train_from_base(pipeline, tenant_id, speaker.speaker_id,
+                                       scratch / speaker.speaker_id)
+            t1 = time.perf_counter()
+            test = examples_of(speaker.test, speaker.speaker_id)
+            nll = speaker_figures(
+                measurer, result, speaker_id=speaker.speaker_id,
+                n_train=len(speaker.history), test=test, general=general,
+                from_base=ablation.blob, from_base_seconds=ablation.seconds,
+            )
+            style = style_figures(
+                replies, classifier, speaker_id=speaker.speaker_id, test=test,
+                shared=result.nights[-1].prior.adapter_digest,
+                served=result.nights[-1].served[speaker.speaker_id].adapter_digest)
+            figures.append(dataclasses.replace(nll, style=style))
+            ablation_s += t1 - t0
+            measure_s += time.perf_counter() - t1
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return figures, ablation_s, measure_s
+
+
 def run_arm(
     design: StudyDesign,
     arm: StudyConfig,
@@ -77,10 +123,9 @@ def run_arm(
     ingest: Ingest,
     tenant_id: str,
     schedule: ScheduleConfig = STUDY_SCHEDULE,
+    generation: GenerationConfig = DEFAULT_GENERATION,
     progress: bool = False,
 ) -> RunResult:
-    from tqdm import tqdm
-
     seconds: dict[str, float] = {}
     store = PostgresEventStore(database_url)
     try:
@@ -95,28 +140,10 @@ def run_arm(
         seconds["ingest"] = result.ingest_seconds
         seconds["nights"] = time.perf_counter() - started - result.ingest_seconds
 
-        measurer = Measurer(engine, adapters, max_length=arm.pipeline.eval_max_length)
-        general = examples_of(design.general, "general")
-        scratch = Path(tempfile.mkdtemp(prefix="tessera-study-"))
-        figures: list[SpeakerFigures] = []
-        ablation_s = measure_s = 0.0
-        try:
-            for speaker in tqdm(design.speakers, desc=f"  {arm.label}: measure", unit="speaker",
-                                disable=not progress, leave=False):
-                t0 = time.perf_counter()
-                ablation = train_from_base(pipeline, tenant_id, speaker.speaker_id,
-                                           scratch / speaker.speaker_id)
-                t1 = time.perf_counter()
-                figures.append(speaker_figures(
-                    measurer, result, speaker_id=speaker.speaker_id,
-                    n_train=len(speaker.history),
-                    test=examples_of(speaker.test, speaker.speaker_id), general=general,
-                    from_base=ablation.blob, from_base_seconds=ablation.seconds,
-                ))
-                ablation_s += t1 - t0
-                measure_s += time.perf_counter() - t1
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+        figures, ablation_s, measure_s = _measure_speakers(
+            design, result, pipeline, tenant_id, label=arm.label, engine=engine,
+            adapters=adapters, max_length=arm.pipeline.eval_max_length,
+            generation=generation, progress=progress)
         seconds["from_base"], seconds["measure"] = ablation_s, measure_s
     finally:
         store.close()
@@ -133,6 +160,7 @@ def run_study(
     database_url: str,
     ingest: Ingest,
     tenant_prefix: str,
+    generation: GenerationConfig = DEFAULT_GENERATION,
     progress: bool = False,
 ) -> tuple[list[RunResult], dict[str, Any]]:
     """Every arm in its own tenant `<tenant_prefix>-<label>`; the document's top-level
@@ -143,7 +171,7 @@ def run_study(
     runs = [
         run_arm(design, arm, engine=engine, adapters=adapters, database_url=database_url,
                 ingest=ingest, tenant_id=f"{tenant_prefix}-{arm.label}"[:64],
-                progress=progress)
+                generation=generation, progress=progress)
         for arm in arms
     ]
     first = runs[0].to_json()
@@ -151,6 +179,7 @@ def run_study(
         "study": "personalization",
         "base_model": {"model_id": engine.base.model_id, "digest": engine.base.digest},
         "design": design.params(),
+        "generation": generation.as_json(),
         "label": first["label"],
         "speakers": first["speakers"],
         **{k: v for k, v in first.items() if k not in ("speakers", "label")},

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tessera.bench.study.runner import Replay
+from tessera.bench.study.style import StyleFigures
 from tessera.events.catalog import ServedRevision
 from tessera.workers.adapter_store import AdapterStore
 from tessera.workers.dataset import Example
@@ -51,9 +52,14 @@ class SpeakerFigures:
     train_seconds: float  # the system's personal revisions of this speaker
     from_base_train_seconds: float
     gate_reasons: list[str] = field(default_factory=list)  # last night's
+    # Generated replies: attribution to the speaker and repetition (bench/study/style.py);
+    # flat in the JSON (`attribution_personal`, ...).
+    style: StyleFigures = field(default_factory=StyleFigures)
 
     def to_json(self) -> dict[str, Any]:
-        return {k: _round(v) for k, v in asdict(self).items()}
+        fields = asdict(self)
+        style = fields.pop("style")
+        return {k: _round(v) for k, v in {**fields, **style}.items()}
 
 
 def _round(value: Any) -> Any:

@@ -121,6 +121,14 @@ def personalization(
     base_model: Annotated[Path | None, typer.Option(
         help="A local HF model folder instead of the default base (tests: a tiny model).")
     ] = None,
+    gen_tokens: Annotated[int, typer.Option(
+        min=1, help="Most new tokens of each generated reply (attribution, repetition).")
+    ] = 32,
+    repetition_penalty: Annotated[float, typer.Option(
+        min=0.01, help="Generation: HF repetition_penalty (1 = off).")] = 1.0,
+    no_repeat_ngram: Annotated[int, typer.Option(
+        min=0, help="Generation: forbid repeating token n-grams of this size (0 = off).")
+    ] = 0,
     tag: Annotated[str, typer.Option(help="Names this run's tenants and plot (a-z0-9-).")
                    ] = "study",
     out: Annotated[Path, typer.Option(help="The JSON document; the PNG goes beside it.")
@@ -129,6 +137,7 @@ def personalization(
     """Replay speakers' histories through the real system and measure personalization."""
     from tessera.bench.study import design as design_mod
     from tessera.bench.study.experiment import StudyConfig, run_study
+    from tessera.bench.study.generate import GenerationConfig
     from tessera.bench.study.report import plot, table, write_json
     from tessera.events.migrate import migrate
     from tessera.events.store import EventStoreError
@@ -185,6 +194,9 @@ def personalization(
                 design, arms, engine=engine,
                 adapters=LocalAdapterStore(settings.adapter_store_dir),
                 database_url=info.database_url, ingest=ingest, tenant_prefix=f"{tag}-{run_id}",
+                generation=GenerationConfig(max_new_tokens=gen_tokens,
+                                            repetition_penalty=repetition_penalty,
+                                            no_repeat_ngram_size=no_repeat_ngram),
                 progress=True)
     except (RuntimeError, EventStoreError) as exc:
         # The stack, a child process, the base model or the log failed: say which, no trace.

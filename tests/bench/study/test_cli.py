@@ -39,7 +39,8 @@ def test_cli_prints_and_writes_the_study(
         [str(TESSERA), "study", "personalization", "--n-speakers", "2", "--min-messages", "40",
          "--days", "2", "--max-train", "12", "--max-test", "3", "--max-length", "48",
          "--general-speakers", "1", "--general-per-speaker", "3", "--ranks", "2,1",
-         "--base-model", str(tiny_model_dir), "--tag", "cli", "--out", str(out)],
+         "--base-model", str(tiny_model_dir), "--tag", "cli", "--out", str(out),
+         "--gen-tokens", "8", "--repetition-penalty", "1.3", "--no-repeat-ngram", "3"],
         env=env, capture_output=True, text=True, timeout=900, check=False,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -52,5 +53,12 @@ def test_cli_prints_and_writes_the_study(
         assert (s["n_train"], s["n_test"], len(s["nll_by_night"])) == (12, 3, 2)
         assert s["nll_base"] > 0 and s["drift_base"] > 0
     assert "personal beats base" in proc.stdout
+    assert doc["generation"] == {"max_new_tokens": 8, "max_prompt_tokens": 192,
+                                 "batch_size": 16, "repetition_penalty": 1.3,
+                                 "no_repeat_ngram_size": 3, "decoding": "greedy"}
+    for key in ("attribution_base", "attribution_shared", "attribution_personal",
+                "attribution_real", "repetition_base", "repetition_personal"):
+        assert 0.0 <= doc[f"mean_{key}"] <= 1.0, key
+    assert isinstance(doc["served_worse_than_prior"], int)
     for label in ("r2", "r1"):
         assert (out.parent / f"study-{label}.png").read_bytes()[:4] == b"\x89PNG"

@@ -25,6 +25,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REQUIRED = {"id", "n_train", "n_test", "nll_base", "nll_personal", "nll_shared",
             "nll_personal_from_base", "nll_by_night", "drift_base", "drift_personal",
             "promoted", "rejected"}
+SHARES = ("attribution_base", "attribution_shared", "attribution_personal", "attribution_real",
+          "repetition_base", "repetition_shared", "repetition_personal")
 
 
 def test_study_replays_speakers_through_the_system(
@@ -42,10 +44,25 @@ def test_study_replays_speakers_through_the_system(
     for key in ("beats_base", "beats_shared", "mean_gain_vs_base", "mean_gain_vs_shared",
                 "gate_right"):
         assert key in doc
+    for key in SHARES:
+        assert 0.0 <= doc[f"mean_{key}"] <= 1.0, key
+    assert 0 <= doc["served_worse_than_prior"] <= 2
+    # Personal models learned their speaker's one sentence ("see you", "the beach"); the
+    # prior, trained on both, answers alike for both: the classifier tells the difference.
+    assert doc["mean_attribution_personal"] > doc["mean_attribution_shared"]
+    assert doc["generation"]["max_new_tokens"] == 32
     with PostgresEventStore(database_url) as store:
         for run in runs:
             for s in run.speakers:
-                assert set(s.to_json()) >= REQUIRED
+                assert set(s.to_json()) >= REQUIRED | set(SHARES)
+                for key in SHARES:
+                    assert 0.0 <= s.to_json()[key] <= 1.0, key
+                # Each speaker's real test messages are their history's one sentence:
+                # the classifier (trained on the history) attributes all of them.
+                assert s.style.attribution_real == 1.0
+                replies = s.style.sample_replies
+                assert set(replies) == {"base", "shared", "personal"}
+                assert all(len(r) == 3 for r in replies.values())
                 assert (s.n_train, s.n_test) == (30, 5)
                 assert len(s.nll_by_night) == 2 and len(s.nll_shared_by_night) == 2
                 # Every decided night's candidate is measured and its decision checked.
@@ -79,5 +96,6 @@ def test_study_replays_speakers_through_the_system(
     assert "alice" in text and "beats base" in text
     png = plot(tmp_path / "study.png", "tiny", runs[0].speakers)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "replies attributed to their speaker" in text
     line = write_json(tmp_path / "study.json", doc)
     assert json.loads(line) == json.loads((tmp_path / "study.json").read_text())
