@@ -48,8 +48,16 @@ def _rejected(code: int, detail: str, errors: list[ItemError]) -> JSONResponse:
     summary="Ingest a batch of interactions",
     responses={
         401: {"description": "No API key, or an unknown or revoked one."},
-        413: {"model": IngestRejected, "description": "More events than the batch limit."},
-        422: {"model": IngestRejected, "description": "Invalid items; nothing was accepted."},
+        413: {
+            "model": IngestRejected,
+            "description": "More events than the batch limit, or an event whose stream "
+            "record would exceed `TESSERA_MAX_RECORD_BYTES` (the broker could never take it).",
+        },
+        422: {
+            "model": IngestRejected,
+            "description": "Invalid items (the stream worker's rules included, e.g. no "
+            "U+0000 in text); nothing was accepted.",
+        },
         429: {
             "model": IngestRejected,
             "description": "The event log is too far behind what was accepted (admission "
