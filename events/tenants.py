@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,6 +26,11 @@ from tessera.schemas.events import TenantId
 KEY_PREFIX: Final = "tsk"
 _KEY_ID_BYTES: Final = 6  # 12 hex characters
 _SECRET_BYTES: Final = 32
+_SECRET_CHARS: Final = 43  # len(secrets.token_urlsafe(_SECRET_BYTES))
+# The whole shape of an issued key, so a malformed one is refused without a query.
+_KEY_SHAPE: Final = re.compile(
+    rf"{KEY_PREFIX}_([0-9a-f]{{{2 * _KEY_ID_BYTES}}})_[A-Za-z0-9_-]{{{_SECRET_CHARS}}}"
+)
 _TENANT_ID: Final = TypeAdapter(TenantId)
 
 Conn = psycopg.Connection[Any]
@@ -96,13 +102,13 @@ def issue_api_key(conn: Conn, tenant_id: str) -> str:
 
 
 def _key_id_of(key: str) -> str | None:
-    prefix, sep, rest = key.partition("_")
-    key_id, sep2, secret = rest.partition("_")
-    if prefix != KEY_PREFIX or not sep or not sep2 or not secret:
-        return None
-    if len(key_id) != 2 * _KEY_ID_BYTES:
-        return None
-    return key_id
+    match = _KEY_SHAPE.fullmatch(key)
+    return match.group(1) if match else None
+
+
+def key_is_well_formed(key: str) -> bool:
+    """Whether `key` has the shape of an issued key (checked before any database work)."""
+    return _key_id_of(key) is not None
 
 
 def authenticate(conn: Conn, key: str) -> str | None:

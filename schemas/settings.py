@@ -192,6 +192,12 @@ class Settings(BaseSettings):
         ge=0,
         description="How long a key -> tenant lookup is cached (a revoked key works this long).",
     )
+    auth_negative_cache_ttl_s: float = Field(
+        5.0,
+        ge=0,
+        description="How long a failed key lookup is remembered (bounded apart from valid "
+        "keys, so wrong keys cannot push them out).",
+    )
 
     # inference (services.inference)
     inference_device_slots: int = Field(

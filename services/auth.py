@@ -2,9 +2,13 @@
 
 A key arrives as `Authorization: Bearer <key>` or `X-API-Key: <key>`. Tenant keys are
 resolved by `events.tenants.authenticate` (keys are stored as sha256 only); the admin key
-comes from settings. Resolutions are cached for a short time so a busy client does not
-cost a database round trip per call; a revoked key therefore stops working within
-`auth_cache_ttl_s`.
+comes from settings. A key is checked cheapest first: its format (a malformed key never
+reaches the database), then the caches, then the database. Valid keys are cached for
+`auth_cache_ttl_s` so a busy client does not cost a round trip per call (a revoked key
+therefore stops working within that time); failed look-ups are cached apart, bounded and
+briefly (`auth_negative_cache_ttl_s`), so a flood of wrong keys neither reaches the
+database twice per key nor pushes valid keys out. For HTTP, `services.auth_gate` runs
+this before a request's body is read.
 """
 
 from __future__ import annotations
@@ -12,17 +16,26 @@ from __future__ import annotations
 import hashlib
 import hmac
 import threading
-import time
 from collections.abc import Callable, Mapping
 from typing import Annotated, Final
 
+from cachetools import TTLCache
 from fastapi import Depends, HTTPException, Request, status
+from psycopg_pool import ConnectionPool
 from starlette.concurrency import run_in_threadpool
+
+from tessera.events.db import make_pool, translated
+from tessera.events.tenants import authenticate, key_is_well_formed
 
 KeyLookup = Callable[[str], str | None]  # key -> tenant_id, or None when unknown/revoked
 
 _BEARER: Final = "bearer "
-_CACHE_MAX: Final = 10_000
+# Where `services.auth_gate` leaves the tenant of a key it checked (request.state).
+GATE_TENANT_STATE: Final = "tessera_tenant_id"
+# Keys live in a process at once: valid ones are few per process; failed ones are what
+# an attacker controls, so their cache is bounded apart and its entries die quickly.
+_VALID_MAX: Final = 10_000
+_FAILED_MAX: Final = 10_000
 
 
 class Unauthenticated(Exception):
@@ -43,39 +56,78 @@ def key_from_headers(headers: Mapping[str, str]) -> str | None:
     return key.strip() if key else None
 
 
-class KeyAuthenticator:
-    """Resolves keys to tenants through `lookup`, with a small TTL cache keyed by the
-    key's digest (the plain key is never kept)."""
+def _any_key(_key: str) -> bool:
+    return True
 
-    def __init__(self, *, lookup: KeyLookup, admin_key: str, cache_ttl_s: float = 30.0) -> None:
+
+class KeyAuthenticator:
+    """Resolves keys to tenants through `lookup`: a key failing `well_formed` is refused
+    at once; otherwise a cache of valid keys, then one of failed look-ups, then `lookup`.
+    Both caches are keyed by the key's digest (the plain key is never kept)."""
+
+    def __init__(
+        self,
+        *,
+        lookup: KeyLookup,
+        admin_key: str,
+        cache_ttl_s: float = 30.0,
+        negative_ttl_s: float = 5.0,
+        well_formed: Callable[[str], bool] = _any_key,
+        valid_max: int = _VALID_MAX,
+        failed_max: int = _FAILED_MAX,
+    ) -> None:
         self._lookup = lookup
+        self._well_formed = well_formed
         self._admin_digest = _digest(admin_key)
-        self._ttl = cache_ttl_s
-        self._cache: dict[bytes, tuple[float, str | None]] = {}
-        self._lock = threading.Lock()
+        # TTLCache needs a positive ttl; a 0 setting means "do not cache".
+        self._valid: TTLCache[bytes, str] | None = (
+            TTLCache(valid_max, cache_ttl_s) if cache_ttl_s > 0 else None
+        )
+        self._failed: TTLCache[bytes, bool] | None = (
+            TTLCache(failed_max, negative_ttl_s) if negative_ttl_s > 0 else None
+        )
+        self._lock = threading.Lock()  # cachetools caches are not thread-safe
 
     def is_admin(self, key: str | None) -> bool:
         return key is not None and hmac.compare_digest(_digest(key), self._admin_digest)
 
+    def cached_tenant(self, key: str | None) -> str | None:
+        """Without blocking: the tenant of a key known valid, None when only `lookup` can
+        tell. Raises `Unauthenticated` for no key, a malformed one or a recent failure."""
+        return self._cached(self._checked(key))
+
     def tenant_for_key(self, key: str | None) -> str:
         """The tenant a key belongs to. Blocking on a cache miss (database lookup)."""
+        key = self._checked(key)
+        tenant = self._cached(key)
+        if tenant is not None:
+            return tenant
+        tenant = self._lookup(key)
+        digest = _digest(key)
+        with self._lock:
+            if tenant is not None and self._valid is not None:
+                self._valid[digest] = tenant
+            elif tenant is None and self._failed is not None:
+                self._failed[digest] = True
+        if tenant is None:
+            raise Unauthenticated("unknown or revoked API key")
+        return tenant
+
+    def _checked(self, key: str | None) -> str:
         if not key:
             raise Unauthenticated(
                 "no API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>`"
             )
+        if not self._well_formed(key):
+            raise Unauthenticated("malformed API key: tenant keys read tsk_<key id>_<secret>")
+        return key
+
+    def _cached(self, key: str) -> str | None:
         digest = _digest(key)
-        now = time.monotonic()
         with self._lock:
-            hit = self._cache.get(digest)
-        if hit is not None and hit[0] > now:
-            tenant = hit[1]
-        else:
-            tenant = self._lookup(key)
-            with self._lock:
-                if len(self._cache) >= _CACHE_MAX:
-                    self._cache.clear()  # crude but bounded; keys are few per process
-                self._cache[digest] = (now + self._ttl, tenant)
-        if tenant is None:
+            tenant = self._valid.get(digest) if self._valid is not None else None
+            failed = self._failed is not None and digest in self._failed
+        if failed:
             raise Unauthenticated("unknown or revoked API key")
         return tenant
 
@@ -91,20 +143,33 @@ def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
-def authenticator_from_database(
-    database_url: str, *, admin_key: str, cache_ttl_s: float = 30.0
-) -> KeyAuthenticator:
-    """A `KeyAuthenticator` whose lookups go to the tenants table through a small pool."""
-    from tessera.events.db import make_pool, translated
-    from tessera.events.tenants import authenticate
+class DatabaseKeyLookup:
+    """`KeyLookup` over the tenants table through a small pool of its own."""
 
-    pool = make_pool(database_url, min_size=1, max_size=2)
+    def __init__(self, database_url: str) -> None:
+        self.pool: ConnectionPool = make_pool(database_url, min_size=1, max_size=2)
 
-    def lookup(key: str) -> str | None:
-        with translated("look up an API key"), pool.connection() as conn:
+    def __call__(self, key: str) -> str | None:
+        with translated("look up an API key"), self.pool.connection() as conn:
             return authenticate(conn, key)
 
-    return KeyAuthenticator(lookup=lookup, admin_key=admin_key, cache_ttl_s=cache_ttl_s)
+
+def authenticator_from_database(
+    database_url: str,
+    *,
+    admin_key: str,
+    cache_ttl_s: float = 30.0,
+    negative_ttl_s: float = 5.0,
+) -> KeyAuthenticator:
+    """A `KeyAuthenticator` whose lookups go to the tenants table; malformed keys are
+    refused before any connection is borrowed."""
+    return KeyAuthenticator(
+        lookup=DatabaseKeyLookup(database_url),
+        admin_key=admin_key,
+        cache_ttl_s=cache_ttl_s,
+        negative_ttl_s=negative_ttl_s,
+        well_formed=key_is_well_formed,
+    )
 
 
 # --- FastAPI dependencies ------------------------------------------------------------
@@ -128,6 +193,9 @@ def _unauthorized(message: str) -> HTTPException:
 async def tenant_caller(request: Request) -> str:
     """Dependency: the calling tenant's id, or 401."""
     auth = _authenticator(request)
+    checked = getattr(request.state, GATE_TENANT_STATE, None)
+    if isinstance(checked, str):  # the gate resolved it before the body was read
+        return checked
     key = key_from_headers(request.headers)
     try:
         return await run_in_threadpool(auth.tenant_for_key, key)

@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from tessera.services.auth_gate import AuthGateMiddleware
 from tessera.services.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware
 
 # One module per resource; add yours here.
@@ -52,14 +53,18 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 def create_app(
     *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, **components: Any
 ) -> FastAPI:
-    """Build the HTTP app. `components` become attributes of `app.state`; bodies over
-    `max_body_bytes` are refused with 413 before they are read."""
+    """Build the HTTP app. `components` become attributes of `app.state`; keyed routes
+    without a valid key get 401, and bodies over `max_body_bytes` 413, before they are
+    read."""
     app = FastAPI(
         title="Tessera",
         version="0.1.0",
         description="Persistent personal LoRA models over one shared base model.",
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+    # Added last, so outermost: a request without a valid key is refused before any
+    # layer or route reads its body (services/auth_gate.py).
+    app.add_middleware(AuthGateMiddleware)
     app.add_exception_handler(RequestValidationError, _validation_error)
     for name, value in components.items():
         setattr(app.state, name, value)

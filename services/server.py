@@ -80,6 +80,7 @@ def server_context(settings: Settings, stack: StackInfo) -> ServerContext:
         stack.database_url,
         admin_key=settings.admin_key.get_secret_value(),
         cache_ttl_s=settings.auth_cache_ttl_s,
+        negative_ttl_s=settings.auth_negative_cache_ttl_s,
     )
     return ServerContext(settings=settings, stack=stack, auth=auth)
 
