@@ -68,6 +68,24 @@ def test_a_replayed_batch_stores_nothing_and_is_counted_as_replayed() -> None:
     assert (fresh.stats.appended, fresh.stats.replayed) == (3, 3)
 
 
+def test_the_same_event_id_from_two_tenants_is_two_events() -> None:
+    # Idempotency is per tenant: globex sending acme's event id (by chance, or to erase
+    # acme's event) must neither be dropped itself nor displace acme's.
+    store = MemoryEventStore()
+    sink, dlq = _sink(store)
+    acme = interaction("alice", 0)
+    globex = interaction("alice", 1, tenant="globex").model_copy(
+        update={"event_id": acme.event_id}
+    )
+    asyncio.run(sink.process(_records(0, [acme])))
+    asyncio.run(sink.process(_records(0, [globex, acme], first_offset=1)))
+    assert [(e.envelope.tenant_id, e.envelope.data["text"]) for e in store.read()] == [
+        ("acme", "alice message 0"),
+        ("globex", "alice message 1"),
+    ]
+    assert sink.stats.appended == 2 and not dlq.sent
+
+
 def test_a_partition_moved_on_elsewhere_does_not_hide_the_other_partitions_events() -> None:
     store = MemoryEventStore()
     sink, _ = _sink(store)
