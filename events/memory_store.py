@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from tessera.events import forget_guard
 from tessera.events.projections import (
     HeadRow,
     ProjectionState,
@@ -91,6 +92,12 @@ class MemoryEventStore:
                 )
                 apply_event(state, stored)
                 new.append(stored)
+            forgotten = {
+                key: row.forgotten_position
+                for key, row in self._state.users.items()
+                if row.forgotten_position is not None
+            }
+            forget_guard.check(forget_guard.claims(ev.envelope for ev in new), forgotten)
             state.clear_dirty()
             self._state = state
             self._versions = versions

@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from psycopg import Cursor, sql
 
-from tessera.events import catalog
+from tessera.events import catalog, forget_guard
 from tessera.events.db import Connection, json_rows
 from tessera.events.projections import apply_event, needs_revisions
 from tessera.events.store import (
@@ -209,6 +209,9 @@ def append_in_transaction(
             versions_cur = _start_stream_versions(conn, keys)
             clock_cur = _start_clock(conn)
             collect_state = catalog.start_load_for_append(conn, keys, revision_keys)
+            # Revisions trained on users forgotten meanwhile are refused (events/forget_guard.py).
+            guarded = forget_guard.claims(unique.values())
+            guard_cur = forget_guard.start_forgotten(conn, guarded) if guarded else None
     if track_cur is not None and _is_replay(track_cur.fetchall(), tracking):
         return []
     stored: list[StoredEvent] = []
@@ -218,6 +221,9 @@ def append_in_transaction(
         versions: dict[tuple[str, str], int] = {(t, u): v for t, u, v in versions_cur.fetchall()}
         clock = clock_cur.fetchone()
         state = collect_state()
+        if guard_cur is not None:
+            forgotten = forget_guard.forgotten_positions(guard_cur)
+            forget_guard.check(forget_guard.claims(fresh), forgotten)
         if fresh and clock is not None:
             stored = _number(fresh, versions, first=int(clock[0]) + 1, recorded_at=clock[1])
             for ev in stored:

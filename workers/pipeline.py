@@ -28,9 +28,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from tessera.events.projections import HeadRow, RevisionRow, UserRow
+from tessera.events.forget_guard import ForgottenDataRefused
+from tessera.events.projections import HeadRow, ProjectionError, RevisionRow, UserRow
 from tessera.events.store import StoredEvent
-from tessera.schemas.events import INTERACTION_TYPES, PRIOR_USER_ID, EventEnvelope, EventType
+from tessera.schemas.events import (
+    INTERACTION_TYPES,
+    PRIOR_USER_ID,
+    EventEnvelope,
+    EventType,
+    RevisionState,
+)
 from tessera.schemas.revisions import (
     RevisionEvaluated,
     RevisionPromoted,
@@ -322,7 +329,10 @@ class RevisionPipeline:
         else:
             digest, n_bytes, train_s, store_s = self._train_and_store(plan, ids)
             seconds["train"], seconds["store"] = train_s, store_s
-            self._append([self._trained_event(plan, digest, n_bytes, train_s)])
+            try:
+                self._append([self._trained_event(plan, digest, n_bytes, train_s)])
+            except ForgottenDataRefused as exc:
+                return self._forgotten_meanwhile(plan, digest, str(exc))
 
         started = time.perf_counter()
         candidate = self._evaluate(self.adapters.path(digest), plan)
@@ -356,8 +366,14 @@ class RevisionPipeline:
             verdict = RevisionRejected(revision_id=plan.revision_id, reasons=decision.reasons)
         kind = EventType.REVISION_PROMOTED if decision.promote else EventType.REVISION_REJECTED
         decision_event = self._event(kind, verdict, plan)
-        stored = self._append([self._event(EventType.REVISION_EVALUATED, evaluated, plan),
-                               decision_event])
+        try:
+            stored = self._append([self._event(EventType.REVISION_EVALUATED, evaluated, plan),
+                                   decision_event])
+        except ProjectionError as exc:
+            row = self.store.get_revision(plan.revision_id)
+            if row is None or row.state != RevisionState.FORGOTTEN:
+                raise
+            return self._forgotten_meanwhile(plan, digest, str(exc))
         outcome: Outcome = "promoted" if decision.promote else "rejected"
         log.info("%s: %s", outcome, "; ".join(decision.reasons),
                  extra={**ids, "outcome": outcome, "user_nll": candidate.user_nll,
@@ -374,6 +390,18 @@ class RevisionPipeline:
             baseline_revision_id=baseline_id, metrics=cand, baseline_metrics=base,
             seconds=seconds,
         )
+
+    def _forgotten_meanwhile(self, plan: RevisionPlan, digest: str, why: str) -> RevisionOutcome:
+        """A forget overtook this revision's training: the log refused it (or has it as
+        forgotten), so nothing serves it; its blob holds what was forgotten and goes too.
+        (A blob is content-addressed, but no other revision can be trained to the same
+        bytes without the same erased data.)"""
+        self.adapters.delete(digest)
+        log.warning("refused and its adapter deleted: %s", why,
+                    extra={"tenant_id": plan.tenant_id, "user_id": plan.user_id,
+                           "revision_id": plan.revision_id})
+        return RevisionOutcome("skipped", None, [why], tenant_id=plan.tenant_id,
+                               user_id=plan.user_id)
 
     def train_candidate(self, plan: RevisionPlan, out_dir: Path | None = None) -> Path:
         """Train the plan's adapter and return the blob file (not stored)."""

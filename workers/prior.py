@@ -81,8 +81,13 @@ def sample_prior_dataset(
     train: list[Example] = []
     heldout: list[Example] = []
     per_user: dict[str, str] = {}
+    # Each user's last forget when sampled: a later forget makes the log refuse this prior
+    # (events/forget_guard.py) and marks it for retraining.
+    forgotten_after: dict[str, int] = {}
     for user_id in users:
         after = store.last_forgotten_position(tenant_id, user_id)
+        if after:
+            forgotten_after[user_id] = after
         events = store.read(after=after, upto=up_to_position, tenant_id=tenant_id,
                             user_id=user_id, event_types=_interactions())
         split = build_dataset(events, holdout_k=0, from_position=after, to_position=up_to_position)
@@ -99,6 +104,7 @@ def sample_prior_dataset(
         "builder": "prior",
         "users": list(users),
         "eval_users": sorted(evaluators),
+        "forgotten_after": forgotten_after,
         "to": up_to_position,
         "max_per_user": max_per_user,
         "max_events": max_events,

@@ -41,7 +41,8 @@ def revision_event(tenant: str, user: str, event_type: EventType, payload: Any) 
 
 
 def trained(
-    tenant: str, user: str, rid: str, *, parent: str | None = None, kind: str = "personal"
+    tenant: str, user: str, rid: str, *, parent: str | None = None, kind: str = "personal",
+    dataset_from: int = 1,
 ) -> EventEnvelope:
     return revision_event(
         tenant,
@@ -60,7 +61,7 @@ def trained(
             target_modules=["q_proj", "v_proj"],
             hyperparameters={"lr": 1e-4},
             seed=7,
-            dataset_from=1,
+            dataset_from=dataset_from,
             dataset_to=10,
             dataset_digest="d" * 64,
             heldout_positions=[3, 9],

@@ -39,7 +39,10 @@ def random_step(store: PostgresEventStore, rng: random.Random, step: int) -> Non
     if action == "ingest" and user != PRIOR_USER_ID:
         store.append([exchange(T, user, step * 10 + i) for i in range(rng.randint(1, 5))])
     elif action == "train":
-        store.append([trained(T, user, f"{user}-{step}", parent=current, kind=kind)])
+        # Trained after the user's last forget (the log refuses one reaching before it).
+        after = store.last_forgotten_position(T, user)
+        store.append([trained(T, user, f"{user}-{step}", parent=current, kind=kind,
+                              dataset_from=after + 1)])
     elif action == "evaluate" and by_state.get(RevisionState.TRAINED):
         store.append(
             [evaluated(T, user, rng.choice(by_state[RevisionState.TRAINED]), rng.random())]

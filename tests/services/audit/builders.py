@@ -126,7 +126,9 @@ def revision(
         parent_revision_id=parent, base_model_id="tiny",
         base_digest="b" * 64, adapter_digest=digest, adapter_bytes=1000, rank=RANK,
         alpha=8.0, target_modules=TARGETS, hyperparameters={"train": {"lr": 1e-3}},
-        seed=7, dataset_from=1, dataset_to=to, dataset_digest="d" * 64,
+        # After the user's last forget: the log refuses a dataset reaching before it.
+        seed=7, dataset_from=store.last_forgotten_position(tenant, user) + 1, dataset_to=to,
+        dataset_digest="d" * 64,
         heldout_positions=[to], code_version="git:test", trigger=trigger, train_seconds=0.5,
     ))]
     if outcome != "trained":
