@@ -13,8 +13,9 @@ DEV_ADMIN_KEY = "tessera-dev-admin-key"
 # The largest `max_record_bytes` allowed: Kafka's default broker limit on a record batch
 # (message.max.bytes = 1,048,588) less 1 KiB for the batch header, the record's framing
 # and its key (`tenant/user`, at most 193 bytes), so a stock broker takes any record
-# the API accepted. (The ingest publisher sends an oversized record in a batch of its
-# own, which aiokafka allows whatever its max_batch_size.)
+# the API accepted, and the stream worker's 1 MiB per-partition fetch (faust's
+# consumer_max_fetch_size) holds it. (The ingest publisher sends a record larger than its
+# 512 KiB batches in a batch of its own, which aiokafka allows.)
 MAX_RECORD_BYTES_CEILING = 1024 * 1024 - 1024
 
 
