@@ -5,7 +5,9 @@
 - `canary_generations` + `degenerate_reason`: a few greedy generations that must not come
   out empty or stuck repeating one token;
 - `adapter_norm`: the largest per-module Frobenius norm of the update (alpha/r) * B @ A;
-- `evaluate`: all of it in one go, with the adapter attached once.
+- `evaluate`: all of it in one go, with the adapter attached once;
+- `heldout_nlls`: one model on several users' held-out sets (a new prior against the
+  heads it may supersede), the adapter attached once.
 
 `MetricsCache` keeps the baseline's figures (keyed by adapter digest and data digests), so
 evaluating against the same head twice costs nothing.
@@ -238,6 +240,39 @@ def _cached(table: OrderedDict[Any, Any] | None, key: object) -> Any:
         return None
     table.move_to_end(key)
     return table[key]
+
+
+def heldout_nlls(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    example_sets: Sequence[Sequence[Example]],
+    *,
+    adapter: Path | None,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    batch_size: int = 32,
+    cache: MetricsCache | None = None,
+) -> list[float]:
+    """Mean target NLL of base (+ `adapter`) on each of `example_sets` (several users'
+    held-out examples), attaching the adapter once for all the sets `cache` lacks. Keyed
+    like `evaluate`'s user figure, so a head measured by its gate in this process is not
+    measured again."""
+    model_key = sha256_file(adapter) if adapter is not None else "base"
+    keys = [(model_key, dataset_digest((), s, holdout_k=len(s)), max_length)
+            for s in example_sets]
+    table = cache._user if cache is not None else None
+    found: list[float | None] = [_cached(table, key) for key in keys]
+    missing = [i for i, value in enumerate(found) if value is None]
+    if missing:
+        with _maybe_adapter(model, adapter) as m:
+            for i in missing:
+                value = _nll(m, tokenizer, example_sets[i], max_length=max_length,
+                             batch_size=batch_size)
+                found[i] = value
+                if table is not None:
+                    table[keys[i]] = value
+        if cache is not None:
+            cache._trim()
+    return [math.nan if value is None else value for value in found]
 
 
 def evaluate(

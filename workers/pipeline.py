@@ -10,10 +10,13 @@ For a personal request `(tenant, user, up_to_position)`:
    store, append `RevisionTrained` with the full provenance (blob first: a recorded
    revision never names a missing blob);
 5. evaluate candidate and baseline (what the user is served now: personal head, else the
-   prior, else the base) on the user's held-out examples and the shared regression set;
+   prior, else the base; on a rebase, the better of head and new prior) on the user's
+   held-out examples and the shared regression set;
    append `RevisionEvaluated` plus `RevisionPromoted` or `RevisionRejected` in one
    transaction;
 6. publish a promotion on `tessera.revisions` keyed `tenant/user`, after the commit.
+7. after a tenant prior is promoted, supersede the personal heads that lose to it on
+   their held-out examples (workers/stale_heads.py).
 
 Tenant priors (`user_id == PRIOR_USER_ID`) differ only in step 2-3 (see workers/prior.py);
 steps 4-6 are shared (`RevisionPipeline.run_plan`).
@@ -54,6 +57,7 @@ from tessera.workers.history_gate import history_check, history_examples, with_h
 from tessera.workers.lora_config import SHAPE_FIELDS, LoraTrainConfig
 from tessera.workers.regression_set import RegressionSet, load_regression_set
 from tessera.workers.revision_events import code_version, revision_event, revision_id_for
+from tessera.workers.stale_heads import better_baseline, supersede_stale_heads
 from tessera.workers.training_request import TrainingRequest
 
 if TYPE_CHECKING:
@@ -162,6 +166,8 @@ class RevisionPlan:
     heldout: tuple[Example, ...]
     dataset_params: dict[str, Any]  # how to rebuild the dataset from the log
     history: tuple[Example, ...] = ()  # the user's earlier held-out examples (gate only)
+    # A rebase: the new prior, gated against too (the better of it and `baseline` wins).
+    rival: RevisionRow | None = None
     dataset_seconds: float = 0.0  # time spent reading events and building the dataset
 
 
@@ -226,6 +232,11 @@ class RevisionPipeline:
         self._regression: RegressionSet = load_regression_set(config.regression_version)
         self._cache = MetricsCache()
 
+    @property
+    def metrics_cache(self) -> MetricsCache:
+        """Figures of models that do not change, shared by every check of this worker."""
+        return self._cache
+
     # --- entry point ------------------------------------------------------------------
 
     def run(self, request: TrainingRequest) -> RevisionOutcome:
@@ -239,10 +250,18 @@ class RevisionPipeline:
         if isinstance(plan_or_skip, RevisionOutcome):
             metrics.record_outcome("skipped")
             log.info("skipped: %s", plan_or_skip.reasons[0], extra=_ids(request))
+            self._after_prior(request, plan_or_skip)  # a retry finishes a crashed sweep
             return plan_or_skip
         outcome = self.run_plan(plan_or_skip)
         metrics.record_outcome(outcome.outcome)
+        self._after_prior(request, outcome)
         return outcome
+
+    def _after_prior(self, request: TrainingRequest, outcome: RevisionOutcome) -> None:
+        """Once a tenant prior is served, heads that lose to it stop being served."""
+        if request.user_id == PRIOR_USER_ID and outcome.outcome != "rejected":
+            supersede_stale_heads(self, request.tenant_id, outcome.revision_id,
+                                  publish=self._publish)
 
     def already_decided(self, request: TrainingRequest) -> RevisionRow | None:
         """A decided revision of the stream that covers the request's position."""
@@ -282,13 +301,14 @@ class RevisionPipeline:
         personal = self.head_row(t, u)
         prior = self.head_row(t, PRIOR_USER_ID)
         parent = personal or prior
+        rival: RevisionRow | None = None
         after = personal.dataset_to if personal is not None else 0
         if personal is not None and prior is not None and not self.rests_on(personal, prior):
             # The tenant prior was refreshed since this user's chain started from it:
             # rebase on the new prior and learn the user's whole history again, or the
-            # user would never benefit from it. The gate still compares with what the
-            # user is served now (their personal head).
-            parent, after = prior, 0
+            # user would never benefit from it. The gate compares with the better of
+            # the head and the new prior (stale_heads.better_baseline).
+            parent, after, rival = prior, 0, prior
         after = max(after, self.store.last_forgotten_position(t, u))
         if after >= upto:
             return skipped(request, f"nothing new: data up to {after} is learned already")
@@ -307,7 +327,7 @@ class RevisionPipeline:
         return RevisionPlan(
             tenant_id=t, user_id=u, kind="personal", revision_id=revision_id_for(t, u, upto),
             up_to_position=upto, trigger=request.trigger, parent=parent,
-            baseline=personal or parent,
+            baseline=personal or parent, rival=rival,
             dataset_from=after + 1, dataset_to=upto, dataset_digest=split.digest,
             train=split.train, heldout=split.heldout,
             dataset_params=personal_dataset_params(split, user_id=u, after=after),
@@ -336,9 +356,9 @@ class RevisionPipeline:
 
         started = time.perf_counter()
         candidate = self._evaluate(self.adapters.path(digest), plan)
+        plan, base_metrics, rivals = better_baseline(plan, self._evaluate, self.adapters)
         baseline_path = (self.adapters.path(plan.baseline.adapter_digest)
                          if plan.baseline is not None else None)
-        base_metrics = self._evaluate(baseline_path, plan)
         decision = decide(candidate, base_metrics, self.config.gate)
         history = history_check(self.engine, plan.history, self.adapters.path(digest),
                                 baseline_path, max_length=self.config.eval_max_length)
@@ -348,7 +368,7 @@ class RevisionPipeline:
         metrics.record_stage("evaluate", seconds["evaluate"])
 
         cand = metrics_dict(candidate, decision)
-        base = metrics_dict(base_metrics)
+        base = {**metrics_dict(base_metrics), **rivals}
         if history is not None:
             cand["history_nll"], base["history_nll"] = history.candidate_nll, history.baseline_nll
             cand["history_examples"] = base["history_examples"] = float(history.examples)
