@@ -65,6 +65,8 @@ def _history_line(e: LogEntry) -> str:
     if e.event_type == "revision.rolled_back":
         before = e.data.get("from_revision_id") or "none"
         what += f" {before} -> {e.data.get('to_revision_id') or 'prior/base'}"
+    elif e.event_type == "revision.superseded_by_prior":
+        what += f" {e.revision_id} -> prior {e.data.get('prior_revision_id')}"
     elif e.revision_id:
         what += f" {e.revision_id}"
     who = f" by {e.actor}: {e.reason}" if e.actor else ""
