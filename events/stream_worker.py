@@ -305,7 +305,7 @@ def tracking_topic_name(topic: str, topic_id: str | None) -> str:
     """`topic#id` when the broker reports topic ids. Without an id we cannot tell a
     re-created topic (offsets from 0 again) from the old one, and reusing a name would
     skip the new records as replays: so each call then names a fresh incarnation. That
-    is safe because the log refuses a second copy of an `event_id`; the tracking row
+    is safe because the log refuses a second copy of a tenant's `event_id`; the tracking row
     only saves re-reading, it is not what keeps the log free of duplicates."""
     return f"{topic}#{topic_id}" if topic_id else f"{topic}#noid-{uuid.uuid4().hex[:16]}"
 
@@ -319,7 +319,7 @@ def run_worker(
     current_id = topic_id(bootstrap, topic)
     # Without a topic id this start tracks the topic under a fresh name (nothing stored
     # under it), so committed offsets go back to 0 and the topic is read afresh: the
-    # unique event_id keeps the re-read from storing anything twice.
+    # event_id, unique per tenant, keeps the re-read from storing anything twice.
     name = tracking_topic_name(topic, current_id)
     try:
         reconcile_committed_offsets(
