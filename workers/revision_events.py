@@ -4,6 +4,8 @@ Ids are derived, not random: the revision id from `(tenant, user, up_to_position
 each event id from the revision id and the event kind. A request retried after a crash,
 or handled twice by two workers during a rebalance, therefore appends the same events,
 which the log's `event_id` uniqueness turns into no-ops: one request, one revision.
+Event ids are unique per tenant, and the revision id hashes the tenant in, so another
+tenant can neither collide with these ids nor, by sending one first, suppress them.
 """
 
 from __future__ import annotations
