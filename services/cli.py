@@ -11,6 +11,7 @@ COMMAND_MODULES = [
     "bench_kernel",
     "bench_serve",
     "bench_train",
+    "bench_night",
     "infra",
     "worker_ingest",
     "serve",
