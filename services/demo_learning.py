@@ -15,7 +15,6 @@ if TYPE_CHECKING:
     from tessera.schemas.events import EventEnvelope
     from tessera.services.commands.demo import DemoRun
 
-DAYS_TENANT: Final = "demo-days"
 # A tenant with no revisions at all: its users are served the bare base model.
 BASE_TENANT: Final = "demo-base"
 SIDE_BY_SIDE_PROMPT: Final = "What did you do last weekend?"
@@ -43,12 +42,17 @@ def _ingest_item(envelope: EventEnvelope) -> dict[str, Any]:
 
 
 def http_ingest(run: DemoRun, api_key: str, stall_s: float = 120.0) -> Any:
-    """An `Ingest` for the demo days: each day's events go through `POST /v1/events`,
-    and the call returns once PostgreSQL has committed all of them."""
+    """An `Ingest` for the demo days: each day's events go through `POST /v1/events`;
+    the call returns once PostgreSQL has committed all of them, with how many the log
+    newly stored. The API accepts a replayed event id too (idempotent), so "new" is
+    counted in the log: only this run writes to its own days tenant."""
     from tessera.services.ingest_client import IngestClient
-    from tessera.services.log_summary import wait_until_committed
+    from tessera.services.log_summary import count_events, wait_until_committed
 
-    def ingest(events: list[EventEnvelope]) -> None:
+    tenant = run.days_tenant
+
+    def ingest(events: list[EventEnvelope]) -> int:
+        before = int(count_events(run.database_url, tenant_id=tenant))
         items = [_ingest_item(e) for e in events]
         batches = [items[i : i + 250] for i in range(0, len(items), 250)]
         client = IngestClient(run.http_url, api_key, connections=2)
@@ -57,7 +61,8 @@ def http_ingest(run: DemoRun, api_key: str, stall_s: float = 120.0) -> Any:
         finally:
             client.close()
         ids = [i for r in results for i in r.accepted]
-        wait_until_committed(run.database_url, ids, tenant_id=DAYS_TENANT, stall_s=stall_s)
+        wait_until_committed(run.database_url, ids, tenant_id=tenant, stall_s=stall_s)
+        return int(count_events(run.database_url, tenant_id=tenant)) - before
 
     return ingest
 
@@ -66,11 +71,12 @@ def step_train_days(run: DemoRun) -> None:
     from tessera.services.tenant_admin import ensure_tenant_with_key
     from tessera.workers.demo_days import run_demo_days_from_settings
 
-    key = ensure_tenant_with_key(run.database_url, DAYS_TENANT)
+    key = ensure_tenant_with_key(run.database_url, run.days_tenant)
+    typer.echo(f"  tenant {run.days_tenant!r} (this run's) with its own API key")
     reports = run_demo_days_from_settings(
         run.database_url,
         kafka_bootstrap=run.kafka_bootstrap,
-        tenant_id=DAYS_TENANT,
+        tenant_id=run.days_tenant,
         users=run.train_users,
         days=run.days,
         messages_per_user=run.train_messages,
@@ -100,7 +106,8 @@ def step_side_by_side(run: DemoRun) -> None:
 
     settings = get_settings()
     with connect(run.database_url) as conn:
-        users = [u.user_id for u in list_users(conn, DAYS_TENANT) if u.user_id != PRIOR_USER_ID]
+        users = [u.user_id for u in list_users(conn, run.days_tenant)
+                 if u.user_id != PRIOR_USER_ID]
     model, tokenizer = load_base_model(resolve_base_model(settings))
     engine = build_engine(
         model, as_hf_tokenizer(tokenizer), LocalAdapterStore(settings.adapter_store_dir),
@@ -111,7 +118,7 @@ def step_side_by_side(run: DemoRun) -> None:
         tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     )
     params = SamplingParams(max_tokens=32)
-    who = [(BASE_TENANT, "anyone")] + [(DAYS_TENANT, u) for u in users]
+    who = [(BASE_TENANT, "anyone")] + [(run.days_tenant, u) for u in users]
     engine.start()
     try:
         # Submitted back to back: continuous batching puts them in the same decode steps.

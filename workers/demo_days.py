@@ -24,13 +24,16 @@ from tessera.workers.training_request import TrainingRequest
 
 _NAMESPACE: Final = uuid.UUID("0c1d5a5e-7d3a-4c4e-8f7e-6465616d6f00")
 Echo = Callable[[str], None]
-Ingest = Callable[[list[EventEnvelope]], None]
+# Sends a day's events and returns once the log has committed them, with how many the log
+# newly stored (a replayed event id is a no-op: it is not new, and not printed as new).
+Ingest = Callable[[list[EventEnvelope]], int]
 
 
 @dataclass
 class DayReport:
     day: int
-    events: int
+    events: int  # sent
+    new_events: int  # newly stored by the log
     outcomes: list[RevisionOutcome] = field(default_factory=list)
 
 
@@ -119,7 +122,8 @@ def run_demo_days(
 ) -> list[DayReport]:
     """Replay `users` speakers over `days` days, run the nightly job after each, print
     every revision with the gate's decision. `ingest` sends a day's events (default:
-    append them to the log directly); it must return once they are committed."""
+    append them to the log directly); it must return once they are committed, with how
+    many the log newly stored."""
     chosen = list(speakers) if speakers is not None else load_speakers(
         min_messages=messages_per_user, limit=users, seed=seed)
     plan = split_days(chosen, days=days, messages_per_user=messages_per_user,
@@ -130,20 +134,21 @@ def run_demo_days(
         prior_wait_s=0,  # requests are handled synchronously here: nothing to wait for
     )
 
-    def append(events: list[EventEnvelope]) -> None:
-        pipeline.store.append(events)
+    def append(events: list[EventEnvelope]) -> int:
+        return len(pipeline.store.append(events))
 
     add = ingest or append
     reports: list[DayReport] = []
     for day, events in enumerate(plan, start=1):
-        report = DayReport(day, len(events))
+        new = add(events)
+        report = DayReport(day, len(events), new)
 
         def dispatch(requests: list[TrainingRequest], report: DayReport = report) -> None:
             for request in requests:
                 report.outcomes.append(pipeline.run(request.model_copy(update={"trigger": "demo"})))
 
-        add(events)
-        echo(f"day {day}: {len(events)} new events from {len(chosen)} users; nightly job")
+        known = f" ({len(events) - new} already in the log)" if new < len(events) else ""
+        echo(f"day {day}: {new} new events from {len(chosen)} users{known}; nightly job")
         TrainingScheduler(SchedulerState(database_url), dispatch, schedule).nightly(
             tenant_id=tenant_id)
         if not report.outcomes:

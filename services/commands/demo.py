@@ -1,13 +1,18 @@
 """`tessera demo`: the main job on the embedded defaults, as a list of steps.
 
-Today: start the stack, migrate, create a demo tenant and key, start the ingest worker
-and the API server, send real conversations (chitchat-dataset, one user per speaker)
-through `POST /v1/events`, wait until PostgreSQL has committed them, and print what the
-log holds. Later features add steps (train, evaluate, serve) by appending to `STEPS`.
+Start the stack, migrate, create this run's demo tenants and keys, start the ingest
+worker and the API server, send real conversations (chitchat-dataset, one user per
+speaker) through `POST /v1/events`, wait until PostgreSQL has committed them, print what
+the log holds, replay a few speakers as nights of training, answer one prompt per user.
+
+Every run gets fresh tenants (`demo-<run>` and `demo-<run>-days`): event ids are derived
+from the conversations, so a second run in an old tenant would send only events the log
+already holds, and its nights would have nothing new to train on.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +27,14 @@ from tessera.services.demo_learning import step_side_by_side, step_train_days
 if TYPE_CHECKING:
     from tessera.services.subprocesses import TesseraProcess
 
-DEMO_TENANT: Final = "demo"
+DEMO_TENANT: Final = "demo"  # prefix of each run's tenants
+
+
+def run_tenant() -> str:
+    """This run's tenant: `demo-<UTC yymmdd-hhmmss>-<4 hex>` (the hex: two runs in one
+    second still get two tenants)."""
+    stamp = time.strftime("%y%m%d-%H%M%S", time.gmtime())
+    return f"{DEMO_TENANT}-{stamp}-{uuid.uuid4().hex[:4]}"
 
 
 @dataclass
@@ -33,6 +45,7 @@ class DemoRun:
     messages_per_user: int
     seed: int
     state_dir: Path
+    tenant_id: str = field(default_factory=run_tenant)  # the ingest act's
     train_users: int = 3
     days: int = 3
     train_messages: int = 45
@@ -42,6 +55,12 @@ class DemoRun:
     http_url: str = ""
     accepted: list[uuid.UUID] = field(default_factory=list)
     processes: list[TesseraProcess] = field(default_factory=list)  # stopped at the end
+
+
+    @property
+    def days_tenant(self) -> str:
+        """The training act's tenant: its users start with no history and no revisions."""
+        return f"{self.tenant_id}-days"
 
 
 Step = Callable[[DemoRun], None]
@@ -65,8 +84,8 @@ def step_migrate(run: DemoRun) -> None:
 def step_tenant(run: DemoRun) -> None:
     from tessera.services.tenant_admin import ensure_tenant_with_key
 
-    run.api_key = ensure_tenant_with_key(run.database_url, DEMO_TENANT)
-    typer.echo(f"  tenant {DEMO_TENANT!r} with a fresh API key")
+    run.api_key = ensure_tenant_with_key(run.database_url, run.tenant_id)
+    typer.echo(f"  tenant {run.tenant_id!r} (this run's) with a fresh API key")
 
 
 def step_processes(run: DemoRun) -> None:
@@ -126,8 +145,7 @@ def step_ingest(run: DemoRun) -> None:
 
 
 def step_wait_committed(run: DemoRun, stall_s: float = 120.0) -> None:
-    """Wait while the worker makes progress; give up only after `stall_s` without any.
-    (Event ids are stable, so on a second run the events are there already.)"""
+    """Wait while the worker makes progress; give up only after `stall_s` without any."""
     from tqdm import tqdm
 
     from tessera.services.log_summary import wait_until_committed
@@ -137,7 +155,7 @@ def step_wait_committed(run: DemoRun, stall_s: float = 120.0) -> None:
             wait_until_committed(
                 run.database_url,
                 run.accepted,
-                tenant_id=DEMO_TENANT,
+                tenant_id=run.tenant_id,
                 stall_s=stall_s,
                 on_progress=bar.update,
             )
@@ -149,7 +167,7 @@ def step_wait_committed(run: DemoRun, stall_s: float = 120.0) -> None:
 def step_summary(run: DemoRun) -> None:
     from tessera.services.log_summary import summarise
 
-    typer.echo(summarise(run.database_url, tenant_id=DEMO_TENANT).render(indent="  "))
+    typer.echo(summarise(run.database_url, tenant_id=run.tenant_id).render(indent="  "))
 
 
 STEPS: Final[list[tuple[str, Step]]] = [

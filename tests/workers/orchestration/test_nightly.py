@@ -75,3 +75,14 @@ def test_demo_days_print_each_revision_with_its_decision(
         assert any(outcome.outcome.upper() in line and (outcome.revision_id or "") in line
                    for line in lines)
     assert lines[-1].startswith("2 days:")
+    assert "day 1: 24 new events from 2 users; nightly job" in lines
+    assert [(r.events, r.new_events) for r in reports] == [(24, 24), (24, 24)]
+
+    # The same history again in the same tenant: every event id is known, nothing is new,
+    # and the printed count says so instead of calling the duplicates new.
+    again: list[str] = []
+    replayed = run_demo_days(pipeline, database_url, tenant_id=TENANT, days=2,
+                             messages_per_user=24, speakers=speakers, echo=again.append)
+    assert [(r.events, r.new_events) for r in replayed] == [(24, 0), (24, 0)]
+    assert "day 1: 0 new events from 2 users (24 already in the log); nightly job" in again
+    assert not [o for r in replayed for o in r.outcomes if o.outcome != "skipped"]
