@@ -33,6 +33,7 @@ SERVICE_NAME: Final = "tessera.v1.Inference"
 DEFAULT_MAX_TOKENS: Final = 64
 
 
+MAX_USER_ID_CHARS: Final = 128
 def code_for(exc: EngineError) -> grpc.StatusCode:
     if isinstance(exc, QueueFullError):
         return grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -66,8 +67,12 @@ class InferenceServicer(tessera_pb2_grpc.InferenceServicer):
             tenant_id = self._auth.tenant_for_key(key_from_headers(metadata))
         except Unauthenticated as exc:
             _abort(context, grpc.StatusCode.UNAUTHENTICATED, str(exc))
-        if not request.user_id:
-            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "user_id is required")
+        if not 0 < len(request.user_id) <= MAX_USER_ID_CHARS:  # as HTTP's GenerateBody
+            _abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"user_id is required, at most {MAX_USER_ID_CHARS} characters",
+            )
         try:
             params = SamplingParams(
                 max_tokens=request.max_tokens or DEFAULT_MAX_TOKENS,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -39,11 +40,12 @@ from tessera.services.inference.requests import (
 from tessera.services.inference.residency import AdapterResidency, SlotsBusyError
 from tessera.services.inference.revisions import RevisionResolver
 from tessera.services.inference.sampling import (
-    choose_tokens,
     find_stop,
     make_generator,
+    greedy_tokens,
     safe_prefix_len,
 )
+    sample_token,
 from tessera.services.inference.tokens import TextCodec
 
 log = logging.getLogger(__name__)
@@ -160,6 +162,10 @@ class InferenceEngine:
                 raise QueueFullError(
                     f"the inference queue is full ({self.config.queue_size} waiting); retry later"
                 )
+        if not (math.isfinite(timeout) and timeout > 0):
+            raise InvalidRequestError("timeout_s must be a positive number of seconds")
+        # The server's timeout bounds every request: a client cannot hold a batch row longer.
+        timeout = min(timeout, self.config.timeout_s)
             self._waiting.append(seq)
             QUEUE_DEPTH.set(len(self._waiting))
             self._cond.notify()
@@ -249,34 +255,20 @@ class InferenceEngine:
         self._advance(self._running, logits)
 
     def _advance(self, seqs: list[_Seq], logits: torch.Tensor) -> None:
-        """Sample one token per sequence, stream text, retire finished sequences."""
+        """Sample one token per sequence, stream text, retire finished sequences. What
+        goes wrong for one sequence here (its sampling, its text) fails that request
+        only: the others in the batch carry on."""
         self.steps += 1
-        tokens = choose_tokens(
-            logits, [s.gen.request.params for s in seqs], [s.generator for s in seqs]
-        )
+        greedy = greedy_tokens(logits)
         now = time.monotonic()
         done: set[int] = set()
-        for seq, token in zip(seqs, tokens, strict=True):
-            seq.out_ids.append(token)
-            self.tokens_generated += 1
-            if seq.first_token_at is None:
-                seq.first_token_at = now
-                TTFT.observe(now - seq.submitted)
-            reason = self._step_text(seq, token)
-            if reason is not None:
-                self._finish_ok(seq, reason)
-                done.add(id(seq))
-            elif seq.gen.cancelled.is_set():
-                self._finish_error(seq, EngineError("cancelled"))
-                done.add(id(seq))
-            elif now > seq.deadline:
-                self._finish_error(
-                    seq,
-                    RequestTimeoutError(
-                        f"request {seq.gen.request_id} did not finish "
-                        f"within {seq.gen.timeout_s:.0f} s"
-                    ),
-                )
+        for row, seq in enumerate(seqs):
+            try:
+                if self._step_seq(seq, logits, row, greedy[row], now):
+                    done.add(id(seq))
+            except Exception as exc:
+                log.exception("request %s failed in its step", seq.gen.request_id)
+                self._finish_error(seq, EngineError(f"generation failed: {exc}"))
                 done.add(id(seq))
         if done:
             keep = [i for i, s in enumerate(self._running) if id(s) not in done]
@@ -293,6 +285,37 @@ class InferenceEngine:
         if cut is not None:
             text = text[:cut]
         final = cut is not None or is_eos or len(seq.out_ids) >= p.max_tokens
+    def _step_seq(
+        self, seq: _Seq, logits: torch.Tensor, row: int, greedy: int, now: float
+    ) -> bool:
+        """Choose and stream `seq`'s next token; True once the sequence is finished."""
+        p = seq.gen.request.params
+        if p.greedy or seq.generator is None:
+            token = greedy
+        else:
+            token = sample_token(logits[row], p, seq.generator)
+        seq.out_ids.append(token)
+        self.tokens_generated += 1
+        if seq.first_token_at is None:
+            seq.first_token_at = now
+            TTFT.observe(now - seq.submitted)
+        reason = self._step_text(seq, token)
+        if reason is not None:
+            self._finish_ok(seq, reason)
+        elif seq.gen.cancelled.is_set():
+            self._finish_error(seq, EngineError("cancelled"))
+        elif now > seq.deadline:
+            self._finish_error(
+                seq,
+                RequestTimeoutError(
+                    f"request {seq.gen.request_id} did not finish "
+                    f"within {seq.gen.timeout_s:.0f} s"
+                ),
+            )
+        else:
+            return False
+        return True
+
         ready = len(text) if final else safe_prefix_len(text, p.stop)
         if ready > seq.emitted:
             seq.gen.emit(TokenEvent(text[seq.emitted : ready], token))

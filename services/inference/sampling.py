@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
 
 import torch
 from torch import Tensor
 
+# Below this a temperature is greedy: softmax(logits / T) is one-hot in practice, and a
+# tiny T (1e-300) turns the logits into inf and the probabilities into NaN.
+GREEDY_BELOW: Final = 1e-2
+MAX_TEMPERATURE: Final = 5.0
+# Stop strings are scanned on every step of every sequence and held back while streaming:
+# a few short ones keep that cost (and a tenant's share of the engine thread) small.
+MAX_STOP_STRINGS: Final = 4
+MAX_STOP_CHARS: Final = 64
+
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """How one request picks tokens. `temperature == 0` is greedy; otherwise the request's
-    own generator (seeded with `seed`) draws from the top-p nucleus, so the same seed and
-    prompt give the same text whatever else shares the batch."""
+    """How one request picks tokens. A temperature below `GREEDY_BELOW` (0 included) is
+    greedy; otherwise the request's own generator (seeded with `seed`) draws from the
+    top-p nucleus, so the same seed and prompt give the same text whatever else shares
+    the batch. Invalid values (NaN, inf, out of range) raise ValueError here, for every
+    API alike."""
 
     max_tokens: int = 64
     temperature: float = 0.0
@@ -24,43 +37,73 @@ class SamplingParams:
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
             raise ValueError("max_tokens must be >= 1")
-        if not 0.0 <= self.temperature <= 5.0:
-            raise ValueError("temperature must be within [0, 5]")
-        if not 0.0 < self.top_p <= 1.0:
+        if not (math.isfinite(self.temperature) and 0.0 <= self.temperature <= MAX_TEMPERATURE):
+            raise ValueError(f"temperature must be within [0, {MAX_TEMPERATURE:g}]")
+        if not (math.isfinite(self.top_p) and 0.0 < self.top_p <= 1.0):
             raise ValueError("top_p must be within (0, 1]")
         if self.seed is not None and not 0 <= self.seed < 2**64:
             raise ValueError("seed must be within [0, 2**64)")
-        if any(not s for s in self.stop):
-            raise ValueError("stop strings must be non-empty")
+        if len(self.stop) > MAX_STOP_STRINGS:
+            raise ValueError(f"at most {MAX_STOP_STRINGS} stop strings")
+        if any(not 0 < len(s) <= MAX_STOP_CHARS for s in self.stop):
+            raise ValueError(f"stop strings must have 1 to {MAX_STOP_CHARS} characters")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature < GREEDY_BELOW
 
 
 def make_generator(params: SamplingParams) -> torch.Generator | None:
     """A CPU generator for sampled requests (None for greedy ones)."""
-    if params.temperature == 0.0:
+    if params.greedy:
         return None
     gen = torch.Generator()
     gen.manual_seed(params.seed if params.seed is not None else int(torch.seed()) % (2**63))
     return gen
 
 
+def greedy_tokens(logits: Tensor) -> list[int]:
+    """The argmax of each row of `logits [B, V]`, a NaN counting as -inf (one sync)."""
+    clean = torch.where(torch.isnan(logits), float("-inf"), logits)
+    return [int(t) for t in clean.argmax(dim=-1).tolist()]
+
+
+def sample_token(logits: Tensor, params: SamplingParams, gen: torch.Generator) -> int:
+    """One token drawn from `logits [V]` at the request's temperature and top-p.
+
+    Sanitised, so no logits a model or a request produces can make the draw raise: NaN
+    counts as -inf; +inf entries, if any, are the only candidates (equally likely); in
+    float64, a finite float32 logit over `GREEDY_BELOW` cannot overflow; a row with
+    nothing left to draw from falls back to its argmax."""
+    x = logits.detach().to("cpu", torch.float64)
+    x = torch.where(torch.isnan(x), float("-inf"), x)
+    top = torch.isposinf(x)
+    if bool(top.any()):
+        probs = top.to(torch.float64)
+    else:
+        probs = torch.softmax(x / max(params.temperature, GREEDY_BELOW), dim=-1)
+    probs = torch.nan_to_num(probs, nan=0.0, posinf=0.0, neginf=0.0).clamp_(min=0.0)
+    if params.top_p < 1.0:
+        sorted_p, order = probs.sort(descending=True)
+        # keep the smallest prefix whose mass reaches top_p (always at least one token)
+        keep = (sorted_p.cumsum(0) - sorted_p) < params.top_p * float(sorted_p.sum())
+        keep[0] = True
+        probs = torch.zeros_like(probs).scatter_(0, order[keep], sorted_p[keep])
+    total = float(probs.sum())
+    if not (math.isfinite(total) and total > 0.0):
+        return int(x.argmax())
+    return int(torch.multinomial(probs, 1, generator=gen))
+
+
 def choose_tokens(
     logits: Tensor, params: Sequence[SamplingParams], generators: Sequence[torch.Generator | None]
 ) -> list[int]:
-    """One token per row of `logits [B, V]` (float32)."""
-    greedy = logits.argmax(dim=-1).tolist()
-    out: list[int] = []
-    for row, (p, gen) in enumerate(zip(params, generators, strict=True)):
-        if p.temperature == 0.0 or gen is None:
-            out.append(int(greedy[row]))
-            continue
-        probs = torch.softmax(logits[row].cpu() / p.temperature, dim=-1)
-        if p.top_p < 1.0:
-            sorted_p, order = probs.sort(descending=True)
-            # keep the smallest prefix whose mass reaches top_p (always at least one token)
-            keep = (sorted_p.cumsum(0) - sorted_p) < p.top_p
-            probs = torch.zeros_like(probs).scatter_(0, order[keep], sorted_p[keep])
-        out.append(int(torch.multinomial(probs, 1, generator=gen)))
-    return out
+    """One token per row of `logits [B, V]`."""
+    greedy = greedy_tokens(logits)
+    return [
+        greedy[row] if p.greedy or gen is None else sample_token(logits[row], p, gen)
+        for row, (p, gen) in enumerate(zip(params, generators, strict=True))
+    ]
 
 
 def find_stop(text: str, stops: Sequence[str]) -> int | None:

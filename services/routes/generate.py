@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import StreamingResponse
@@ -20,7 +20,13 @@ from tessera.services.auth import TenantCaller
 from tessera.services.inference.http_support import Engine, headers_for, status_for, submit
 from tessera.services.inference.requests import EngineError, GenerateRequest, GenerateResult
 from tessera.services.inference.revisions import Served
-from tessera.services.inference.sampling import SamplingParams
+from tessera.services.inference.sampling import (
+    GREEDY_BELOW,
+    MAX_STOP_CHARS,
+    MAX_STOP_STRINGS,
+    MAX_TEMPERATURE,
+    SamplingParams,
+)
 
 router = APIRouter(tags=["inference"])
 
@@ -29,10 +35,14 @@ class GenerateBody(BaseModel):
     user_id: str = Field(min_length=1, max_length=128, description="Whose model answers.")
     prompt: str = Field(min_length=1, description="The text to continue.")
     max_tokens: int = Field(64, ge=1, description="Most new tokens (the server caps it).")
-    temperature: float = Field(0.0, ge=0.0, le=5.0, description="0 = greedy.")
+    temperature: float = Field(
+        0.0, ge=0.0, le=MAX_TEMPERATURE, description=f"Below {GREEDY_BELOW:g}: greedy."
+    )
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     seed: int | None = Field(None, ge=0, description="Same seed, prompt, revision -> same text.")
-    stop: list[str] = Field(default_factory=list, max_length=8)
+    stop: list[Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]] = Field(
+        default_factory=list, max_length=MAX_STOP_STRINGS
+    )
     stream: bool = Field(False, description="Answer as server-sent events.")
     timeout_s: float | None = Field(None, gt=0, description="Default: the server's.")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -28,9 +28,12 @@ from tessera.services.inference.requests import (
     Generation,
     TokenEvent,
 )
-from tessera.services.inference.sampling import SamplingParams
+from tessera.services.inference.sampling import MAX_STOP_CHARS, MAX_STOP_STRINGS, SamplingParams
 
 router = APIRouter(tags=["openai-compatible"])
+
+StopString = Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]
+StopList = Annotated[list[StopString], Field(max_length=MAX_STOP_STRINGS)]
 
 
 class ChatMessage(BaseModel):
@@ -44,7 +47,9 @@ class _Common(BaseModel):
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     seed: int | None = Field(None, ge=0)
-    stop: str | list[str] | None = None
+    stop: StopString | StopList | None = Field(
+        None, description=f"At most {MAX_STOP_STRINGS} strings of {MAX_STOP_CHARS} characters."
+    )
     stream: bool = False
     n: int = Field(1, ge=1, le=1, description="Only one choice per request.")
     user: str | None = Field(None, max_length=128, description="Whose personal model answers.")
