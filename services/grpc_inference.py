@@ -31,9 +31,9 @@ from tessera.services.inference.sampling import SamplingParams
 
 SERVICE_NAME: Final = "tessera.v1.Inference"
 DEFAULT_MAX_TOKENS: Final = 64
-
-
 MAX_USER_ID_CHARS: Final = 128
+
+
 def code_for(exc: EngineError) -> grpc.StatusCode:
     if isinstance(exc, QueueFullError):
         return grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -41,11 +41,11 @@ from tessera.services.inference.residency import AdapterResidency, SlotsBusyErro
 from tessera.services.inference.revisions import RevisionResolver
 from tessera.services.inference.sampling import (
     find_stop,
-    make_generator,
     greedy_tokens,
+    make_generator,
     safe_prefix_len,
-)
     sample_token,
+)
 from tessera.services.inference.tokens import TextCodec
 
 log = logging.getLogger(__name__)
@@ -153,6 +153,10 @@ class InferenceEngine:
             )
         revision = self.resolver.get(request.tenant_id, request.user_id)
         timeout = request.timeout_s or self.config.timeout_s
+        if not (math.isfinite(timeout) and timeout > 0):
+            raise InvalidRequestError("timeout_s must be a positive number of seconds")
+        # The server's timeout bounds every request: a client cannot hold a batch row longer.
+        timeout = min(timeout, self.config.timeout_s)
         gen = Generation(request, revision, timeout, loop)
         now = time.monotonic()
         seq = _Seq(gen, prompt_ids, -1, now + timeout, now, make_generator(p))
@@ -162,10 +166,6 @@ class InferenceEngine:
                 raise QueueFullError(
                     f"the inference queue is full ({self.config.queue_size} waiting); retry later"
                 )
-        if not (math.isfinite(timeout) and timeout > 0):
-            raise InvalidRequestError("timeout_s must be a positive number of seconds")
-        # The server's timeout bounds every request: a client cannot hold a batch row longer.
-        timeout = min(timeout, self.config.timeout_s)
             self._waiting.append(seq)
             QUEUE_DEPTH.set(len(self._waiting))
             self._cond.notify()
@@ -276,15 +276,6 @@ class InferenceEngine:
             self._running = [self._running[i] for i in keep]
         RUNNING.set(len(self._running))
 
-    def _step_text(self, seq: _Seq, token: int) -> str | None:
-        """Stream what became final; returns a finish reason or None to go on."""
-        p = seq.gen.request.params
-        is_eos = token in self.codec.eos_ids
-        text = self.codec.decode(seq.out_ids[:-1] if is_eos else seq.out_ids)
-        cut = find_stop(text, p.stop)
-        if cut is not None:
-            text = text[:cut]
-        final = cut is not None or is_eos or len(seq.out_ids) >= p.max_tokens
     def _step_seq(
         self, seq: _Seq, logits: torch.Tensor, row: int, greedy: int, now: float
     ) -> bool:
@@ -316,6 +307,15 @@ class InferenceEngine:
             return False
         return True
 
+    def _step_text(self, seq: _Seq, token: int) -> str | None:
+        """Stream what became final; returns a finish reason or None to go on."""
+        p = seq.gen.request.params
+        is_eos = token in self.codec.eos_ids
+        text = self.codec.decode(seq.out_ids[:-1] if is_eos else seq.out_ids)
+        cut = find_stop(text, p.stop)
+        if cut is not None:
+            text = text[:cut]
+        final = cut is not None or is_eos or len(seq.out_ids) >= p.max_tokens
         ready = len(text) if final else safe_prefix_len(text, p.stop)
         if ready > seq.emitted:
             seq.gen.emit(TokenEvent(text[seq.emitted : ready], token))
