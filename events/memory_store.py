@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from tessera.events import forget_guard
+from tessera.events import forget_guard, forget_scope
 from tessera.events.projections import (
     HeadRow,
     ProjectionState,
@@ -31,7 +31,13 @@ from tessera.events.store import (
     check_storable,
     storable_rejected,
 )
-from tessera.schemas.events import INTERACTION_TYPES, EventEnvelope, EventType, utcnow
+from tessera.schemas.events import (
+    INTERACTION_TYPES,
+    PRIOR_USER_ID,
+    EventEnvelope,
+    EventType,
+    utcnow,
+)
 from tessera.schemas.revisions import UserForgotten
 
 
@@ -181,9 +187,15 @@ class MemoryEventStore:
 
     def forget_user(self, tenant_id: str, user_id: str, *, actor: str, reason: str) -> list[str]:
         with self._lock:
-            if (tenant_id, user_id) not in self._versions:
+            kept = [r for r in self._rejected if not _rejected_is_about(r, tenant_id, user_id)]
+            if (tenant_id, user_id) not in self._versions and len(kept) == len(self._rejected):
                 raise NotFoundError(f"no events for user {tenant_id}/{user_id}: nothing to forget")
+            self._rejected = kept
             revisions = self._state.revisions_of(tenant_id, user_id)
+            priors = [
+                r for r in self._state.revisions_of(tenant_id, PRIOR_USER_ID)
+                if forget_scope.trained_on(r, user_id)
+            ]
             tombstone = EventEnvelope(
                 event_type=EventType.USER_FORGOTTEN,
                 tenant_id=tenant_id,
@@ -193,19 +205,32 @@ class MemoryEventStore:
                     actor=actor,
                     reason=reason,
                     forgotten_revision_ids=[r.revision_id for r in revisions],
+                    retrain_prior_revision_ids=forget_scope.priors_to_retrain(priors),
                 ).model_dump(mode="json"),
             )
             self.append([tombstone])
             self._events = [_redacted(ev, tenant_id, user_id) for ev in self._events]
-            self._rejected = [
-                r for r in self._rejected if not _rejected_is_about(r, tenant_id, user_id)
-            ]
+            self._redact_reasons(tenant_id, {r.revision_id for r in [*revisions, *priors]})
             self._requests = {
                 k: r
                 for k, r in self._requests.items()
                 if (r.tenant_id, r.user_id) != (tenant_id, user_id)
             }
             return sorted({r.adapter_digest for r in revisions})
+
+    def _redact_reasons(self, tenant_id: str, revision_ids: set[str]) -> None:
+        """Twin of forget_scope.redact_reasons_in_transaction (in events and catalog)."""
+        reasons = list(forget_scope.REDACTED_REASONS)
+        for i, ev in enumerate(self._events):
+            env = ev.envelope
+            if (env.tenant_id == tenant_id and env.event_type in forget_scope.REASON_EVENT_TYPES
+                    and env.data.get("revision_id") in revision_ids and env.data.get("reasons")):
+                data = {**env.data, "reasons": reasons}
+                self._events[i] = replace(ev, envelope=env.model_copy(update={"data": data}))
+        for rid in revision_ids:
+            row = self._state.revisions.get(rid)
+            if row is not None and row.tenant_id == tenant_id and row.reasons:
+                self._state.revisions[rid] = replace(row, reasons=list(reasons))
 
     def purge_erased(self, *, full: bool = True) -> None:
         """Nothing to do: erased content is not kept anywhere in memory."""

@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from psycopg import Cursor, sql
 
-from tessera.events import catalog, forget_guard
+from tessera.events import catalog, forget_guard, forget_scope
 from tessera.events.db import Connection, json_rows
 from tessera.events.projections import apply_event, needs_revisions
 from tessera.events.store import (
@@ -25,7 +25,13 @@ from tessera.events.store import (
     Tracking,
     check_storable,
 )
-from tessera.schemas.events import INTERACTION_TYPES, EventEnvelope, EventType, utcnow
+from tessera.schemas.events import (
+    INTERACTION_TYPES,
+    PRIOR_USER_ID,
+    EventEnvelope,
+    EventType,
+    utcnow,
+)
 from tessera.schemas.revisions import UserForgotten
 
 # How long an append waits for the events table lock before giving up with a transient
@@ -271,25 +277,41 @@ def forget_in_transaction(
     conn: Connection, tenant_id: str, user_id: str, *, actor: str, reason: str
 ) -> list[str]:
     lock_events(conn)
-    if (
+    has_events = (
         conn.execute(
             "SELECT 1 FROM events WHERE tenant_id = %s AND user_id = %s LIMIT 1",
             (tenant_id, user_id),
         ).fetchone()
-        is None
-    ):
+        is not None
+    )
+    rejected = conn.execute(
+        "DELETE FROM rejected_inputs WHERE (tenant_id = %s AND user_id = %s) "
+        "OR ((tenant_id IS NULL OR tenant_id = %s) AND strpos(payload, %s) > 0)",
+        (tenant_id, user_id, tenant_id, f'"{user_id}"'),
+    ).rowcount
+    if not has_events and not rejected:
         raise NotFoundError(f"no events for user {tenant_id}/{user_id}: nothing to forget")
+    # A user known only from refused input is forgotten too, with a tombstone: the
+    # erasure is audited like any other.
     revisions = catalog.list_revisions(conn, tenant_id, user_id)
+    priors = [
+        r for r in catalog.list_revisions(conn, tenant_id, PRIOR_USER_ID)
+        if forget_scope.trained_on(r, user_id)
+    ]
     tombstone = EventEnvelope(
         event_type=EventType.USER_FORGOTTEN,
         tenant_id=tenant_id,
         user_id=user_id,
         occurred_at=utcnow(),
         data=UserForgotten(
-            actor=actor, reason=reason, forgotten_revision_ids=[r.revision_id for r in revisions]
+            actor=actor, reason=reason, forgotten_revision_ids=[r.revision_id for r in revisions],
+            retrain_prior_revision_ids=forget_scope.priors_to_retrain(priors),
         ).model_dump(mode="json"),
     )
     append_in_transaction(conn, [tombstone], ())
+    forget_scope.redact_reasons_in_transaction(
+        conn, tenant_id, user_id, [r.revision_id for r in [*revisions, *priors]]
+    )
     # The one exception to append-only: the content goes, the rows stay, so positions,
     # stream versions and the audit trail are unchanged.
     conn.execute(
@@ -297,11 +319,6 @@ def forget_in_transaction(
         "WHERE tenant_id = %s AND user_id = %s AND event_type = ANY(%s::text[]) "
         "AND redacted_at IS NULL",
         (tenant_id, user_id, _INTERACTION_TYPE_LIST),
-    )
-    conn.execute(
-        "DELETE FROM rejected_inputs WHERE (tenant_id = %s AND user_id = %s) "
-        "OR ((tenant_id IS NULL OR tenant_id = %s) AND strpos(payload, %s) > 0)",
-        (tenant_id, user_id, tenant_id, f'"{user_id}"'),
     )
     conn.execute(
         "DELETE FROM request_log WHERE tenant_id = %s AND user_id = %s", (tenant_id, user_id)

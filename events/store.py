@@ -186,9 +186,12 @@ class EventStore(Protocol):
 
     def forget_user(self, tenant_id: str, user_id: str, *, actor: str, reason: str) -> list[str]:
         """In one transaction: erase the user's interaction content (event data, rejected
-        inputs, request log), mark their revisions forgotten, clear their head and append a
-        USER_FORGOTTEN tombstone. Returns the adapter digests of their revisions, which the
-        caller deletes from the adapter store."""
+        inputs, request log), redact the gate reasons of their revisions and of the priors
+        trained on them (events/forget_scope.py), mark their revisions forgotten, clear
+        their head and append a USER_FORGOTTEN tombstone naming the priors to retrain.
+        Returns the adapter digests of their revisions, which the caller deletes from the
+        adapter store. A user with no events but refused input is forgotten too;
+        NotFoundError when neither exists."""
         ...
 
     def purge_erased(self, *, full: bool = True) -> None:

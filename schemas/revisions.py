@@ -100,6 +100,11 @@ class UserForgotten(_Payload):
     actor: str = Field(min_length=1)
     reason: str = Field(min_length=1)
     forgotten_revision_ids: list[str] = Field(default_factory=list)
+    retrain_prior_revision_ids: list[str] = Field(
+        default_factory=list,
+        description="The tenant's priors trained on this user's events that may still be "
+        "served: the next nightly run trains a new prior without them first.",
+    )
 
 
 REVISION_PAYLOADS: Final[dict[str, type[_Payload]]] = {

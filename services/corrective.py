@@ -53,7 +53,7 @@ class RollbackRefused(CorrectiveError):
 
 
 class NothingToForget(CorrectiveError):
-    """The user has no events at all."""
+    """Nothing is recorded about the user: no events and no refused input."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -138,6 +138,7 @@ def test_forget_erases_content_and_starts_a_fresh_history(store: EventStore) -> 
         "actor": "admin@acme",
         "reason": "user request",
         "forgotten_revision_ids": ["r1"],
+        "retrain_prior_revision_ids": [],  # no prior was trained on alice
     }
     assert [r.payload for r in store.read_rejected()] == ['{"user_id": "bob"}']
     assert store.get_request("q1") is None

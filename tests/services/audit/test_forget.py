@@ -110,3 +110,20 @@ def test_later_events_start_a_fresh_history(
 def test_forgetting_an_unknown_user_is_refused(actions: CorrectiveActions, tmp_path: Path) -> None:
     with pytest.raises(NothingToForget, match="nothing to forget"):
         actions.forget(T, "nobody", actor="ops", reason="x")
+
+
+def test_forgetting_a_user_known_only_from_refused_input_erases_it(
+    database_url: str, store: PostgresEventStore, actions: CorrectiveActions
+) -> None:
+    secret = marker("ghost")
+    store.record_rejected([RejectedInput(
+        source="http", reason="bad rating", payload=f'{{"user_id": "ghost", "text": "{secret}"}}',
+        received_at=datetime.now(UTC), tenant_id=T, user_id="ghost")])
+    assert find_in_database(database_url, [secret])[secret]
+
+    result = actions.forget(T, "ghost", actor="dpo:lee", reason="erasure request #43")
+
+    assert find_in_database(database_url, [secret]) == {secret: []}
+    assert result.forgotten_revision_ids == [] and result.published
+    (tomb,) = store.read(tenant_id=T, user_id="ghost", event_types=[EventType.USER_FORGOTTEN])
+    assert str(tomb.envelope.event_id) == result.tombstone_event_id
