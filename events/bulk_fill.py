@@ -26,7 +26,7 @@ from typing import Any, Final
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from tessera.events.db import Connection
+from tessera.events.db import Connection, connect
 from tessera.schemas.events import EventType
 from tessera.schemas.revisions import RevisionTrained
 
@@ -253,12 +253,12 @@ def fill_catalog(
     )
 
 
-def _drop_secondary_indexes(conn: Connection) -> list[sql.Composable]:
+def _drop_secondary_indexes(conn: Connection) -> list[sql.SQL | sql.Composed]:
     """Drop the events table's indexes other than its primary key and return the
     statements that recreate them as the catalog defines them (whatever the migrations
     made). One sort per index after the fill is many times cheaper than millions of
     random index insertions during it."""
-    recreate: list[sql.Composable] = []
+    recreate: list[sql.SQL | sql.Composed] = []
     constraints = conn.execute(
         "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
         "WHERE conrelid = 'events'::regclass AND contype IN ('u', 'x')"
@@ -290,3 +290,29 @@ def catalog_bytes(conn: Connection) -> int:
         "FROM unnest(ARRAY['events', 'users', 'revisions', 'heads']) AS t"
     ).fetchone()
     return int(row[0]) if row and row[0] is not None else 0
+
+
+def vacuum_analyze(conn: Connection) -> None:
+    """Statistics and visibility map after a bulk write, as autovacuum would leave them
+    (needs an autocommit connection: VACUUM cannot run in a transaction)."""
+    conn.execute("VACUUM (ANALYZE) events, users, revisions, heads")
+
+
+def _on_database(url: str, name: str) -> str:
+    head, _, _ = url.rpartition("/")
+    return f"{head}/{name}"
+
+
+def fresh_database(url: str, name: str) -> str:
+    """(Re)create the empty database `name` on the server of `url`; its URL (migrations
+    not applied)."""
+    drop_database(url, name)
+    with connect(_on_database(url, "postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return _on_database(url, name)
+
+
+def drop_database(url: str, name: str) -> None:
+    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+    with connect(_on_database(url, "postgres"), autocommit=True) as conn:
+        conn.execute(drop)

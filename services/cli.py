@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "train",
     "study",
     "bench_soak",
+    "bench_catalog",
     "study_probe",
 ]
 

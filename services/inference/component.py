@@ -21,12 +21,12 @@ from tessera.services.inference.tokens import as_hf_tokenizer
 log = logging.getLogger(__name__)
 
 
-def projection_lookup(database_url: str) -> Lookup:
+def projection_lookup(database_url: str, *, pool_size: int = 4) -> Lookup:
     """`lookup(tenant, user)` answered by `events.catalog.served_revision` over a pool."""
     from tessera.events.catalog import served_revision
     from tessera.events.db import make_pool
 
-    pool = make_pool(database_url, min_size=1, max_size=4)
+    pool = make_pool(database_url, min_size=1, max_size=pool_size)
 
     def lookup(tenant_id: str, user_id: str) -> Served:
         with pool.connection() as conn:
