@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import re
 import secrets
 from dataclasses import dataclass
@@ -48,6 +49,15 @@ class ApiKeyInfo:
     tenant_id: str
     created_at: datetime
     revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class TenantQuota:
+    """A tenant's own limits (per second): None means the server's default, 0 no limit."""
+
+    ingest_events_per_s: float | None = None
+    inference_requests_per_s: float | None = None
+    inference_tokens_per_s: float | None = None
 
 
 def _digest(key: str) -> str:
@@ -146,3 +156,32 @@ def list_api_keys(conn: Conn, tenant_id: str) -> list[ApiKeyInfo]:
             (tenant_id,),
         ).fetchall()
     return [ApiKeyInfo(*row) for row in rows]
+
+
+def set_quota(conn: Conn, tenant_id: str, quota: TenantQuota) -> None:
+    """Store the tenant's limits (every field: None puts back the server's default).
+    NotFoundError for an unknown tenant, TenantError for a negative or non-finite rate."""
+    rates = (quota.ingest_events_per_s, quota.inference_requests_per_s,
+             quota.inference_tokens_per_s)
+    for rate in rates:
+        if rate is not None and not (math.isfinite(rate) and rate >= 0):
+            raise TenantError(f"invalid rate {rate!r}: use a number >= 0 (0: no limit)")
+    with translated("set tenant quota"), conn.transaction():
+        row = conn.execute(
+            "UPDATE tenants SET ingest_events_per_s = %s, inference_requests_per_s = %s, "
+            "inference_tokens_per_s = %s WHERE tenant_id = %s RETURNING 1",
+            (*rates, tenant_id),
+        ).fetchone()
+    if row is None:
+        raise NotFoundError(f"no tenant {tenant_id!r}: create it first")
+
+
+def get_quota(conn: Conn, tenant_id: str) -> TenantQuota | None:
+    """The tenant's stored limits, or None when there is no such tenant."""
+    with translated("read tenant quota"):
+        row = conn.execute(
+            "SELECT ingest_events_per_s, inference_requests_per_s, inference_tokens_per_s "
+            "FROM tenants WHERE tenant_id = %s",
+            (tenant_id,),
+        ).fetchone()
+    return None if row is None else TenantQuota(*row)

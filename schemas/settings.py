@@ -200,6 +200,28 @@ class Settings(BaseSettings):
         "keys, so wrong keys cannot push them out).",
     )
 
+    # per-tenant quotas (services/quotas.py); each server process enforces them alone
+    quota_ingest_events_per_s: float = Field(
+        20_000.0,
+        ge=0,
+        description="Default events per second a tenant may ingest (0: no limit); "
+        "`tessera tenant set-quota` overrides it per tenant.",
+    )
+    quota_inference_requests_per_s: float = Field(
+        50.0, ge=0, description="Default inference requests per second per tenant (0: no limit)."
+    )
+    quota_inference_tokens_per_s: float = Field(
+        5_000.0,
+        ge=0,
+        description="Default generated tokens per second per tenant (0: no limit).",
+    )
+    quota_burst_s: float = Field(
+        2.0, gt=0, description="A tenant may burst to this many seconds' worth of its rates."
+    )
+    quota_refresh_s: float = Field(
+        30.0, ge=0, description="How long a tenant's stored quota is cached by a server."
+    )
+
     # inference (services.inference)
     inference_device_slots: int = Field(
         16, ge=1, description="Adapter slots in the model's LoRA tables (device memory)."

@@ -25,6 +25,7 @@ from tessera.infra.stack import StackInfo
 from tessera.schemas.settings import Settings
 from tessera.services.auth import KeyAuthenticator
 from tessera.services.grpc_server import GrpcService
+from tessera.services.quotas import TenantQuotas
 
 if TYPE_CHECKING:
     from tessera.services.ingest_admission import Admission
@@ -49,6 +50,7 @@ class ServerContext:
     settings: Settings
     stack: StackInfo
     auth: KeyAuthenticator
+    quotas: TenantQuotas | None = None  # per-tenant limits; None: none enforced
 
 
 @dataclass(slots=True)
@@ -77,6 +79,7 @@ def build_ingest(ctx: ServerContext) -> Component:
         publisher=publisher,
         config=IngestConfig.from_settings(ctx.settings),
         admission=_admission(ctx),
+        quotas=ctx.quotas,
     )
     return Component(
         name="ingest",

@@ -1,8 +1,9 @@
 """gRPC `tessera.v1.Inference`: Generate and GenerateStream over the same engine as HTTP.
 
 Status codes: INVALID_ARGUMENT (bad request), UNAUTHENTICATED, RESOURCE_EXHAUSTED (queue
-full: retry with backoff), DEADLINE_EXCEEDED (ran past its timeout), UNAVAILABLE (engine
-not running). A client that cancels a stream cancels its sequence in the engine.
+full, or the tenant over its quota: retry with backoff), DEADLINE_EXCEEDED (ran past its
+timeout), UNAVAILABLE (engine not running). A client that cancels a stream cancels its
+sequence in the engine.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tessera.services.inference.requests import (
     Generation,
     InvalidRequestError,
     QueueFullError,
+    QuotaExceededError,
     RequestTimeoutError,
 )
 from tessera.services.inference.revisions import Served
@@ -35,7 +37,7 @@ MAX_USER_ID_CHARS: Final = 128
 
 
 def code_for(exc: EngineError) -> grpc.StatusCode:
-    if isinstance(exc, QueueFullError):
+    if isinstance(exc, QueueFullError | QuotaExceededError):
         return grpc.StatusCode.RESOURCE_EXHAUSTED
     if isinstance(exc, RequestTimeoutError):
         return grpc.StatusCode.DEADLINE_EXCEEDED

@@ -14,6 +14,7 @@ from tessera.services.auth import KeyAuthenticator, Unauthenticated, key_from_he
 from tessera.services.grpc_server import GrpcService
 from tessera.services.ingest_admission import LogBehind
 from tessera.services.ingest_service import IngestService, InvalidBatch, StreamUnavailable
+from tessera.services.quotas import QuotaExceeded
 
 SERVICE_NAME: Final = "tessera.v1.Ingest"
 ERRORS_METADATA_KEY: Final = "tessera-errors"
@@ -86,7 +87,7 @@ class IngestServicer(tessera_pb2_grpc.IngestServicer):
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"{exc.detail}: " + "; ".join(lines))
         except StreamUnavailable as exc:
             _abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
-        except LogBehind as exc:
+        except (LogBehind, QuotaExceeded) as exc:  # over the tenant's quota, or log behind
             _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         return tessera_pb2.IngestResponse(accepted=[str(i) for i in ids])
 

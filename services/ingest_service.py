@@ -46,6 +46,7 @@ from tessera.schemas.events import EventEnvelope
 from tessera.schemas.settings import Settings
 from tessera.services.ingest_admission import Admission
 from tessera.services.kafka_publisher import KafkaPublisher, PublishError
+from tessera.services.quotas import TenantQuotas
 
 # Discriminated-union errors for a bad or missing "type" are located at the item itself.
 _TAG_ERRORS: Final = frozenset({"union_tag_invalid", "union_tag_not_found"})
@@ -154,10 +155,12 @@ class IngestService:
         publisher: KafkaPublisher,
         config: IngestConfig,
         admission: Admission | None = None,
+        quotas: TenantQuotas | None = None,
     ) -> None:
         self._publisher = publisher
         self.config = config
         self._admission = admission
+        self._quotas = quotas
 
     # --- validation -------------------------------------------------------------------
 
@@ -257,7 +260,9 @@ class IngestService:
 
     def ingest(self, body: bytes | Mapping[str, Any], *, tenant_id: str) -> list[uuid.UUID]:
         """Blocking: validate, publish, wait for the acks (for threaded callers: gRPC)."""
+        self._take_quota(tenant_id, None)
         envelopes, records = self.prepare(body, tenant_id=tenant_id)
+        self._take_quota(tenant_id, len(envelopes))
         self._reserve(envelopes)
         try:
             lasts = self.publish(records).result(timeout=self.config.ack_timeout_s)
@@ -271,7 +276,11 @@ class IngestService:
 
     async def ingest_async(self, body: bytes, *, tenant_id: str) -> list[uuid.UUID]:
         """Same as `ingest`, awaiting the acks without blocking the event loop."""
+        if self._quotas is not None and not self._quotas.knows(tenant_id):
+            await asyncio.to_thread(self._quotas.rates, tenant_id)  # a database read
+        self._take_quota(tenant_id, None)
         envelopes, records = self.prepare(body, tenant_id=tenant_id)
+        self._take_quota(tenant_id, len(envelopes))
         await self._reserve_async(envelopes)
         try:
             lasts = await asyncio.wait_for(
@@ -287,6 +296,18 @@ class IngestService:
             self._release(envelopes)
             raise
         return self._accepted(envelopes, lasts)
+
+    # --- per-tenant quota (see services/quotas.py) ------------------------------------
+
+    def _take_quota(self, tenant_id: str, count: int | None) -> None:
+        """Take `count` events from the tenant's quota, or `QuotaExceeded`. With None,
+        only check that one event would pass: an over-quota tenant's body goes unparsed."""
+        if self._quotas is None:
+            return
+        if count is None:
+            self._quotas.check_events(tenant_id)
+        else:
+            self._quotas.take_events(tenant_id, count)
 
     # --- admission (see ingest_admission) ---------------------------------------------
 

@@ -31,6 +31,7 @@ from tessera.services.components import (
 )
 from tessera.services.grpc_server import RunningGrpcServer, start_grpc_server
 from tessera.services.http_app import create_app
+from tessera.services.quotas import quotas_from_settings
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,8 @@ def server_context(settings: Settings, stack: StackInfo) -> ServerContext:
         cache_ttl_s=settings.auth_cache_ttl_s,
         negative_ttl_s=settings.auth_negative_cache_ttl_s,
     )
-    return ServerContext(settings=settings, stack=stack, auth=auth)
+    quotas = quotas_from_settings(settings, stack.database_url)
+    return ServerContext(settings=settings, stack=stack, auth=auth, quotas=quotas)
 
 
 def build_components(ctx: ServerContext, *, without: frozenset[str]) -> list[Component]:

@@ -1,4 +1,5 @@
-"""`tessera tenant create | key | revoke | list`: tenants and their API keys."""
+"""`tessera tenant create | key | revoke | list | set-quota`: tenants, their API keys and
+their quotas."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from tessera.services.commands.infra import stack_info
 
 if TYPE_CHECKING:  # psycopg is imported only when a command runs, so --help stays instant
     from tessera.events.db import Connection
+    from tessera.events.tenants import TenantQuota
 
 
 @contextmanager
@@ -85,3 +87,57 @@ def list_command() -> None:
             typer.echo(
                 f"{tenant_id}  keys: {', '.join(live) or '-'}  ({len(keys) - len(live)} revoked)"
             )
+
+
+@tenant_app.command("set-quota")
+def set_quota(
+    tenant_id: str = typer.Argument(..., help="Existing tenant id"),
+    events_per_s: float | None = typer.Option(
+        None, min=0, help="Ingested events per second (0: no limit)."
+    ),
+    requests_per_s: float | None = typer.Option(
+        None, min=0, help="Inference requests per second (0: no limit)."
+    ),
+    tokens_per_s: float | None = typer.Option(
+        None, min=0, help="Generated tokens per second (0: no limit)."
+    ),
+    default: bool = typer.Option(
+        False, "--default", help="Put every limit not given back to the server's default."
+    ),
+) -> None:
+    """Set a tenant's quotas; limits not given keep their value (or, with --default, go
+    back to TESSERA_QUOTA_*). Servers apply it within TESSERA_QUOTA_REFRESH_S."""
+    from tessera.events import tenants
+
+    with _connection() as conn:
+        current = tenants.get_quota(conn, tenant_id)
+        if current is None:
+            typer.secho(f"error: no tenant {tenant_id!r}: create it first", fg="red", err=True)
+            raise typer.Exit(1)
+        if default:
+            current = tenants.TenantQuota()
+        quota = tenants.TenantQuota(
+            ingest_events_per_s=_given(events_per_s, current.ingest_events_per_s),
+            inference_requests_per_s=_given(requests_per_s, current.inference_requests_per_s),
+            inference_tokens_per_s=_given(tokens_per_s, current.inference_tokens_per_s),
+        )
+        tenants.set_quota(conn, tenant_id, quota)
+    typer.echo(f"{tenant_id}  {_quota_text(quota)}")
+
+
+def _given(value: float | None, current: float | None) -> float | None:
+    return current if value is None else value
+
+
+def _quota_text(quota: TenantQuota) -> str:
+    def one(value: float | None, unit: str) -> str:
+        shown = "default" if value is None else ("no limit" if value == 0 else f"{value:g}")
+        return f"{unit}: {shown}"
+
+    return ", ".join(
+        (
+            one(quota.ingest_events_per_s, "events/s"),
+            one(quota.inference_requests_per_s, "requests/s"),
+            one(quota.inference_tokens_per_s, "tokens/s"),
+        )
+    )

@@ -13,6 +13,7 @@ from tessera.services.inference.request_log import RequestLog
 from tessera.services.inference.residency import AdapterResidency, AdapterSource
 from tessera.services.inference.revisions import Lookup, RevisionResolver
 from tessera.services.inference.tokens import HFTokenizer, TextCodec
+from tessera.services.quotas import TenantQuotas
 
 
 def model_eos_ids(model: nn.Module) -> list[int]:
@@ -32,6 +33,7 @@ def build_engine(
     *,
     settings: Settings,
     request_log: RequestLog | None = None,
+    quotas: TenantQuotas | None = None,
 ) -> InferenceEngine:
     """A not-yet-started engine serving `model` (modified in place: its target linears
     become multi-LoRA layers) with adapters from `store` chosen by `lookup`."""
@@ -57,7 +59,7 @@ def build_engine(
         max_tokens=settings.inference_max_tokens,
     )
     return InferenceEngine(
-        runner, residency, resolver, codec, config=config, request_log=request_log
+        runner, residency, resolver, codec, config=config, request_log=request_log, quotas=quotas
     )
 
 

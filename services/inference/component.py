@@ -55,6 +55,7 @@ def build_component(ctx: ServerContext) -> Component:
         projection_lookup(ctx.stack.database_url),
         settings=settings,
         request_log=request_log,
+        quotas=ctx.quotas,
     ).start()
     ensure_topics(ctx.stack.kafka_bootstrap, settings)
     follower = KafkaRevisionFollower(

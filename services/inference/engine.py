@@ -34,6 +34,7 @@ from tessera.services.inference.requests import (
     Generation,
     InvalidRequestError,
     QueueFullError,
+    QuotaExceededError,
     RequestTimeoutError,
     TokenEvent,
 )
@@ -47,6 +48,7 @@ from tessera.services.inference.sampling import (
     sample_token,
 )
 from tessera.services.inference.tokens import TextCodec
+from tessera.services.quotas import QuotaExceeded, TenantQuotas
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +96,10 @@ class InferenceEngine:
         *,
         config: EngineConfig,
         request_log: RequestLog | None = None,
+        quotas: TenantQuotas | None = None,
     ) -> None:
         self.runner = runner
+        self.quotas = quotas  # per-tenant requests and generated tokens per second
         self.residency = residency
         self.resolver = resolver
         self.codec = codec
@@ -134,6 +138,11 @@ class InferenceEngine:
         or EngineStoppedError; pass `loop` to consume the result with `aevents()`."""
         if self._thread is None or self._stop:
             raise EngineStoppedError("the inference engine is not running")
+        if self.quotas is not None:  # first: an over-quota tenant costs no encoding
+            try:
+                self.quotas.admit_request(request.tenant_id)
+            except QuotaExceeded as exc:
+                raise QuotaExceededError(str(exc), exc.retry_after_s) from None
         p = request.params
         if p.max_tokens > self.config.max_tokens:
             raise InvalidRequestError(
@@ -352,6 +361,10 @@ class InferenceEngine:
         REQUESTS.labels(type(error).__name__).inc()
 
     def _release(self, seq: _Seq) -> None:
+        """Once per finished sequence, whatever the outcome: its slot, and its tokens
+        charged to the tenant's quota (generated tokens are known only now)."""
+        if self.quotas is not None and seq.out_ids:
+            self.quotas.charge_tokens(seq.gen.request.tenant_id, len(seq.out_ids))
         if seq.slot >= 0:
             self.residency.release(seq.slot)
             seq.slot = -1

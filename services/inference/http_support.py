@@ -15,8 +15,10 @@ from tessera.services.inference.requests import (
     Generation,
     InvalidRequestError,
     QueueFullError,
+    QuotaExceededError,
     RequestTimeoutError,
 )
+from tessera.services.quotas import retry_after_header
 
 RETRY_AFTER_S = "1"
 
@@ -37,6 +39,8 @@ Engine = Annotated[InferenceEngine, Depends(_engine)]
 
 def status_for(exc: EngineError) -> int:
     """The HTTP status of an engine error."""
+    if isinstance(exc, QuotaExceededError):
+        return status.HTTP_429_TOO_MANY_REQUESTS
     if isinstance(exc, QueueFullError | EngineStoppedError):
         return status.HTTP_503_SERVICE_UNAVAILABLE
     if isinstance(exc, RequestTimeoutError):
@@ -47,6 +51,8 @@ def status_for(exc: EngineError) -> int:
 
 
 def headers_for(exc: EngineError) -> dict[str, str]:
+    if isinstance(exc, QuotaExceededError):
+        return {"Retry-After": retry_after_header(exc.retry_after_s)}
     return {"Retry-After": RETRY_AFTER_S} if isinstance(exc, QueueFullError) else {}
 
 

@@ -30,6 +30,15 @@ class InvalidRequestError(EngineError, ValueError):
     """The request cannot be served as given (prompt too long, bad adapter): HTTP 400."""
 
 
+class QuotaExceededError(EngineError):
+    """The tenant is over its requests or tokens per second (services/quotas.py): HTTP
+    429 with Retry-After, gRPC RESOURCE_EXHAUSTED."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class EngineStoppedError(EngineError):
     """The engine is shutting down or not running: HTTP 503, gRPC UNAVAILABLE."""
 

@@ -105,6 +105,7 @@ def to_request(body: GenerateBody, tenant_id: str) -> GenerateRequest:
     responses={
         400: {"description": "The prompt or limits cannot be served."},
         401: {"description": "No API key, or an unknown or revoked one."},
+        429: {"description": "The tenant is over its quota: retry after `Retry-After`."},
         503: {"description": "The queue is full (retry after `Retry-After`) or no engine."},
         504: {"description": "The request ran past its timeout."},
     },

@@ -18,6 +18,7 @@ from tessera.schemas.api import IngestAccepted, IngestRejected, IngestRequest, I
 from tessera.services.auth import TenantCaller
 from tessera.services.ingest_admission import LogBehind
 from tessera.services.ingest_service import IngestService, InvalidBatch, StreamUnavailable
+from tessera.services.quotas import QuotaExceeded
 
 router = APIRouter(tags=["ingest"])
 
@@ -60,8 +61,9 @@ def _rejected(code: int, detail: str, errors: list[ItemError]) -> JSONResponse:
         },
         429: {
             "model": IngestRejected,
-            "description": "The event log is too far behind what was accepted (admission "
-            "control, `TESSERA_INGEST_MAX_LAG_S`); retry the same batch after Retry-After.",
+            "description": "The tenant is over its events-per-second quota, or the event "
+            "log is too far behind what was accepted (admission control, "
+            "`TESSERA_INGEST_MAX_LAG_S`); retry the same batch after Retry-After.",
         },
         503: {"description": "The event stream did not acknowledge; retry the same batch."},
     },
@@ -89,7 +91,7 @@ async def ingest_events(request: Request, tenant_id: TenantCaller) -> Response:
         return _rejected(code, exc.detail, exc.errors)
     except StreamUnavailable as exc:
         return _rejected(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), [])
-    except LogBehind as exc:
+    except (LogBehind, QuotaExceeded) as exc:
         shed = _rejected(status.HTTP_429_TOO_MANY_REQUESTS, str(exc), [])
         # Retry-After holds whole seconds; the detail says the finer hint.
         shed.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))

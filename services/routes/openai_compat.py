@@ -71,6 +71,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     },
     400: {"description": "Invalid request (OpenAI error object)."},
     401: {"description": "No API key, or an unknown or revoked one."},
+    429: {"description": "The tenant is over its quota: retry after `Retry-After` seconds."},
     503: {"description": "The queue is full: retry after `Retry-After` seconds."},
     504: {"description": "The request ran past its timeout."},
 }

@@ -48,3 +48,20 @@ def test_bad_tenant_ids_and_unknown_tenants(database_url: str) -> None:
             tenants.create_tenant(conn, "Bad Tenant!")
         with pytest.raises(NotFoundError, match="no tenant 'ghost'"):
             tenants.issue_api_key(conn, "ghost")
+
+
+def test_quota_overrides_are_stored_with_the_tenant(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        tenants.create_tenant(conn, "acme")
+        assert tenants.get_quota(conn, "acme") == tenants.TenantQuota()  # all defaults
+        assert tenants.get_quota(conn, "ghost") is None
+        quota = tenants.TenantQuota(ingest_events_per_s=50.0, inference_tokens_per_s=0.0)
+        tenants.set_quota(conn, "acme", quota)
+        assert tenants.get_quota(conn, "acme") == quota
+        tenants.set_quota(conn, "acme", tenants.TenantQuota())
+        assert tenants.get_quota(conn, "acme") == tenants.TenantQuota()
+        with pytest.raises(NotFoundError, match="no tenant 'ghost'"):
+            tenants.set_quota(conn, "ghost", quota)
+        for bad in (-1.0, float("nan"), float("inf")):
+            with pytest.raises(tenants.TenantError, match="invalid rate"):
+                tenants.set_quota(conn, "acme", tenants.TenantQuota(inference_requests_per_s=bad))
