@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Final
 
 from psycopg.types.json import Jsonb
@@ -31,6 +32,36 @@ _SERVABLE: Final = frozenset({
     RevisionState.TRAINED, RevisionState.EVALUATED, RevisionState.PROMOTED,
     RevisionState.SUPERSEDED, RevisionState.ROLLED_BACK,
 })
+
+
+@dataclass(frozen=True, slots=True)
+class MarkedPrior:
+    """A tenant's served prior that a forget named for retraining."""
+
+    tenant_id: str
+    revision_id: str
+    forgotten_position: int  # of the latest tombstone naming it
+
+
+# Served priors named by a tombstone of their tenant (the events' type index finds them).
+_MARKED_PRIORS: Final = (
+    "SELECT h.tenant_id, h.revision_id, max(e.position) FROM heads h "
+    "JOIN events e ON e.tenant_id = h.tenant_id "
+    "WHERE h.user_id = %(prior)s AND e.event_type = %(forgotten)s "
+    "AND (e.data -> 'retrain_prior_revision_ids') ? h.revision_id "
+    "AND (%(tenant)s::text IS NULL OR h.tenant_id = %(tenant)s::text) "
+    "GROUP BY h.tenant_id, h.revision_id ORDER BY h.tenant_id"
+)
+
+
+def served_priors_to_retrain(conn: Connection, tenant_id: str | None = None) -> list[MarkedPrior]:
+    """The served priors (of `tenant_id`, else of every tenant) trained on a user who was
+    forgotten since: the nightly run trains their replacement first."""
+    rows = conn.execute(
+        _MARKED_PRIORS,
+        {"prior": PRIOR_USER_ID, "forgotten": str(EventType.USER_FORGOTTEN), "tenant": tenant_id},
+    ).fetchall()
+    return [MarkedPrior(str(t), str(r), int(p)) for t, r, p in rows]
 
 
 def trained_on(row: RevisionRow, user_id: str) -> bool:

@@ -29,13 +29,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tessera.schemas.events import INTERACTION_TYPES, PRIOR_USER_ID
+from tessera.schemas.events import INTERACTION_TYPES, PRIOR_USER_ID, EventType
 from tessera.workers import metrics
 from tessera.workers.dataset import Example, build_dataset
 from tessera.workers.revision_events import revision_id_for
 from tessera.workers.training_request import TrainingRequest
 
 if TYPE_CHECKING:
+    from tessera.events.projections import RevisionRow
     from tessera.workers.pipeline import (
         RevisionLog,
         RevisionOutcome,
@@ -144,14 +145,26 @@ def plan_prior(
     dataset_s = time.perf_counter() - started
     metrics.record_stage("dataset", dataset_s)
     current = pipeline.head_row(request.tenant_id, PRIOR_USER_ID)
+    # A prior that learned from a user forgotten since is no bar to clear: its
+    # replacement must beat the base, or the forgotten data would stay served.
+    baseline = None if current is not None and forgotten_since(pipeline.store, current) else current
     return RevisionPlan(
         tenant_id=request.tenant_id, user_id=PRIOR_USER_ID, kind="prior",
         revision_id=revision_id_for(request.tenant_id, PRIOR_USER_ID, request.up_to_position),
         up_to_position=request.up_to_position, trigger=request.trigger,
-        parent=None, baseline=current, dataset_from=1, dataset_to=request.up_to_position,
+        parent=None, baseline=baseline, dataset_from=1, dataset_to=request.up_to_position,
         dataset_digest=sample.digest, train=sample.train, heldout=sample.heldout,
         dataset_params=sample.params, dataset_seconds=dataset_s,
     )
+
+
+def forgotten_since(store: RevisionLog, prior: RevisionRow) -> bool:
+    """Whether a forget after `prior` was trained named it for retraining (the
+    tombstone's `retrain_prior_revision_ids`)."""
+    tombstones = store.read(after=prior.trained_position, tenant_id=prior.tenant_id,
+                            event_types=[EventType.USER_FORGOTTEN])
+    return any(prior.revision_id in ev.envelope.data.get("retrain_prior_revision_ids", [])
+               for ev in tombstones)
 
 
 def _interactions() -> list[str]:

@@ -3,8 +3,9 @@
 Two triggers, both sending `TrainingRequest`s through a `Dispatch` (Kafka in production,
 in-process in the demo):
 - nightly (cron, time-zone aware): first a new tenant prior for every tenant with enough
-  new events (and a bounded wait for it to be decided, so first personal revisions start
-  from it), then every user with at least N new events since their last revision;
+  new events, or whose served prior learned from a user forgotten since (and a bounded
+  wait for it to be decided, so first personal revisions start from it), then every
+  user with at least N new events since their last revision;
 - threshold (polled): a user passing M new events is requested at once.
 
 A nightly slot runs once. Slots are claimed in PostgreSQL with a conditional UPDATE

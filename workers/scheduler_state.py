@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from tessera.events.db import connect, translated, with_retry
+from tessera.events.forget_scope import MarkedPrior, served_priors_to_retrain
 from tessera.schemas.events import INTERACTION_TYPES, PRIOR_USER_ID
 from tessera.workers.training_request import TrainingRequest
 
@@ -86,13 +87,30 @@ class SchedulerState:
         return [Due(t, u, int(n), int(p)) for t, u, n, p in rows if u != PRIOR_USER_ID]
 
     def priors_due(self, min_new_events: int, *, tenant_id: str | None = None) -> list[Due]:
-        """Tenants whose prior has at least `min_new_events` new events to learn from."""
+        """Tenants whose prior has at least `min_new_events` new events to learn from, or
+        whose served prior learned from a user forgotten since (events/forget_scope.py)."""
         params = {
             "types": _INTERACTIONS, "min_new": min_new_events, "prior": PRIOR_USER_ID,
             "tenant": tenant_id,
         }
         rows = self._fetch("find priors due", _PRIORS_DUE, params)
-        return [Due(t, PRIOR_USER_ID, int(n), int(p)) for t, n, p in rows]
+        due = {t: Due(t, PRIOR_USER_ID, int(n), int(p)) for t, n, p in rows}
+        # A served prior trained on a user forgotten since is retrained however few events
+        # came in, up to the tombstone at least (so no decided revision covers it yet).
+        for marked in self._marked_priors(tenant_id):
+            t = marked.tenant_id
+            up_to = max(marked.forgotten_position, self.tenant_head_position(t) or 0,
+                        due[t].up_to_position if t in due else 0)
+            due[t] = Due(t, PRIOR_USER_ID, due[t].new_events if t in due else 0, up_to)
+        return [due[t] for t in sorted(due)]
+
+    def _marked_priors(self, tenant_id: str | None) -> list[MarkedPrior]:
+        def read() -> list[MarkedPrior]:
+            with connect(self._url, autocommit=True) as conn, translated("find priors to retrain"):
+                return served_priors_to_retrain(conn, tenant_id)
+
+        marked: list[MarkedPrior] = with_retry(read)
+        return marked
 
     def user_head_position(self, tenant_id: str, user_id: str) -> int | None:
         """Position of the user's latest interaction event (None without any)."""
