@@ -30,7 +30,6 @@ from tessera.workers.adapter_store import (
     METADATA_KEY,
     AdapterBlobConfig,
     load_adapter_blob,
-    save_adapter_blob,
 )
 
 if TYPE_CHECKING:
@@ -283,21 +282,30 @@ def _tensor_problems(adapter: PeftAdapter, target: ImportTarget) -> list[str]:
     return problems
 
 
-def to_blob(adapter: PeftAdapter, target: ImportTarget, path: Path) -> AdapterBlobConfig:
+def to_blob(
+    adapter: PeftAdapter, target: ImportTarget, path: Path, *, origin: Mapping[str, str]
+) -> AdapterBlobConfig:
     """Write a fitting adapter as a Tessera blob at `path` (call `check_fits` first).
 
     The blob carries the tenant's alpha; when the adapter's differs, B is rescaled by
     alpha_given / alpha_tenant, so scale * B @ A - the layer's update - is unchanged and
-    later revisions warm-started from it train at the tenant's usual scale."""
+    later revisions warm-started from it train at the tenant's usual scale. `origin`
+    (an extra `origin` field of the `tessera` metadata, which readers ignore) names the
+    tenant, user and source: the same file imported for two users gives two blobs, so
+    forgetting one user never deletes the other's adapter from the content-addressed
+    store. It is one metadata entry because safetensors writes several in a random order
+    (a Rust HashMap), and the blob's bytes must be reproducible."""
     import torch
+    from safetensors.torch import save_file
 
     factor = float(adapter.config["lora_alpha"]) / target.alpha
     tensors = {
-        key: (t.to(torch.float32) * factor if key.endswith(_B) and factor != 1.0
-              else t.to(torch.float32))
-        for key, t in adapter.tensors.items()
+        key: (adapter.tensors[key].to(torch.float32) * factor if key.endswith(_B)
+              else adapter.tensors[key].to(torch.float32)).contiguous()
+        for key in sorted(adapter.tensors)
     }
     cfg = AdapterBlobConfig(target.rank, target.alpha, tuple(sorted(target.target_modules)),
                             target.base_digest)
-    save_adapter_blob(tensors, cfg, path)
+    meta = {**json.loads(cfg.to_json()), "origin": dict(origin)}
+    save_file(tensors, str(path), metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
     return cfg

@@ -12,7 +12,20 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from tessera.schemas.events import utcnow
 
-Trigger = Literal["nightly", "threshold", "manual", "demo", "bench", "test"]
+Trigger = Literal["nightly", "threshold", "manual", "demo", "bench", "test", "import"]
+
+
+class AdapterImport(BaseModel):
+    """An adapter brought in from outside (workers/adapter_import.py): already checked to
+    fit and put in the adapter store; the worker gates it instead of training one."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    adapter_digest: str = Field(pattern=r"^[0-9a-f]{64}$", description="Blob in the store")
+    source_sha256: str = Field(pattern=r"^[0-9a-f]{64}$",
+                               description="sha256 of adapter_model.safetensors as given")
+    source: str = Field(min_length=1, max_length=200, description="e.g. cli, http")
+    actor: str = Field(min_length=1, max_length=200, description="Who imported it")
 
 
 class TrainingRequest(BaseModel):
@@ -29,6 +42,9 @@ class TrainingRequest(BaseModel):
     up_to_position: int = Field(ge=0)
     trigger: Trigger = "manual"
     requested_at: AwareDatetime = Field(default_factory=utcnow)
+    # Set: gate this imported adapter (up to `up_to_position` of the user's events)
+    # instead of training a revision.
+    adapter_import: AdapterImport | None = None
 
     @property
     def key(self) -> bytes:

@@ -107,9 +107,17 @@ def test_tar_export_reimports_to_the_same_blob(blob: Path, tiny_model_dir: Path,
     assert adapter.tessera_base_digest == BASE_DIGEST
     target = _target(tiny_model_dir)
     check_fits(adapter, target)
-    again = tmp_path / "again.safetensors"
-    to_blob(adapter, target, again)
-    assert sha256_file(again) == sha256_file(blob)  # same tensors, same config: same digest
+    again, other = tmp_path / "again.safetensors", tmp_path / "other.safetensors"
+    to_blob(adapter, target, again, origin={"user_id": "alice"})
+    to_blob(adapter, target, other, origin={"user_id": "bob"})
+    # the same tensors and config, but one blob per user (forget deletes blobs by digest)
+    assert sha256_file(again) != sha256_file(other)
+    got, got_meta = read_blob(again)
+    want, want_meta = read_blob(blob)
+    assert got_meta == {**want_meta, "origin": {"user_id": "alice"}}
+    assert got.keys() == want.keys()
+    for key in want:
+        assert torch.equal(got[key], want[key])
 
 
 def test_peft_saved_adapter_imports_with_same_logits(
@@ -129,7 +137,7 @@ def test_peft_saved_adapter_imports_with_same_logits(
     target = _target(tiny_model_dir, base_model_id=f"{tiny_model_dir.name}.Q4_1")
     check_fits(adapter, target)
     blob = tmp_path / "imported.safetensors"
-    assert to_blob(adapter, target, blob).lora_alpha == 8.0
+    assert to_blob(adapter, target, blob, origin={}).lora_alpha == 8.0
     ids = torch.randint(0, 400, (1, 10), generator=torch.Generator().manual_seed(5))
     pm.eval()
     with torch.no_grad():
