@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "bench_soak",
     "bench_catalog",
     "study_probe",
+    "adapters",
 ]
 
 for _name in COMMAND_MODULES:

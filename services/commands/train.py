@@ -106,6 +106,7 @@ def worker_train(
     killed worker's request is taken over by another member. SIGINT/SIGTERM stop cleanly
     after the request in hand."""
     from tessera.events.kafka import ensure_topics
+    from tessera.workers.adapter_import import handle_request
     from tessera.workers.metrics import configure_logging, start_metrics_server
     from tessera.workers.runtime import open_pipeline
     from tessera.workers.train_worker import TrainWorker, WorkerConfig
@@ -121,7 +122,8 @@ def worker_train(
         config = WorkerConfig(bootstrap=info.kafka_bootstrap,
                               topic=settings.topic_training_requests,
                               group_id=group or settings.train_group)
-        worker = TrainWorker(config, lambda request: pipeline.run(request).outcome)
+        # Imported adapters arrive on the same topic and meet the same gate.
+        worker = TrainWorker(config, lambda request: handle_request(pipeline, request).outcome)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: worker.stop())
         typer.echo(f"trainer ready: {config.topic} @ {config.bootstrap} (group {config.group_id})",

@@ -37,8 +37,9 @@ def _exported_good_adapter(engine: Engine, tmp_path: Path) -> Path:
                                          trigger="test"))
     assert done.outcome == "promoted", done.reasons
     assert done.adapter_digest is not None
-    return export_blob(elsewhere.adapters.path(done.adapter_digest), tmp_path / "good",
-                       base_model_id=engine.base.model_id)
+    folder: Path = export_blob(elsewhere.adapters.path(done.adapter_digest),
+                               tmp_path / "good", base_model_id=engine.base.model_id)
+    return folder
 
 
 def _import(pipeline: RevisionPipeline, folder: Path) -> TrainingRequest:
