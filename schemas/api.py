@@ -53,6 +53,11 @@ class IngestLimits:
 
 LIMITS_CONTEXT_KEY: Final = "ingest_limits"
 
+# Free text every API (HTTP, gRPC) bounds alike: a rollback's or forget's reason (kept in
+# the log), and the ids an admin call names.
+MAX_REASON_CHARS: Final = 2000
+MAX_ID_CHARS: Final = 128
+
 
 def _limits(info: ValidationInfo) -> IngestLimits | None:
     context = info.context

@@ -183,6 +183,13 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     grpc_port: int = 50051
+    grpc_spare_workers: int = Field(
+        16,
+        ge=1,
+        description="gRPC handler threads beyond inference_max_batch (the pool is their "
+        "sum): a full batch of streams still leaves threads for ingest, admin and health. "
+        "gRPC messages are capped by max_body_bytes, like HTTP bodies.",
+    )
     http_workers: int = Field(
         1,
         ge=1,

@@ -11,9 +11,11 @@ from datetime import datetime
 from typing import Final, NoReturn, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from pydantic import BaseModel
 
+from tessera.schemas.api import MAX_ID_CHARS, MAX_REASON_CHARS
 from tessera.schemas.proto_gen import tessera_pb2, tessera_pb2_grpc
 from tessera.services.audit.access import Caller, require_admin, require_tenant, resolve_caller
 from tessera.services.audit.backend import AdminBackend
@@ -61,6 +63,17 @@ def _revision(node: RevisionNode) -> tessera_pb2.AuditRevision:
     )
 
 
+def _too_long(request: Message) -> str | None:
+    """Why a text field of `request` is over its limit (as HTTP's models bound them:
+    `reason` to MAX_REASON_CHARS, ids to MAX_ID_CHARS), or None."""
+    for fd, value in request.ListFields():
+        if isinstance(value, str):
+            limit = MAX_REASON_CHARS if fd.name == "reason" else MAX_ID_CHARS
+            if len(value) > limit:
+                return f"{fd.name} has {len(value)} characters; the limit is {limit}"
+    return None
+
+
 def _json(model: BaseModel) -> str:
     return model.model_dump_json()
 
@@ -75,13 +88,19 @@ class AdminServicer(tessera_pb2_grpc.AdminServicer):
         self._backend = backend
         self._auth = auth
 
-    def _guarded(self, context: grpc.ServicerContext, call: Callable[[Caller], T]) -> T:
-        """Authenticate, run `call`, and map our errors to status codes in one place."""
+    def _guarded(
+        self, context: grpc.ServicerContext, call: Callable[[Caller], T], request: Message
+    ) -> T:
+        """Authenticate, bound the request's text, run `call`, and map our errors to
+        status codes in one place."""
         metadata = {k.lower(): v for k, v in context.invocation_metadata() if isinstance(v, str)}
         try:
             caller = resolve_caller(self._auth, key_from_headers(metadata))
         except Unauthenticated as exc:
             _abort(context, grpc.StatusCode.UNAUTHENTICATED, str(exc))
+        too_long = _too_long(request)
+        if too_long is not None:
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, too_long)
         try:
             return call(caller)
         except Forbidden as exc:
@@ -111,7 +130,7 @@ class AdminServicer(tessera_pb2_grpc.AdminServicer):
                 json=_json(lin),
             )
 
-        return self._guarded(context, run)
+        return self._guarded(context, run, request)
 
     def RevisionProvenance(
         self, request: tessera_pb2.RevisionRef, context: grpc.ServicerContext
@@ -127,7 +146,7 @@ class AdminServicer(tessera_pb2_grpc.AdminServicer):
                 json=_json(prov),
             )
 
-        return self._guarded(context, run)
+        return self._guarded(context, run, request)
 
     def RequestAudit(
         self, request: tessera_pb2.RequestRef, context: grpc.ServicerContext
@@ -145,7 +164,7 @@ class AdminServicer(tessera_pb2_grpc.AdminServicer):
                 json=_json(req),
             )
 
-        return self._guarded(context, run)
+        return self._guarded(context, run, request)
 
     def Rollback(
         self, request: tessera_pb2.RollbackRequest, context: grpc.ServicerContext
@@ -168,7 +187,7 @@ class AdminServicer(tessera_pb2_grpc.AdminServicer):
                 json=json.dumps(asdict(result)),
             )
 
-        return self._guarded(context, run)
+        return self._guarded(context, run, request)
 
     def Forget(
         self, request: tessera_pb2.ForgetRequest, context: grpc.ServicerContext
@@ -187,7 +206,7 @@ class AdminServicer(tessera_pb2_grpc.AdminServicer):
                 json=json.dumps(asdict(result)),
             )
 
-        return self._guarded(context, run)
+        return self._guarded(context, run, request)
 
 
 def admin_grpc_service(*, backend: AdminBackend, auth: KeyAuthenticator) -> GrpcService:

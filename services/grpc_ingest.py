@@ -13,7 +13,12 @@ from tessera.schemas.proto_gen import tessera_pb2, tessera_pb2_grpc
 from tessera.services.auth import KeyAuthenticator, Unauthenticated, key_from_headers
 from tessera.services.grpc_server import GrpcService
 from tessera.services.ingest_admission import LogBehind
-from tessera.services.ingest_service import IngestService, InvalidBatch, StreamUnavailable
+from tessera.services.ingest_service import (
+    DeadlineExceeded,
+    IngestService,
+    InvalidBatch,
+    StreamUnavailable,
+)
 from tessera.services.quotas import QuotaExceeded
 
 SERVICE_NAME: Final = "tessera.v1.Ingest"
@@ -74,7 +79,11 @@ class IngestServicer(tessera_pb2_grpc.IngestServicer):
             _abort(context, grpc.StatusCode.UNAUTHENTICATED, str(exc))
         body = {"events": [item_to_dict(item) for item in request.events]}
         try:
-            ids = self._service.ingest(body, tenant_id=tenant_id)
+            # The client's deadline bounds the wait for the broker: its thread is freed
+            # when the client stops waiting, not after the service's own ack timeout.
+            ids = self._service.ingest(
+                body, tenant_id=tenant_id, deadline_s=context.time_remaining()
+            )
         except InvalidBatch as exc:
             listed = exc.errors[:_MAX_LISTED_ERRORS]
             context.set_trailing_metadata(
@@ -87,6 +96,8 @@ class IngestServicer(tessera_pb2_grpc.IngestServicer):
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"{exc.detail}: " + "; ".join(lines))
         except StreamUnavailable as exc:
             _abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
+        except DeadlineExceeded as exc:
+            _abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
         except (LogBehind, QuotaExceeded) as exc:  # over the tenant's quota, or log behind
             _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         return tessera_pb2.IngestResponse(accepted=[str(i) for i in ids])

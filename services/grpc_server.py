@@ -21,6 +21,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from tessera.schemas.settings import Settings
+
 log = logging.getLogger(__name__)
 
 
@@ -49,16 +51,40 @@ class RunningGrpcServer:
         self.server.stop(grace_s).wait(grace_s + 1.0)
 
 
+@dataclass(frozen=True, slots=True)
+class GrpcLimits:
+    """The server's thread pool and largest request message (defaults: `Settings`')."""
+
+    # Every handler holds a thread while it runs, and an inference stream holds one for
+    # its whole generation: the pool must outnumber a full batch, or streams (or one
+    # tenant's stalled ingest calls) starve every other service on this server.
+    workers: int = 32 + 16
+    # Requests are capped like HTTP bodies (max_body_bytes): one size limit per server.
+    max_message_bytes: int = 16 * 1024 * 1024
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> GrpcLimits:
+        return cls(
+            workers=settings.inference_max_batch + settings.grpc_spare_workers,
+            max_message_bytes=settings.max_body_bytes,
+        )
+
+
 def start_grpc_server(
-    services: Sequence[GrpcService], *, host: str, port: int, max_workers: int = 16
+    services: Sequence[GrpcService],
+    *,
+    host: str,
+    port: int,
+    limits: GrpcLimits | None = None,
 ) -> RunningGrpcServer:
     """Build, bind and start a server with `services`, health and reflection. `port` 0
     picks a free port; the bound one is returned."""
+    limits = limits or GrpcLimits()
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
+        futures.ThreadPoolExecutor(max_workers=limits.workers, thread_name_prefix="grpc"),
         options=[
-            # Ingest batches of 1,000 events with long texts exceed the 4 MiB default.
-            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            ("grpc.max_receive_message_length", limits.max_message_bytes),
+            # Answers are ours (an audit lineage can be long): not capped below gRPC's own.
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
         ],
     )

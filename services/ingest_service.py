@@ -74,6 +74,11 @@ class StreamUnavailable(IngestError):
     """The broker did not acknowledge every record; the caller should retry the batch."""
 
 
+class DeadlineExceeded(IngestError):
+    """The caller's deadline passed before every record was acknowledged (gRPC
+    DEADLINE_EXCEEDED); the batch may or may not be on the stream: retry it as is."""
+
+
 def item_errors(exc: ValidationError) -> list[ItemError]:
     """Pydantic's errors as `ItemError`s: item index, path inside the item, problem."""
     out: list[ItemError] = []
@@ -258,19 +263,32 @@ class IngestService:
         each partition), or fails with `PublishError`."""
         return self._publisher.publish(self.config.topic, records)
 
-    def ingest(self, body: bytes | Mapping[str, Any], *, tenant_id: str) -> list[uuid.UUID]:
-        """Blocking: validate, publish, wait for the acks (for threaded callers: gRPC)."""
+    def ingest(
+        self, body: bytes | Mapping[str, Any], *, tenant_id: str, deadline_s: float | None = None
+    ) -> list[uuid.UUID]:
+        """Blocking: validate, publish, wait for the acks (for threaded callers: gRPC).
+        `deadline_s`: how long the caller still waits (gRPC's time remaining); once it
+        has passed, `DeadlineExceeded` rather than holding the caller's thread longer."""
+        give_up = None if deadline_s is None else time.monotonic() + deadline_s
         self._take_quota(tenant_id, None)
         envelopes, records = self.prepare(body, tenant_id=tenant_id)
         self._take_quota(tenant_id, len(envelopes))
-        self._reserve(envelopes)
+        self._reserve(envelopes, give_up)
+        wait_s = self.config.ack_timeout_s
+        if give_up is not None:
+            wait_s = min(wait_s, give_up - time.monotonic())
+            if wait_s <= 0:  # nobody waits for the answer: publish nothing
+                self._release(envelopes)
+                raise DeadlineExceeded(_deadline_message())
         try:
-            lasts = self.publish(records).result(timeout=self.config.ack_timeout_s)
+            lasts = self.publish(records).result(timeout=wait_s)
         except PublishError as exc:
             self._release(envelopes)
             raise StreamUnavailable(_retry_message(str(exc))) from exc
         except TimeoutError as exc:
             self._release(envelopes)
+            if wait_s < self.config.ack_timeout_s:
+                raise DeadlineExceeded(_deadline_message()) from exc
             raise StreamUnavailable(_retry_message(_timeout(self.config))) from exc
         return self._accepted(envelopes, lasts)
 
@@ -311,9 +329,12 @@ class IngestService:
 
     # --- admission (see ingest_admission) ---------------------------------------------
 
-    def _reserve(self, envelopes: Sequence[EventEnvelope]) -> None:
-        """Wait (blocking) for room under admission control; `LogBehind` if none came."""
+    def _reserve(self, envelopes: Sequence[EventEnvelope], give_up: float | None = None) -> None:
+        """Wait (blocking) for room under admission control; `LogBehind` if none came,
+        `DeadlineExceeded` once the monotonic time `give_up` has passed."""
         for pause in self._room_waits(envelopes):
+            if give_up is not None and time.monotonic() + pause >= give_up:
+                raise DeadlineExceeded(_deadline_message())
             time.sleep(pause)
 
     async def _reserve_async(self, envelopes: Sequence[EventEnvelope]) -> None:
@@ -363,6 +384,10 @@ def _refusal_error(index: int, refusal: Refusal) -> ItemError:
 
 def _timeout(config: IngestConfig) -> str:
     return f"no acknowledgement within {config.ack_timeout_s:.0f} s"
+
+
+def _deadline_message() -> str:
+    return "the call's deadline passed before the event stream took the batch; retry the same batch"
 
 
 def _retry_message(cause: str) -> str:

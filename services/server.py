@@ -29,7 +29,7 @@ from tessera.services.components import (
     build_ingest,
     build_optional,
 )
-from tessera.services.grpc_server import RunningGrpcServer, start_grpc_server
+from tessera.services.grpc_server import GrpcLimits, RunningGrpcServer, start_grpc_server
 from tessera.services.http_app import create_app
 from tessera.services.quotas import quotas_from_settings
 
@@ -143,7 +143,12 @@ def run_server(settings: Settings, stack: StackInfo, options: ServeOptions) -> N
     try:
         if options.grpc_port is not None:
             services = [s for c in components for s in c.grpc_services]
-            grpc = start_grpc_server(services, host=options.host, port=options.grpc_port)
+            grpc = start_grpc_server(
+                services,
+                host=options.host,
+                port=options.grpc_port,
+                limits=GrpcLimits.from_settings(settings),
+            )
             print(f"gRPC  {options.host}:{grpc.port}", flush=True)
         names = ", ".join(c.name for c in components)
         print(f"HTTP  http://{options.host}:{options.http_port}  components: {names}", flush=True)

@@ -25,6 +25,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from tessera.schemas.api import MAX_REASON_CHARS
 from tessera.services.audit.access import Caller, require_admin, require_tenant, resolve_caller
 from tessera.services.audit.backend import AdminBackend
 from tessera.services.audit.queries import (
@@ -43,14 +44,16 @@ router = APIRouter(tags=["admin"])
 
 
 class RollbackBody(BaseModel):
-    reason: str = Field(min_length=1, max_length=2000, description="Kept in the log.")
+    reason: str = Field(min_length=1, max_length=MAX_REASON_CHARS, description="Kept in the log.")
     to_revision_id: str | None = Field(
         None, description="Revision to serve; omitted: the head's parent (or prior/base)."
     )
 
 
 class ForgetBody(BaseModel):
-    reason: str = Field(min_length=1, max_length=2000, description="Kept in the tombstone.")
+    reason: str = Field(
+        min_length=1, max_length=MAX_REASON_CHARS, description="Kept in the tombstone."
+    )
 
 
 def _backend(request: Request) -> AdminBackend:
