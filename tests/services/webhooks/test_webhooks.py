@@ -1,0 +1,124 @@
+"""Webhooks end to end against a real HTTP server on 127.0.0.1: a promotion arrives
+signed; a failing receiver is retried with backoff and every try is in the delivery log."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tessera.events.memory_store import MemoryEventStore
+from tessera.events.webhooks import MemoryWebhookStore
+from tessera.services.webhooks.dispatcher import WebhookDispatcher
+from tessera.services.webhooks.sender import RetryPolicy, WebhookSender
+from tessera.services.webhooks.signing import sign, verify
+
+from .events import evaluated, exchange, promoted, rejected, trained
+from .receiver import receiver
+
+SECRET = "whsec-0123456789abcdef"
+
+
+def _log_with_decisions() -> MemoryEventStore:
+    store = MemoryEventStore()
+    store.append([exchange("acme", "alice", n) for n in range(3)])
+    store.append([trained("acme", "alice", "r1"), evaluated("acme", "alice", "r1"),
+                  promoted("acme", "alice", "r1")])
+    store.append([trained("acme", "alice", "r2", parent="r1"), evaluated("acme", "alice", "r2"),
+                  rejected("acme", "alice", "r2")])
+    store.append([exchange("globex", "bob", 0), trained("globex", "bob", "g1"),
+                  evaluated("globex", "bob", "g1"), promoted("globex", "bob", "g1")])
+    return store
+
+
+def _sleeps() -> list[float]:
+    return []
+
+
+def _dispatcher(store: MemoryEventStore, hooks: MemoryWebhookStore,
+                sleeps: list[float], **policy: float) -> WebhookDispatcher:
+    sender = WebhookSender(hooks, RetryPolicy(**policy), sleep=sleeps.append)
+    return WebhookDispatcher(store, hooks, sender)
+
+
+def test_promotion_arrives_signed() -> None:
+    store, hooks, sleeps = _log_with_decisions(), MemoryWebhookStore(), _sleeps()
+    with receiver([200]) as rx:
+        hooks.set_webhook("acme", rx.url, SECRET)  # globex has none: passed over
+        dispatcher = _dispatcher(store, hooks, sleeps)
+        assert dispatcher.run_once() == 3  # acme promoted, acme rejected, globex promoted
+        assert dispatcher.run_once() == 0  # the cursor moved past them
+    assert len(rx.got) == 2 and sleeps == []
+    first = rx.got[0]
+    body = json.loads(first.body)
+    assert body["type"] == "revision.promoted" and body["user_id"] == "alice"
+    assert body["data"]["revision_id"] == "r1" and body["data"]["reasons"] == ["beats baseline"]
+    assert first.headers["x-tessera-event"] == "revision.promoted"
+    assert first.headers["x-tessera-delivery"] == body["id"]
+    ts, sig = first.headers["x-tessera-timestamp"], first.headers["x-tessera-signature"]
+    assert sig == sign(SECRET, int(ts), first.body)
+    assert verify(SECRET, timestamp=ts, signature=sig, body=first.body)
+    assert not verify("another-secret-xxxxxxxx", timestamp=ts, signature=sig, body=first.body)
+    assert not verify(SECRET, timestamp=ts, signature=sig, body=first.body + b" ")
+    assert not verify(SECRET, timestamp=ts, signature=sig, body=first.body, now=int(ts) + 3600)
+    assert json.loads(rx.got[1].body)["type"] == "revision.rejected"
+    log = hooks.deliveries("acme")
+    assert [(a.event_type, a.attempt, a.ok, a.status_code) for a in log] == [
+        ("revision.rejected", 1, True, 200), ("revision.promoted", 1, True, 200)]
+
+
+def test_failing_receiver_is_retried_with_backoff_and_logged() -> None:
+    store, hooks, sleeps = _log_with_decisions(), MemoryWebhookStore(), _sleeps()
+    with receiver([500, 503, 200]) as rx:
+        hooks.set_webhook("acme", rx.url, SECRET)
+        dispatcher = _dispatcher(store, hooks, sleeps, first_delay_s=0.5, max_attempts=5)
+        dispatcher.run_once()
+    promoted_id = json.loads(rx.got[0].body)["id"]
+    tries = [a for a in reversed(hooks.deliveries("acme")) if str(a.event_id) == promoted_id]
+    assert [(a.attempt, a.ok, a.status_code, a.error) for a in tries] == [
+        (1, False, 500, "HTTP 500"), (2, False, 503, "HTTP 503"), (3, True, 200, None)]
+    assert sleeps[:2] == [0.5, 1.0]  # exponential: first_delay_s, then twice that
+    # each try is signed afresh and all carry the same body
+    assert len({r.body for r in rx.got[:3]}) == 1
+
+
+def test_gives_up_after_max_attempts_and_moves_on() -> None:
+    store, hooks, sleeps = _log_with_decisions(), MemoryWebhookStore(), _sleeps()
+    with receiver([500]) as rx:
+        hooks.set_webhook("acme", rx.url, SECRET)
+        dispatcher = _dispatcher(store, hooks, sleeps, first_delay_s=1.0, max_attempts=3,
+                                 max_delay_s=1.5)
+        assert dispatcher.run_once() == 3
+    assert len(rx.got) == 6  # 3 tries for each of acme's two events
+    assert sleeps == [1.0, 1.5, 1.0, 1.5]  # capped at max_delay_s
+    assert all(not a.ok for a in hooks.deliveries("acme"))
+
+
+@pytest.mark.parametrize("status", [400, 401, 404])
+def test_refusal_is_not_retried(status: int) -> None:
+    store, hooks, sleeps = _log_with_decisions(), MemoryWebhookStore(), _sleeps()
+    with receiver([status]) as rx:
+        hooks.set_webhook("acme", rx.url, SECRET)
+        _dispatcher(store, hooks, sleeps).run_once()
+    assert len(rx.got) == 2 and sleeps == []
+
+
+def test_unreachable_receiver_is_logged_as_an_error() -> None:
+    store, hooks, sleeps = _log_with_decisions(), MemoryWebhookStore(), _sleeps()
+    hooks.set_webhook("acme", "http://127.0.0.1:9/hook", SECRET)  # discard port: refused
+    _dispatcher(store, hooks, sleeps, max_attempts=2, timeout_s=2.0).run_once()
+    log = hooks.deliveries("acme")
+    assert len(log) == 4 and all(a.status_code is None and a.error for a in log)
+
+
+def test_a_new_dispatcher_starts_at_the_head() -> None:
+    store, hooks, sleeps = _log_with_decisions(), MemoryWebhookStore(), _sleeps()
+    with receiver([200]) as rx:
+        hooks.set_webhook("acme", rx.url, SECRET)
+        dispatcher = _dispatcher(store, hooks, sleeps)
+        dispatcher.start_at_head_if_new()
+        assert dispatcher.run_once() == 0
+        store.append([trained("acme", "alice", "r3", parent="r1"),
+                      evaluated("acme", "alice", "r3"), promoted("acme", "alice", "r3", "r1")])
+        assert dispatcher.run_once() == 1
+    assert [json.loads(r.body)["data"]["revision_id"] for r in rx.got] == ["r3"]
