@@ -76,9 +76,11 @@ def start_grpc_server(
     host: str,
     port: int,
     limits: GrpcLimits | None = None,
+    interceptors: Sequence[grpc.ServerInterceptor] = (),
 ) -> RunningGrpcServer:
     """Build, bind and start a server with `services`, health and reflection. `port` 0
-    picks a free port; the bound one is returned."""
+    picks a free port; the bound one is returned. `interceptors` see every call first
+    (e.g. `grpc_auth_gate`: keys checked before a message is decoded)."""
     limits = limits or GrpcLimits()
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=limits.workers, thread_name_prefix="grpc"),
@@ -87,6 +89,7 @@ def start_grpc_server(
             # Answers are ours (an audit lineage can be long): not capped below gRPC's own.
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
         ],
+        interceptors=list(interceptors),
     )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

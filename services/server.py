@@ -29,6 +29,7 @@ from tessera.services.components import (
     build_ingest,
     build_optional,
 )
+from tessera.services.grpc_auth_gate import KeyGateInterceptor
 from tessera.services.grpc_server import GrpcLimits, RunningGrpcServer, start_grpc_server
 from tessera.services.http_app import create_app
 from tessera.services.quotas import quotas_from_settings
@@ -148,6 +149,7 @@ def run_server(settings: Settings, stack: StackInfo, options: ServeOptions) -> N
                 host=options.host,
                 port=options.grpc_port,
                 limits=GrpcLimits.from_settings(settings),
+                interceptors=[KeyGateInterceptor(ctx.auth)],
             )
             print(f"gRPC  {options.host}:{grpc.port}", flush=True)
         names = ", ".join(c.name for c in components)
