@@ -16,16 +16,16 @@ from tessera.infra.stack import StackInfo
 from tessera.schemas.settings import Settings
 
 
-def _settings(**overrides: object) -> Settings:
+def _settings(**overrides: int) -> Settings:
     tag = uuid.uuid4().hex[:10]
-    return Settings(
-        topic_interactions=f"tp-{tag}.interactions",
-        topic_interactions_dlq=f"tp-{tag}.interactions.dlq",
-        topic_training_requests=f"tp-{tag}.training-requests",
-        topic_revisions=f"tp-{tag}.revisions",
-        topic_partitions=2,
+    return Settings.model_validate({
+        "topic_interactions": f"tp-{tag}.interactions",
+        "topic_interactions_dlq": f"tp-{tag}.interactions.dlq",
+        "topic_training_requests": f"tp-{tag}.training-requests",
+        "topic_revisions": f"tp-{tag}.revisions",
+        "topic_partitions": 2,
         **overrides,
-    )
+    })
 
 
 def _described(bootstrap: str, names: list[str]) -> dict[str, dict[str, str]]:
