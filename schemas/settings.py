@@ -262,6 +262,15 @@ class Settings(BaseSettings):
         description="How long a resolved served revision is reused without the follower.",
     )
 
+    # webhooks (services.webhooks): tries per event, backoff first_delay, 2x, 4x, ... <= max
+    webhook_max_attempts: int = Field(6, ge=1, le=20, description="Tries per event and tenant.")
+    webhook_first_delay_s: float = Field(
+        1.0, gt=0, description="Wait before the second try; doubled before each next one."
+    )
+    webhook_max_delay_s: float = Field(60.0, gt=0, description="Longest wait between tries.")
+    webhook_timeout_s: float = Field(10.0, gt=0, description="One try's HTTP timeout.")
+    webhook_poll_s: float = Field(1.0, gt=0, description="Idle dispatcher's log poll period.")
+
     @model_validator(mode="after")
     def _refuse_default_secrets_in_production(self) -> Settings:
         if self.environment == "production" and self.admin_key.get_secret_value() == DEV_ADMIN_KEY:

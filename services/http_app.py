@@ -25,6 +25,8 @@ ROUTER_MODULES: list[str] = [
     "generate",
     "openai_compat",
     "admin",
+    "revisions_api",
+    "webhooks",
 ]
 
 

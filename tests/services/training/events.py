@@ -31,12 +31,13 @@ def exchange(tenant: str, user: str, n: int) -> EventEnvelope:
                 {"prompt": f"prompt {n}", "response": f"reply {n}", "context": []})
 
 
-def trained(tenant: str, user: str, rid: str, *, parent: str | None = None) -> EventEnvelope:
+def trained(tenant: str, user: str, rid: str, *, parent: str | None = None,
+            adapter_digest: str | None = None) -> EventEnvelope:
     return _rev(tenant, user, EventType.REVISION_TRAINED, RevisionTrained(
         revision_id=rid, kind="personal", parent_revision_id=parent, base_model_id="base",
-        base_digest="b" * 64, adapter_digest=f"digest-{rid}", adapter_bytes=1, rank=8,
-        alpha=16.0, target_modules=["q_proj", "v_proj"], seed=0, dataset_from=1,
-        dataset_to=1, dataset_digest="d" * 64, code_version="test", trigger="test",
+        base_digest="b" * 64, adapter_digest=adapter_digest or f"digest-{rid}",
+        adapter_bytes=1, rank=8, alpha=16.0, target_modules=["q_proj", "v_proj"], seed=0,
+        dataset_from=1, dataset_to=1, dataset_digest="d" * 64, code_version="test", trigger="test",
         train_seconds=0.0))
 
 

@@ -1,0 +1,131 @@
+"""The `training` server component: what the training API and webhook routes need.
+
+Routes (services/routes/revisions_api.py, services/routes/webhooks.py) find a
+`TrainingApi` on `app.state.training`. It holds the event store (read side), the adapter
+store, the webhook store, how to publish a training request (the same message and topic
+as `tessera train`) and, resolved on first use, what an imported adapter must fit. The
+gRPC-free server process needs no model: imports are gated by the trainer group.
+
+Who may call: the admin key for any tenant; a tenant key for its own tenant's users
+(`caller_for`, `require_tenant`), as for the audit routes.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated, Protocol
+
+from fastapi import Depends, HTTPException, Request, status
+from starlette.concurrency import run_in_threadpool
+
+from tessera.events.projections import HeadRow, RevisionRow, UserRow
+from tessera.events.webhooks import WebhookStore
+from tessera.services.audit.access import Caller, resolve_caller
+from tessera.services.auth import KeyAuthenticator, Unauthenticated, key_from_headers
+from tessera.services.components import Component, ServerContext
+from tessera.workers.adapter_store import AdapterStore
+from tessera.workers.peft_format import ImportTarget
+from tessera.workers.training_request import TrainingRequest
+
+
+class RevisionReader(Protocol):
+    """The read side of the event store these routes use (both stores provide it)."""
+
+    def get_user(self, tenant_id: str, user_id: str) -> UserRow | None: ...
+
+    def get_head(self, tenant_id: str, user_id: str) -> HeadRow | None: ...
+
+    def get_revision(self, revision_id: str) -> RevisionRow | None: ...
+
+    def list_revisions(self, tenant_id: str, user_id: str) -> list[RevisionRow]: ...
+
+
+@dataclass
+class TrainingApi:
+    store: RevisionReader
+    adapters: AdapterStore
+    hooks: WebhookStore
+    publish: Callable[[TrainingRequest], None]
+    resolve_target: Callable[[], ImportTarget]
+    close: Callable[[], None] = lambda: None
+    _target: ImportTarget | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def import_target(self) -> ImportTarget:
+        """Resolved once: reading the base model's headers is cheap, finding (or first
+        converting) the base model may not be."""
+        with self._lock:
+            if self._target is None:
+                self._target = self.resolve_target()
+            return self._target
+
+
+def _api(request: Request) -> TrainingApi:
+    api = getattr(request.app.state, "training", None)
+    if not isinstance(api, TrainingApi):
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "the training API is not running in this server; start `tessera serve` with the "
+            "training component",
+        )
+    return api
+
+
+async def caller_for(request: Request) -> Caller:
+    auth = getattr(request.app.state, "auth", None)
+    if not isinstance(auth, KeyAuthenticator):
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
+                            "authentication is not configured on this server")
+    try:
+        return await run_in_threadpool(resolve_caller, auth, key_from_headers(request.headers))
+    except Unauthenticated as exc:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, str(exc),
+                            headers={"WWW-Authenticate": "Bearer"}) from None
+
+
+Api = Annotated[TrainingApi, Depends(_api)]
+ApiCaller = Annotated[Caller, Depends(caller_for)]
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def build_component(ctx: ServerContext) -> Component:
+    """The API on PostgreSQL, the local adapter store and the training-requests topic."""
+    from tessera.events.kafka import ensure_topics
+    from tessera.events.postgres_store import PostgresEventStore
+    from tessera.events.webhooks import PostgresWebhookStore
+    from tessera.workers.adapter_import import import_target
+    from tessera.workers.adapter_store import LocalAdapterStore
+    from tessera.workers.base_model import resolve_base_model
+    from tessera.workers.runtime import pipeline_config
+    from tessera.workers.scheduler_state import SchedulerState
+    from tessera.workers.train_worker import send_requests
+
+    settings, stack = ctx.settings, ctx.stack
+    ensure_topics(stack.kafka_bootstrap, settings)
+    store = PostgresEventStore(stack.database_url, pool_size=2)
+    hooks = PostgresWebhookStore(stack.database_url)
+    scheduler = SchedulerState(stack.database_url)
+
+    def publish(request: TrainingRequest) -> None:
+        send_requests(stack.kafka_bootstrap, settings.topic_training_requests, [request])
+        # as `tessera train` does: the threshold trigger counts from this request
+        scheduler.record_requests([request])
+
+    def close() -> None:
+        hooks.close()
+        store.close()
+
+    api = TrainingApi(
+        store=store, adapters=LocalAdapterStore(settings.adapter_store_dir), hooks=hooks,
+        publish=publish,
+        resolve_target=lambda: import_target(resolve_base_model(settings),
+                                             pipeline_config(settings).personal_train),
+        close=close,
+    )
+    return Component(name="training", http_state={"training": api}, close=close)
