@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "bench_catalog",
     "study_probe",
     "adapters",
+    "webhooks",
 ]
 
 for _name in COMMAND_MODULES:

@@ -11,6 +11,7 @@ from tessera.schemas.revisions import (
     RevisionEvaluated,
     RevisionPromoted,
     RevisionRejected,
+    RevisionRolledBack,
     RevisionTrained,
 )
 
@@ -55,3 +56,8 @@ def promoted(tenant: str, user: str, rid: str, previous: str | None = None) -> E
 def rejected(tenant: str, user: str, rid: str) -> EventEnvelope:
     return _rev(tenant, user, EventType.REVISION_REJECTED,
                 RevisionRejected(revision_id=rid, reasons=["worse than baseline"]))
+
+
+def rolled_back(tenant: str, user: str, frm: str | None, to: str | None) -> EventEnvelope:
+    return _rev(tenant, user, EventType.REVISION_ROLLED_BACK, RevisionRolledBack(
+        from_revision_id=frm, to_revision_id=to, reason="test", actor="admin-key"))

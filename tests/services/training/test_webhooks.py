@@ -122,3 +122,40 @@ def test_a_new_dispatcher_starts_at_the_head() -> None:
                       evaluated("acme", "alice", "r3"), promoted("acme", "alice", "r3", "r1")])
         assert dispatcher.run_once() == 1
     assert [json.loads(r.body)["data"]["revision_id"] for r in rx.got] == ["r3"]
+
+
+def test_on_postgres_a_rollback_and_forget_arrive_and_the_log_is_kept(database_url: str) -> None:
+    """The deployed pair: PostgreSQL event log and webhook store, the real forget."""
+    from tessera.events.postgres_store import PostgresEventStore
+    from tessera.events.webhooks import PostgresWebhookStore
+
+    from .events import rolled_back
+
+    with PostgresEventStore(database_url) as store:
+        hooks = PostgresWebhookStore(database_url)
+        try:
+            store.append([exchange("acme", "alice", n) for n in range(3)])
+            store.append([trained("acme", "alice", "r1"), evaluated("acme", "alice", "r1"),
+                          promoted("acme", "alice", "r1")])
+            store.append([rolled_back("acme", "alice", "r1", None)])
+            store.forget_user("acme", "alice", actor="admin-key", reason="user asked")
+            with receiver([503, 200]) as rx:
+                hooks.set_webhook("acme", rx.url, SECRET)
+                sleeps = _sleeps()
+                sender = WebhookSender(hooks, RetryPolicy(first_delay_s=0.25), sleep=sleeps.append)
+                assert WebhookDispatcher(store, hooks, sender).run_once() == 3
+            types = [json.loads(r.body)["type"] for r in rx.got]
+            assert types == ["revision.promoted", "revision.promoted", "revision.rolled_back",
+                             "user.forgotten"]  # the first try of the first event got a 503
+            forgotten = json.loads(rx.got[-1].body)
+            assert forgotten["data"]["reason"] == "user asked"
+            assert "prompt" not in json.dumps(forgotten)  # a tombstone carries no content
+            assert all(verify(SECRET, timestamp=r.headers["x-tessera-timestamp"],
+                              signature=r.headers["x-tessera-signature"], body=r.body)
+                       for r in rx.got)
+            log = hooks.deliveries("acme")
+            assert [(a.attempt, a.ok) for a in reversed(log)] == [
+                (1, False), (2, True), (1, True), (1, True)]
+            assert hooks.cursor("webhooks") == store.head_position()
+        finally:
+            hooks.close()
