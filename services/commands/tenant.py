@@ -77,15 +77,17 @@ def revoke(key_id: str = typer.Argument(..., help="The key id: the part after 't
 
 @tenant_app.command("list")
 def list_command() -> None:
-    """List tenants with their keys' ids and states (never the keys)."""
+    """List tenants with their keys' ids and states (never the keys) and their quotas."""
     from tessera.events import tenants
 
     with _connection() as conn:
         for tenant_id in tenants.list_tenants(conn):
             keys = tenants.list_api_keys(conn, tenant_id)
             live = [k.key_id for k in keys if k.revoked_at is None]
+            quota = tenants.get_quota(conn, tenant_id) or tenants.TenantQuota()
             typer.echo(
                 f"{tenant_id}  keys: {', '.join(live) or '-'}  ({len(keys) - len(live)} revoked)"
+                f"  quota: {_quota_text(quota)}"
             )
 
 

@@ -41,3 +41,5 @@ def test_set_quota_stores_the_tenants_limits(
     assert refused.exit_code == 1 and "no tenant 'ghost'" in refused.output
     negative = CliRunner().invoke(app, ["tenant", "set-quota", "acme", "--events-per-s", "-1"])
     assert negative.exit_code != 0 and stored() == tenants.TenantQuota(inference_requests_per_s=5)
+    listed = CliRunner().invoke(app, ["tenant", "list"])
+    assert "quota: events/s: default, requests/s: 5, tokens/s: default" in listed.output
