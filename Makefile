@@ -18,12 +18,17 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
-# Headless Chromium for the admin page's browser test (Debian package). Skipped when it
-# is already there, or when we are not root (the test then skips and says why).
+# Debian packages some tests use: headless Chromium (the admin page's browser test) and
+# HAProxy (serving replicas behind a consistent-hash proxy, tests/infra). Each is skipped
+# when already there, or when we are not root (its tests then skip and say why).
 sysdeps:
 	@if ! command -v chromium >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	  || echo "warning: could not install chromium; the admin page test will skip"; \
+	fi
+	@if ! command -v haproxy >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null) \
+	  || echo "warning: could not install haproxy; the replica routing test will skip"; \
 	fi
 
 demo: install

@@ -182,6 +182,11 @@ class Settings(BaseSettings):
     # servers
     http_host: str = "127.0.0.1"
     http_port: int = 8080
+    replica_id: str = Field(
+        "",
+        description="This server's name in the X-Tessera-Replica response header, which "
+        "says which replica behind the proxy answered; default: host name and process id.",
+    )
     grpc_port: int = 50051
     grpc_spare_workers: int = Field(
         16,

@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 
 from tessera.services.auth_gate import AuthGateMiddleware
 from tessera.services.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware
+from tessera.services.replica_header import ReplicaHeaderMiddleware
 
 # One module per resource; add yours here.
 ROUTER_MODULES: list[str] = [
@@ -53,20 +54,26 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def create_app(
-    *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, **components: Any
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    replica_id: str | None = None,
+    **components: Any,
 ) -> FastAPI:
     """Build the HTTP app. `components` become attributes of `app.state`; keyed routes
     without a valid key get 401, and bodies over `max_body_bytes` 413, before they are
-    read."""
+    read. With `replica_id`, every response names it (X-Tessera-Replica)."""
     app = FastAPI(
         title="Tessera",
         version="0.1.0",
         description="Persistent personal LoRA models over one shared base model.",
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
-    # Added last, so outermost: a request without a valid key is refused before any
-    # layer or route reads its body (services/auth_gate.py).
+    # Added after the body limit, so outside it: a request without a valid key is refused
+    # before any layer or route reads its body (services/auth_gate.py).
     app.add_middleware(AuthGateMiddleware)
+    if replica_id:
+        # Outermost of all: refusals (401, 413) say which replica refused, too.
+        app.add_middleware(ReplicaHeaderMiddleware, replica_id=replica_id)
     app.add_exception_handler(RequestValidationError, _validation_error)
     for name, value in components.items():
         setattr(app.state, name, value)

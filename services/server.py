@@ -12,6 +12,7 @@ import atexit
 import ipaddress
 import logging
 import os
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
@@ -117,7 +118,9 @@ def http_app_for(ctx: ServerContext, components: Sequence[Component]) -> FastAPI
     state: dict[str, object] = {"auth": ctx.auth, "components": [c.name for c in components]}
     for component in components:
         state.update(component.http_state)
-    return create_app(max_body_bytes=ctx.settings.max_body_bytes, **state)
+    # Default: host and process, unique even for several replicas or workers on a host.
+    replica_id = ctx.settings.replica_id or f"{socket.gethostname()}-{os.getpid()}"
+    return create_app(max_body_bytes=ctx.settings.max_body_bytes, replica_id=replica_id, **state)
 
 
 def http_worker_app() -> FastAPI:
