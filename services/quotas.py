@@ -19,6 +19,7 @@ times its rate in all (set per-process rates of rate / N where that matters).
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -32,6 +33,8 @@ from psycopg_pool import ConnectionPool
 from tessera.events.db import make_pool, translated
 from tessera.events.tenants import TenantQuota, get_quota
 from tessera.schemas.settings import Settings
+
+log = logging.getLogger(__name__)
 
 Kind = Literal["events", "requests", "tokens"]
 OverrideLookup = Callable[[str], TenantQuota | None]  # tenant -> its stored overrides
@@ -133,7 +136,10 @@ class TenantQuotas:
         self._overrides = overrides
         self._burst_s = burst_s
         self._clock = clock
-        self._rates: TTLCache[str, Rates] = TTLCache(_TENANTS_CACHED, max(refresh_s, 1e-3))
+        self._rates: TTLCache[str, Rates] = TTLCache(
+            _TENANTS_CACHED, max(refresh_s, 1e-3), timer=clock
+        )
+        self._last_known: dict[str, Rates] = {}  # outlives the cache: for a database outage
         # One bucket per tenant and kind; tenants are the authenticated ones, so few.
         self._buckets: dict[tuple[str, Kind], TokenBucket] = {}
         self._lock = threading.Lock()
@@ -153,9 +159,17 @@ class TenantQuotas:
             return cached
         if self._overrides is None:
             return self.defaults
-        rates = self.defaults.overridden(self._overrides(tenant_id))
+        try:
+            rates = self.defaults.overridden(self._overrides(tenant_id))
+        except Exception as exc:
+            # Ingest must not start failing while PostgreSQL is away (it does not need it
+            # otherwise): go on with what was last known, and ask again after refresh_s.
+            with self._lock:
+                rates = self._last_known.get(tenant_id, self.defaults)
+            log.warning("tenant %s quota not read (%s); using %s", tenant_id, exc, rates)
         with self._lock:
             self._rates[tenant_id] = rates
+            self._last_known[tenant_id] = rates
         return rates
 
     # --- what callers use -------------------------------------------------------------
@@ -240,7 +254,8 @@ class DatabaseQuotaLookup:
     """`OverrideLookup` over the tenants table through a small pool of its own."""
 
     def __init__(self, database_url: str) -> None:
-        self.pool: ConnectionPool = make_pool(database_url, min_size=1, max_size=2)
+        # A short wait: while the database is away, calls go on with the last known rates.
+        self.pool: ConnectionPool = make_pool(database_url, min_size=1, max_size=2, timeout_s=2.0)
 
     def __call__(self, tenant_id: str) -> TenantQuota | None:
         with translated("read a tenant's quota"), self.pool.connection() as conn:

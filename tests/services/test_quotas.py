@@ -87,5 +87,30 @@ def test_a_changed_override_applies_after_the_refresh() -> None:
     quotas.take_events("a", 1)
     with pytest.raises(QuotaExceeded):
         quotas.take_events("a", 1)
-    clock.now += 10.0  # refreshed: 100 events/s, bucket grows to 200
+    clock.now += 10.0  # refreshed: 100 events/s; the bucket (2 held) may grow to 200
+    assert quotas.rates("a").events == 100
+    quotas.take_events("a", 2)
+    clock.now += 1.5
     quotas.take_events("a", 150)
+    with pytest.raises(QuotaExceeded, match="quota of 100 ingested"):
+        quotas.take_events("a", 100)
+
+
+def test_a_database_outage_keeps_the_last_known_rates() -> None:
+    clock = Clock()
+    answers: list[TenantQuota | Exception] = [TenantQuota(ingest_events_per_s=1)]
+
+    def lookup(_tenant: str) -> TenantQuota | None:
+        answer = answers[-1]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    quotas = TenantQuotas(Rates(events=10, requests=2, tokens=20), overrides=lookup,
+                          burst_s=2.0, refresh_s=10, clock=clock)
+    assert quotas.rates("a").events == 1
+    answers.append(ConnectionError("PostgreSQL is down"))
+    clock.now += 11.0
+    assert quotas.rates("a").events == 1  # the last known, not an error
+    quotas.take_events("a", 2)
+    assert quotas.rates("b") == quotas.defaults  # never known: the settings' defaults
