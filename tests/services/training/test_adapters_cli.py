@@ -71,7 +71,7 @@ def _append_exchanges(database_url: str, user: str, n: int) -> int:
         for i in range(n)
     ]
     with PostgresEventStore(database_url) as store:
-        return store.append(events)[-1].position
+        return int(store.append(events)[-1].position)
 
 
 def _tessera(
