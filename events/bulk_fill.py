@@ -230,17 +230,17 @@ def fill_catalog(
     }
     steps = max(steps_of(i) for i in range(min(users, DUE_EVERY * 3)))
     with conn.transaction():
-        deferred = _drop_secondary_indexes(conn)
+        deferred = _drop_indexes(conn)
     for j in range(steps):
         with conn.transaction():
             conn.execute(_EVENTS_AT_STEP.encode(), {**params, "j": j})
         if on_step is not None:
             on_step(j + 1, steps)
     with conn.transaction():
-        for statement in deferred:
-            conn.execute(statement)
         for query in (_USERS, _REVISIONS, _HEADS):
             conn.execute(query.encode(), params)
+        for statement in deferred:
+            conn.execute(statement)
         last = (steps - 1) * users + users
         conn.execute(
             "SELECT setval(pg_get_serial_sequence('events', 'position'), %s)", (last,)
@@ -253,33 +253,36 @@ def fill_catalog(
     )
 
 
-def _drop_secondary_indexes(conn: Connection) -> list[sql.SQL | sql.Composed]:
-    """Drop the events table's indexes other than its primary key and return the
-    statements that recreate them as the catalog defines them (whatever the migrations
-    made). One sort per index after the fill is many times cheaper than millions of
-    random index insertions during it."""
+_FILLED_TABLES: Final = ("events", "users", "revisions", "heads")
+
+
+def _drop_indexes(conn: Connection) -> list[sql.SQL | sql.Composed]:
+    """Drop every index and key of the filled tables and return the statements that
+    recreate them as the catalog defines them (whatever the migrations made). One sort
+    per index after the fill is many times cheaper than millions of random insertions
+    during it (random keys such as digests and event ids thrash a small buffer cache)."""
     recreate: list[sql.SQL | sql.Composed] = []
-    constraints = conn.execute(
-        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
-        "WHERE conrelid = 'events'::regclass AND contype IN ('u', 'x')"
-    ).fetchall()
-    for name, definition in constraints:
-        conn.execute(sql.SQL("ALTER TABLE events DROP CONSTRAINT {}").format(sql.Identifier(name)))
-        # The definition is the server's own text for its catalog, not input.
-        recreate.append(
-            sql.SQL("ALTER TABLE events ADD CONSTRAINT {} {}").format(
-                sql.Identifier(name), sql.SQL(definition)
-            )
-        )
-    indexes = conn.execute(
-        "SELECT c.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i "
-        "JOIN pg_class c ON c.oid = i.indexrelid "
-        "WHERE i.indrelid = 'events'::regclass AND NOT i.indisprimary "
-        "AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)"
-    ).fetchall()
-    for name, definition in indexes:
-        conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
-        recreate.append(sql.SQL(definition))
+    for table in _FILLED_TABLES:
+        constraints = conn.execute(
+            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE conrelid = %s::regclass AND contype IN ('p', 'u', 'x')",
+            (table,),
+        ).fetchall()
+        indexes = conn.execute(
+            "SELECT c.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i "
+            "JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = %s::regclass "
+            "AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)",
+            (table,),
+        ).fetchall()
+        for name, definition in constraints:
+            conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
+                sql.Identifier(table), sql.Identifier(name)))
+            # The definition is the server's own text for its catalog, not input.
+            recreate.append(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+                sql.Identifier(table), sql.Identifier(name), sql.SQL(definition)))
+        for name, definition in indexes:
+            conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
+            recreate.append(sql.SQL(definition))
     return recreate
 
 
