@@ -35,10 +35,11 @@ from .conftest import engine_settings
 from .helpers import DirStore
 from .servers import authenticator, http_server
 
-NORMAL_TOKENS = 160  # long enough that the bad request lands while this one runs
+NORMAL_TOKENS = 96  # long enough that the bad request lands while this one runs
 BAD = {"Authorization": "Bearer key-t1"}
 GOOD = {"Authorization": "Bearer key-t2"}
 NAN, INF = float("nan"), float("inf")
+pytestmark = pytest.mark.slow  # about a hundred requests, each beside a 96-token stream
 
 
 @dataclass
