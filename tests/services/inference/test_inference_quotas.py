@@ -54,6 +54,7 @@ def test_a_tenant_past_its_request_quota_gets_429_while_another_is_served(
     limited: InferenceEngine,
 ) -> None:
     results: dict[str, list[tuple[int, float, httpx.Response]]] = {"t1": [], "t2": []}
+    chats: list[httpx.Response] = []
     lock = threading.Lock()
 
     def call(tenant: str, headers: dict[str, str]) -> None:
@@ -63,20 +64,22 @@ def test_a_tenant_past_its_request_quota_gets_429_while_another_is_served(
         with lock:
             results[tenant].append((resp.status_code, time.monotonic() - started, resp))
 
+    def chat() -> None:  # the OpenAI-compatible route, in the same hammering
+        resp = httpx.post(f"{url}/v1/chat/completions", headers=T1, timeout=60,
+                          json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+        with lock:
+            chats.append(resp)
+
     with http_server(limited) as url:
         threads = [threading.Thread(target=call, args=("t1", T1)) for _ in range(16)]
         threads += [threading.Thread(target=call, args=("t2", T2)) for _ in range(8)]
+        threads += [threading.Thread(target=chat) for _ in range(8)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        chats = [
-            httpx.post(f"{url}/v1/chat/completions", headers=T1, timeout=60,
-                       json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
-            for _ in range(4)  # more than the bucket holds, whatever refilled meanwhile
-        ]
     t1_codes = [code for code, _, _ in results["t1"]]
-    assert set(t1_codes) <= {200, 429} and t1_codes.count(429) >= 12, t1_codes
+    assert set(t1_codes) <= {200, 429} and t1_codes.count(429) >= 10, t1_codes
     assert 200 in t1_codes  # its burst (1 s of 2 requests/s) was served
     for code, _, resp in results["t1"]:
         if code == 429:
@@ -85,9 +88,10 @@ def test_a_tenant_past_its_request_quota_gets_429_while_another_is_served(
     assert [code for code, _, _ in results["t2"]] == [200] * 8
     assert max(s for _, s, _ in results["t2"]) < 10.0
     # The OpenAI-compatible route refuses the same way, in OpenAI's error shape.
-    (chat, *_) = [c for c in chats if c.status_code != 200]
-    assert chat.status_code == 429 and chat.headers["retry-after"]
-    assert "quota" in chat.json()["error"]["message"]
+    refused = [c for c in chats if c.status_code != 200]
+    assert refused and {c.status_code for c in refused} == {429}, [c.text for c in chats]
+    assert all(c.headers["retry-after"] for c in refused)
+    assert "quota" in refused[0].json()["error"]["message"]
 
 
 def test_generated_tokens_are_charged_and_debt_is_resource_exhausted(served3: Served3) -> None:

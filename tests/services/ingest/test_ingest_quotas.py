@@ -95,8 +95,9 @@ def test_a_tenant_past_its_quota_gets_429_while_another_is_served(served: Served
     a, b = asyncio.run(run())
     a_codes = [r.status_code for r in a]
     # A's burst (2 s of 10 events/s = 4 batches of 5) passes; the rest are refused.
-    assert set(a_codes) <= {202, 429} and a_codes.count(429) >= 30, a_codes
-    assert 1 <= a_codes.count(202) <= 8, a_codes
+    # (A few more may pass as the bucket refills while the 40 are being answered.)
+    assert set(a_codes) <= {202, 429} and a_codes.count(429) >= 25, a_codes
+    assert 1 <= a_codes.count(202) <= 12, a_codes
     for resp in a:
         if resp.status_code == 429:
             assert int(resp.headers["retry-after"]) >= 1
