@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 OPTIONAL_COMPONENTS: Final[dict[str, str]] = {
     "inference": "tessera.services.inference.component",
     "audit": "tessera.services.audit.component",
-    "training": "tessera.services.training_api",
+    "training": "tessera.services.training_component",
 }
 
 

@@ -1,10 +1,11 @@
-"""The `training` server component: what the training API and webhook routes need.
+"""What the training API and webhook routes need, and the API's operations.
 
-Routes (services/routes/revisions_api.py, services/routes/webhooks.py) find a
-`TrainingApi` on `app.state.training`. It holds the event store (read side), the adapter
-store, the webhook store, how to publish a training request (the same message and topic
-as `tessera train`) and, resolved on first use, what an imported adapter must fit. The
-gRPC-free server process needs no model: imports are gated by the trainer group.
+Routes (services/routes/revisions_api.py, services/routes/webhooks.py) and the gRPC
+servicer (services/grpc_training.py) use the `TrainingApi` that
+services/training_component.py builds (HTTP: `app.state.training`). It holds the event
+store (read side), the adapter store, the webhook store, how to publish a training
+request (the same message and topic as `tessera train`) and, resolved on first use, what
+an imported adapter must fit. No model is needed: the trainer group gates imports.
 
 Who may call: the admin key for any tenant; a tenant key for its own tenant's users
 (`require_tenant`; another tenant's revision reads as absent), as for the audit routes.
@@ -28,7 +29,6 @@ from tessera.schemas.events import PRIOR_USER_ID
 from tessera.schemas.training_api import Requested, RevisionList, RevisionSummary
 from tessera.services.audit.access import Caller, require_tenant, resolve_caller
 from tessera.services.auth import KeyAuthenticator, Unauthenticated, key_from_headers
-from tessera.services.components import Component, ServerContext
 from tessera.workers.adapter_store import AdapterStore
 from tessera.workers.peft_format import ImportTarget
 from tessera.workers.training_request import TrainingRequest
@@ -178,40 +178,3 @@ def one_revision(api: TrainingApi, caller: Caller, tenant_id: str, user_id: str,
         raise TrainingNotFound(f"no revision {revision_id!r} of {tenant_id}/{user_id}")
     head = api.store.get_head(tenant_id, user_id)
     return summary(row, head.revision_id if head is not None else None)
-
-
-def build_component(ctx: ServerContext) -> Component:
-    """The API on PostgreSQL, the local adapter store and the training-requests topic."""
-    from tessera.events.kafka import ensure_topics
-    from tessera.events.postgres_store import PostgresEventStore
-    from tessera.events.webhooks import PostgresWebhookStore
-    from tessera.workers.adapter_import import import_target
-    from tessera.workers.adapter_store import LocalAdapterStore
-    from tessera.workers.base_model import resolve_base_model
-    from tessera.workers.runtime import pipeline_config
-    from tessera.workers.scheduler_state import SchedulerState
-    from tessera.workers.train_worker import send_requests
-
-    settings, stack = ctx.settings, ctx.stack
-    ensure_topics(stack.kafka_bootstrap, settings)
-    store = PostgresEventStore(stack.database_url, pool_size=2)
-    hooks = PostgresWebhookStore(stack.database_url)
-    scheduler = SchedulerState(stack.database_url)
-
-    def publish(request: TrainingRequest) -> None:
-        send_requests(stack.kafka_bootstrap, settings.topic_training_requests, [request])
-        # as `tessera train` does: the threshold trigger counts from this request
-        scheduler.record_requests([request])
-
-    def close() -> None:
-        hooks.close()
-        store.close()
-
-    api = TrainingApi(
-        store=store, adapters=LocalAdapterStore(settings.adapter_store_dir), hooks=hooks,
-        publish=publish,
-        resolve_target=lambda: import_target(resolve_base_model(settings),
-                                             pipeline_config(settings).personal_train),
-        close=close,
-    )
-    return Component(name="training", http_state={"training": api}, close=close)

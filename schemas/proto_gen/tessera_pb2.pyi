@@ -309,3 +309,76 @@ class ForgetResponse(_message.Message):
     published: bool
     json: str
     def __init__(self, tombstone_event_id: _Optional[str] = ..., position: _Optional[int] = ..., forgotten_revision_ids: _Optional[_Iterable[str]] = ..., deleted_digests: _Optional[_Iterable[str]] = ..., published: _Optional[bool] = ..., json: _Optional[str] = ...) -> None: ...
+
+class TrainingRevision(_message.Message):
+    __slots__ = ("revision_id", "tenant_id", "user_id", "kind", "state", "served", "parent_revision_id", "trigger", "origin_json", "adapter_digest", "metrics", "reasons", "json")
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    REVISION_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    SERVED_FIELD_NUMBER: _ClassVar[int]
+    PARENT_REVISION_ID_FIELD_NUMBER: _ClassVar[int]
+    TRIGGER_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_JSON_FIELD_NUMBER: _ClassVar[int]
+    ADAPTER_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    revision_id: str
+    tenant_id: str
+    user_id: str
+    kind: str
+    state: str
+    served: bool
+    parent_revision_id: str
+    trigger: str
+    origin_json: str
+    adapter_digest: str
+    metrics: _containers.ScalarMap[str, float]
+    reasons: _containers.RepeatedScalarFieldContainer[str]
+    json: str
+    def __init__(self, revision_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., user_id: _Optional[str] = ..., kind: _Optional[str] = ..., state: _Optional[str] = ..., served: _Optional[bool] = ..., parent_revision_id: _Optional[str] = ..., trigger: _Optional[str] = ..., origin_json: _Optional[str] = ..., adapter_digest: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., reasons: _Optional[_Iterable[str]] = ..., json: _Optional[str] = ...) -> None: ...
+
+class TrainingRevisionRef(_message.Message):
+    __slots__ = ("tenant_id", "user_id", "revision_id")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    REVISION_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    user_id: str
+    revision_id: str
+    def __init__(self, tenant_id: _Optional[str] = ..., user_id: _Optional[str] = ..., revision_id: _Optional[str] = ...) -> None: ...
+
+class TrainingRevisionList(_message.Message):
+    __slots__ = ("tenant_id", "user_id", "served_revision_id", "revisions", "json")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    SERVED_REVISION_ID_FIELD_NUMBER: _ClassVar[int]
+    REVISIONS_FIELD_NUMBER: _ClassVar[int]
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    user_id: str
+    served_revision_id: str
+    revisions: _containers.RepeatedCompositeFieldContainer[TrainingRevision]
+    json: str
+    def __init__(self, tenant_id: _Optional[str] = ..., user_id: _Optional[str] = ..., served_revision_id: _Optional[str] = ..., revisions: _Optional[_Iterable[_Union[TrainingRevision, _Mapping]]] = ..., json: _Optional[str] = ...) -> None: ...
+
+class RevisionRequested(_message.Message):
+    __slots__ = ("tenant_id", "user_id", "up_to_position", "json")
+    TENANT_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    UP_TO_POSITION_FIELD_NUMBER: _ClassVar[int]
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    tenant_id: str
+    user_id: str
+    up_to_position: int
+    json: str
+    def __init__(self, tenant_id: _Optional[str] = ..., user_id: _Optional[str] = ..., up_to_position: _Optional[int] = ..., json: _Optional[str] = ...) -> None: ...

@@ -456,3 +456,161 @@ class Admin:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class TrainingStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.RequestRevision = channel.unary_unary(
+                '/tessera.v1.Training/RequestRevision',
+                request_serializer=tessera__pb2.AdminUserRef.SerializeToString,
+                response_deserializer=tessera__pb2.RevisionRequested.FromString,
+                _registered_method=True)
+        self.ListRevisions = channel.unary_unary(
+                '/tessera.v1.Training/ListRevisions',
+                request_serializer=tessera__pb2.AdminUserRef.SerializeToString,
+                response_deserializer=tessera__pb2.TrainingRevisionList.FromString,
+                _registered_method=True)
+        self.GetRevision = channel.unary_unary(
+                '/tessera.v1.Training/GetRevision',
+                request_serializer=tessera__pb2.TrainingRevisionRef.SerializeToString,
+                response_deserializer=tessera__pb2.TrainingRevision.FromString,
+                _registered_method=True)
+
+
+class TrainingServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def RequestRevision(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRevisions(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRevision(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_TrainingServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'RequestRevision': grpc.unary_unary_rpc_method_handler(
+                    servicer.RequestRevision,
+                    request_deserializer=tessera__pb2.AdminUserRef.FromString,
+                    response_serializer=tessera__pb2.RevisionRequested.SerializeToString,
+            ),
+            'ListRevisions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRevisions,
+                    request_deserializer=tessera__pb2.AdminUserRef.FromString,
+                    response_serializer=tessera__pb2.TrainingRevisionList.SerializeToString,
+            ),
+            'GetRevision': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRevision,
+                    request_deserializer=tessera__pb2.TrainingRevisionRef.FromString,
+                    response_serializer=tessera__pb2.TrainingRevision.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'tessera.v1.Training', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('tessera.v1.Training', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Training:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def RequestRevision(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.v1.Training/RequestRevision',
+            tessera__pb2.AdminUserRef.SerializeToString,
+            tessera__pb2.RevisionRequested.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRevisions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.v1.Training/ListRevisions',
+            tessera__pb2.AdminUserRef.SerializeToString,
+            tessera__pb2.TrainingRevisionList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRevision(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tessera.v1.Training/GetRevision',
+            tessera__pb2.TrainingRevisionRef.SerializeToString,
+            tessera__pb2.TrainingRevision.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
