@@ -127,13 +127,22 @@ def run_import(pipeline: RevisionPipeline, request: TrainingRequest) -> Revision
         return skipped(request, problem)
     plan = plan_import(pipeline, request, rid)
     if isinstance(plan, RevisionOutcome):
-        return plan
+        return _discarded(pipeline, ref, plan, recorded=existing is not None)
     if existing is None:
         try:
             pipeline.store.append([_trained_event(pipeline, plan, ref)])
         except ForgottenDataRefused as exc:
-            return skipped(request, str(exc))
+            return _discarded(pipeline, ref, skipped(request, str(exc)), recorded=False)
     return pipeline.run_plan(plan)
+
+
+def _discarded(pipeline: RevisionPipeline, ref: AdapterImport, outcome: RevisionOutcome,
+               *, recorded: bool) -> RevisionOutcome:
+    """An import that will not be gated leaves no blob behind (it was staged for this
+    user alone, see `to_blob`), e.g. when the user was forgotten since the upload."""
+    if not recorded:
+        pipeline.adapters.delete(ref.adapter_digest)
+    return outcome
 
 
 def _blob_problem(pipeline: RevisionPipeline, ref: AdapterImport) -> str | None:

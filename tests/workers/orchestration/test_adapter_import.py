@@ -93,3 +93,28 @@ def test_noise_import_is_rejected_with_reasons(engine: Engine, tmp_path: Path) -
     assert outcome.reasons and any("nll" in r.lower() or "canar" in r.lower()
                                    for r in outcome.reasons), outcome.reasons
     assert pipeline.store.get_head(TENANT, "alice") is None  # still served the base
+
+
+def test_import_of_a_user_forgotten_since_upload_is_dropped(engine: Engine,
+                                                             tmp_path: Path) -> None:
+    from tessera.workers.adapter_store import AdapterBlobConfig, save_adapter_blob
+    from tessera.workers.peft_format import expected_shapes
+
+    pipeline = _pipeline(engine, tmp_path / "here")
+    cfg = pipeline.config.personal_train
+    target = import_target(engine.base, cfg)
+    tensors = {k: torch.zeros(shape) for k, shape in expected_shapes(target).items()}
+    blob = tmp_path / "zero.safetensors"
+    save_adapter_blob(tensors, AdapterBlobConfig(cfg.rank, cfg.alpha, cfg.target_modules,
+                                                 engine.base.digest), blob)
+    request = _import(pipeline, export_blob(blob, tmp_path / "zero", base_model_id="x"))
+    assert request.adapter_import is not None
+    staged = request.adapter_import.adapter_digest
+    assert pipeline.adapters.exists(staged)
+    store = pipeline.store
+    assert isinstance(store, MemoryEventStore)
+    store.forget_user(TENANT, "alice", actor="admin-key", reason="asked")
+    outcome = handle_request(pipeline, request)
+    assert outcome.outcome == "skipped" and "no events" in outcome.reasons[0]
+    assert not pipeline.adapters.exists(staged)  # nothing of the upload stays
+    assert store.list_revisions(TENANT, "alice") == []
