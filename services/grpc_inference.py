@@ -83,16 +83,21 @@ class InferenceServicer(tessera_pb2_grpc.InferenceServicer):
                 seed=request.seed if request.HasField("seed") else None,
                 stop=tuple(request.stop),
             )
+            # The client's deadline bounds the request too: past it nobody reads the answer.
+            timeout_s: float | None = request.timeout_s or None
+            remaining = context.time_remaining()
+            if remaining is not None and (timeout_s is None or remaining < timeout_s):
+                timeout_s = max(remaining, 1e-3)
             gen = self._engine.submit(
-                GenerateRequest(
-                    tenant_id, request.user_id, request.prompt, params, request.timeout_s or None
-                )
+                GenerateRequest(tenant_id, request.user_id, request.prompt, params, timeout_s)
             )
         except ValueError as exc:  # SamplingParams and InvalidRequestError
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except EngineError as exc:
             _abort(context, code_for(exc), str(exc))
-        context.add_callback(gen.cancel)  # the client went away: free the batch row
+        # The client went away (or its deadline passed): free the batch row and this thread.
+        if not context.add_callback(gen.cancel):
+            gen.cancel()  # the call had already ended
         return gen
 
     def Generate(

@@ -117,8 +117,13 @@ class Generation:
             self._events.put(event)
 
     def cancel(self) -> None:
-        """The caller went away: the engine drops the sequence at its next step."""
+        """The caller went away: the engine drops the sequence at its next step (or when
+        it would have admitted it). A blocked `events()` (a gRPC handler's thread) is
+        woken now, not when the engine gets to the sequence: a queued request may wait
+        long, and the thread is the server's, shared by every tenant."""
         self.cancelled.set()
+        if self._aevents is None:
+            self._events.put(EngineError("cancelled: the caller went away"))
 
     def _timeout(self) -> RequestTimeoutError:
         self.cancel()

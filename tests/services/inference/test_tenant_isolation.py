@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -28,7 +29,7 @@ from tessera.services.inference.engine import InferenceEngine
 from tessera.services.inference.requests import EngineError, GenerateRequest
 from tessera.services.inference.revisions import BASE, Served
 from tessera.services.inference.sampling import SamplingParams, choose_tokens
-from tessera.services.inference.tokens import as_hf_tokenizer
+from tessera.services.inference.tokens import HFTokenizer, as_hf_tokenizer
 from tessera.workers.tiny_model import build_tiny_model
 
 from .conftest import engine_settings
@@ -47,6 +48,9 @@ class Servers:
     url: str
     grpc_target: str
     engine: InferenceEngine
+    base: torch.nn.Module
+    tokenizer: HFTokenizer
+    blobs: Path
 
 
 def _lookup(tenant: str, user: str) -> Served:
@@ -69,7 +73,9 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     )
     try:
         with http_server(engine) as url:
-            yield Servers(url, f"127.0.0.1:{grpc_server.port}", engine)
+            yield Servers(
+                url, f"127.0.0.1:{grpc_server.port}", engine, base, tokenizer, root / "blobs"
+            )
     finally:
         grpc_server.stop(0.5)
         engine.stop()
@@ -269,3 +275,36 @@ def test_nan_logits_sample_a_real_token() -> None:
     tokens = choose_tokens(logits, params, gens)
     assert all(0 <= t < 3 for t in tokens)
     assert tokens[1] == 0  # +inf is the only candidate
+
+
+def test_a_cancelled_waiting_request_frees_its_blocked_caller(servers: Servers) -> None:
+    """A blocking caller (a gRPC handler thread) whose client went away while its request
+    still waited for a batch row returns at once, not after its timeout: one tenant's
+    abandoned calls cannot hold the threads every tenant's calls need."""
+    settings = engine_settings(inference_max_batch=1, inference_max_tokens=NORMAL_TOKENS)
+    engine = build_engine(
+        copy.deepcopy(servers.base), servers.tokenizer, DirStore(servers.blobs), _lookup,
+        settings=settings,
+    ).start()
+    try:
+        long = engine.submit(
+            GenerateRequest("t2", "norm", "Once", SamplingParams(max_tokens=NORMAL_TOKENS))
+        )
+        waiting = engine.submit(GenerateRequest("t1", "gone", "hi", SamplingParams(max_tokens=4)))
+        errors: list[BaseException] = []
+        done = threading.Event()
+
+        def wait() -> None:
+            try:
+                waiting.result()
+            except EngineError as exc:
+                errors.append(exc)
+            done.set()
+
+        threading.Thread(target=wait, daemon=True).start()
+        waiting.cancel()  # what the gRPC servicer's callback does when the client leaves
+        assert done.wait(5), "the blocked caller was not released"
+        assert errors and "cancel" in str(errors[0])
+        assert long.result().completion_tokens == NORMAL_TOKENS
+    finally:
+        engine.stop()
