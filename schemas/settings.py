@@ -275,6 +275,10 @@ class Settings(BaseSettings):
     webhook_max_delay_s: float = Field(60.0, gt=0, description="Longest wait between tries.")
     webhook_timeout_s: float = Field(10.0, gt=0, description="One try's HTTP timeout.")
     webhook_poll_s: float = Field(1.0, gt=0, description="Idle dispatcher's log poll period.")
+    webhook_allow_private_hosts: bool = Field(
+        False, description="Post to URLs on loopback/private/link-local addresses (local "
+        "development); off: a tenant's webhook cannot reach hosts inside the network.",
+    )
 
     @model_validator(mode="after")
     def _refuse_default_secrets_in_production(self) -> Settings:

@@ -35,7 +35,8 @@ def worker_webhooks(
     policy = RetryPolicy(max_attempts=settings.webhook_max_attempts,
                          first_delay_s=settings.webhook_first_delay_s,
                          max_delay_s=settings.webhook_max_delay_s,
-                         timeout_s=settings.webhook_timeout_s)
+                         timeout_s=settings.webhook_timeout_s,
+                         allow_private_hosts=settings.webhook_allow_private_hosts)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -5,12 +5,17 @@ retried with exponential backoff (tenacity: first_delay_s, 2x, 4x, ... capped at
 max_delay_s) up to max_attempts; any other status means the receiver refuses this
 body (a bad signature, say) and is not retried. Each try is signed afresh (its own
 timestamp) and is one row of the delivery log. Redirects are not followed, so a
-signed body never goes to a host the tenant did not name.
+signed body never goes to a host the tenant did not name. Unless `allow_private_hosts`,
+a URL whose host resolves to a loopback, private, link-local or reserved address is not
+posted to (a tenant key could otherwise make the server call inside its own network);
+the check runs before each try, so DNS rebinding between check and connect remains.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -42,6 +47,7 @@ class RetryPolicy:
     first_delay_s: float = 1.0
     max_delay_s: float = 60.0
     timeout_s: float = 10.0
+    allow_private_hosts: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +63,20 @@ class Notification:
 
 class _TryAgain(Exception):
     """This try failed in a way a later one may not."""
+
+
+def private_host(url: str) -> str | None:
+    """Why `url`'s host may not be posted to (an internal address), or None."""
+    host = httpx.URL(url).host
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except OSError:
+        return None  # unresolvable: the POST fails with its own error, and is retried
+    for info in infos:
+        address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+        if not address.is_global or address.is_reserved or address.is_multicast:
+            return f"{host} resolves to the non-public address {address}"
+    return None
 
 
 class WebhookSender:
@@ -108,7 +128,11 @@ class WebhookSender:
             DELIVERY_HEADER: str(note.event_id),
         }
         status: int | None = None
-        error: str | None = None
+        error = None if self._policy.allow_private_hosts else private_host(hook.url)
+        if error is not None:
+            self._record(note, hook, number, ok=False, status=None,
+                         error=f"refused: {error} (TESSERA_WEBHOOK_ALLOW_PRIVATE_HOSTS)")
+            return False
         try:
             response = self._client.post(hook.url, content=note.body, headers=headers,
                                          timeout=self._policy.timeout_s)
@@ -118,10 +142,7 @@ class WebhookSender:
         ok = status is not None and 200 <= status < 300
         if status is not None and not ok:
             error = f"HTTP {status}"
-        self._hooks.record_attempt(DeliveryAttempt(
-            tenant_id=note.tenant_id, event_id=note.event_id, event_type=note.event_type,
-            position=note.position, url=hook.url, attempt=number, ok=ok, status_code=status,
-            error=error))
+        self._record(note, hook, number, ok=ok, status=status, error=error)
         if ok:
             return True
         if status is None or status >= 500 or status in RETRYABLE_STATUS:
@@ -129,3 +150,10 @@ class WebhookSender:
         log.warning("webhook for %s refused with %s; not retried", note.event_id, error,
                     extra={"tenant_id": note.tenant_id})
         return False
+
+    def _record(self, note: Notification, hook: Webhook, number: int, *, ok: bool,
+                status: int | None, error: str | None) -> None:
+        self._hooks.record_attempt(DeliveryAttempt(
+            tenant_id=note.tenant_id, event_id=note.event_id, event_type=note.event_type,
+            position=note.position, url=hook.url, attempt=number, ok=ok, status_code=status,
+            error=error))

@@ -18,7 +18,7 @@ from tessera.services.auth import KeyAuthenticator
 from tessera.services.http_app import create_app
 from tessera.services.training_api import TrainingApi
 from tessera.services.webhooks.dispatcher import WebhookDispatcher
-from tessera.services.webhooks.sender import WebhookSender
+from tessera.services.webhooks.sender import RetryPolicy, WebhookSender
 from tessera.services.webhooks.signing import verify
 from tessera.workers.adapter_import import handle_request, import_target
 from tessera.workers.adapter_store import LocalAdapterStore
@@ -108,7 +108,8 @@ def test_exported_adapter_imported_elsewhere_is_promoted_and_announced(
         assert outcome.outcome == "promoted", outcome.reasons
         assert outcome.revision_id == answer.json()["revision_id"]
         dispatcher = WebhookDispatcher(here.store, here_api.hooks,
-                                       WebhookSender(here_api.hooks))
+                                       WebhookSender(here_api.hooks,
+                                                     RetryPolicy(allow_private_hosts=True)))
         assert dispatcher.run_once() == 1
         listed = client.get("/v1/admin/users/acme/alice/revisions",
                             headers={"X-API-Key": "acme-key"}).json()

@@ -37,7 +37,8 @@ def _sleeps() -> list[float]:
 
 def _dispatcher(store: MemoryEventStore, hooks: MemoryWebhookStore,
                 sleeps: list[float], **policy: float) -> WebhookDispatcher:
-    sender = WebhookSender(hooks, RetryPolicy(**policy), sleep=sleeps.append)
+    sender = WebhookSender(hooks, RetryPolicy(allow_private_hosts=True, **policy),
+                           sleep=sleeps.append)
     return WebhookDispatcher(store, hooks, sender)
 
 
@@ -111,6 +112,18 @@ def test_unreachable_receiver_is_logged_as_an_error() -> None:
     assert len(log) == 4 and all(a.status_code is None and a.error for a in log)
 
 
+def test_internal_addresses_are_refused_unless_allowed() -> None:
+    store, hooks, sleeps = _log_with_decisions(), MemoryWebhookStore(), _sleeps()
+    with receiver([200]) as rx:
+        hooks.set_webhook("acme", rx.url, SECRET)
+        sender = WebhookSender(hooks, RetryPolicy(), sleep=sleeps.append)  # the default
+        WebhookDispatcher(store, hooks, sender).run_once()
+    assert rx.got == [] and sleeps == []  # never posted, not retried
+    log = hooks.deliveries("acme")
+    assert len(log) == 2 and all(not a.ok and a.status_code is None for a in log)
+    assert log[0].error is not None and "non-public address 127.0.0.1" in log[0].error
+
+
 def test_a_new_dispatcher_starts_at_the_head() -> None:
     store, hooks, sleeps = _log_with_decisions(), MemoryWebhookStore(), _sleeps()
     with receiver([200]) as rx:
@@ -142,7 +155,8 @@ def test_on_postgres_a_rollback_and_forget_arrive_and_the_log_is_kept(database_u
             with receiver([503, 200]) as rx:
                 hooks.set_webhook("acme", rx.url, SECRET)
                 sleeps = _sleeps()
-                sender = WebhookSender(hooks, RetryPolicy(first_delay_s=0.25), sleep=sleeps.append)
+                policy = RetryPolicy(first_delay_s=0.25, allow_private_hosts=True)
+                sender = WebhookSender(hooks, policy, sleep=sleeps.append)
                 assert WebhookDispatcher(store, hooks, sender).run_once() == 3
             types = [json.loads(r.body)["type"] for r in rx.got]
             assert types == ["revision.promoted", "revision.promoted", "revision.rolled_back",
