@@ -34,6 +34,11 @@ TENANT_PATHS: Final = frozenset(
 AUDIT_PREFIX: Final = "/v1/admin/"
 
 
+def is_keyed(path: str) -> bool:
+    """Whether a request to `path` needs a key checked here (every `/v1/` route does)."""
+    return path in TENANT_PATHS or path.startswith(AUDIT_PREFIX)
+
+
 class AuthGateMiddleware:
     """ASGI middleware: `401` before the body for keyed routes without a valid key."""
 

@@ -17,6 +17,7 @@ from psycopg_pool import ConnectionPool
 
 from tessera.events import db, tenants
 from tessera.services.auth import KeyAuthenticator, Unauthenticated, authenticator_from_database
+from tessera.services.auth_gate import is_keyed
 from tessera.services.http_app import create_app
 
 ADMIN = "admin-key-auth-before-work"
@@ -161,3 +162,11 @@ def test_the_gate_answers_json_the_clients_can_read(deployed: Deployed) -> None:
     assert json.loads(resp.content) == {
         "detail": "no API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>`"
     }
+
+
+def test_every_v1_route_is_behind_the_gate() -> None:
+    """A new `/v1/` route must be added to the gate (services/auth_gate.py), or its body
+    would again be read before its key is checked."""
+    paths = create_app().openapi()["paths"]
+    v1 = [p for p in paths if p.startswith("/v1/")]
+    assert len(v1) >= 5 and [p for p in v1 if not is_keyed(p)] == []
