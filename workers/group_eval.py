@@ -17,13 +17,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from transformers import DynamicCache
 
 from tessera.workers.adapter_store import AdapterBlobConfig, load_adapter_blob, sha256_file
-from tessera.workers.dataset import EncodedExample, Example, collate, encode_example, pad_token_id
+from tessera.workers.dataset import (
+    IGNORE_INDEX,
+    EncodedExample,
+    Example,
+    collate,
+    encode_example,
+    pad_token_id,
+)
 from tessera.workers.dataset import token_ids as template_ids
 from tessera.workers.evaluator import (
     CANARY_TOKENS,
@@ -40,6 +49,7 @@ from tessera.workers.group_lora import (
     length_chunks,
     row_target_nll,
 )
+from tessera.workers.prefix_nll import MIN_PREFIX, shared_prefix_length
 from tessera.workers.regression_set import RegressionSet
 
 if TYPE_CHECKING:
@@ -81,6 +91,37 @@ def _loaded(paths: Sequence[Path]) -> tuple[list[dict[str, torch.Tensor]], Adapt
     return states, configs[0]
 
 
+def _prefix_kv(model: torch.nn.Module, routing: RowRouting | None, prefix: Sequence[int],
+               slots: Sequence[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Keys and values of every layer for `prefix`, one row per slot in `slots` (the LoRA
+    on v_proj makes them differ per adapter)."""
+    decoder: torch.nn.Module = model.get_decoder()  # type: ignore[operator]
+    ids = torch.tensor([list(prefix)] * len(slots))
+    with routing.rows(slots) if routing is not None else nullcontext():
+        out = decoder(input_ids=ids, past_key_values=DynamicCache(), use_cache=True)
+    return [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+
+
+def _row_nll_after(model: torch.nn.Module, kv: list[tuple[torch.Tensor, torch.Tensor]],
+                   kv_rows: torch.Tensor, batch: dict[str, torch.Tensor]
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """`row_target_nll` of rows continuing a cached prefix (row i after kv[kv_rows[i]])."""
+    decoder: torch.nn.Module = model.get_decoder()  # type: ignore[operator]
+    head: torch.nn.Module = model.get_output_embeddings()  # type: ignore[operator]
+    past = DynamicCache(ddp_cache_data=[(k.index_select(0, kv_rows), v.index_select(0, kv_rows))
+                                        for k, v in kv])
+    mask = batch["attention_mask"]
+    full_mask = torch.cat([mask.new_ones((mask.shape[0], kv[0][0].shape[-2])), mask], dim=1)
+    hidden = decoder(input_ids=batch["input_ids"], attention_mask=full_mask,
+                     past_key_values=past, use_cache=True).last_hidden_state
+    targets = batch["labels"][:, 1:]
+    keep = targets != IGNORE_INDEX
+    nll = torch.nn.functional.cross_entropy(head(hidden[:, :-1][keep]).float(), targets[keep],
+                                            reduction="none")
+    sums = torch.zeros(mask.shape[0], dtype=nll.dtype).index_add(0, keep.nonzero()[:, 0], nll)
+    return sums, keep.sum(dim=1)
+
+
 def _run_jobs(model: torch.nn.Module, routing: RowRouting | None, jobs: Sequence[Job],
               tokenizer: PreTrainedTokenizerBase, *, max_length: int) -> list[float]:
     rows: list[tuple[int, EncodedExample]] = [
@@ -89,29 +130,42 @@ def _run_jobs(model: torch.nn.Module, routing: RowRouting | None, jobs: Sequence
     sums = torch.zeros(len(jobs), dtype=torch.float64)
     counts = torch.zeros(len(jobs), dtype=torch.int64)
     pad_id = pad_token_id(tokenizer)
+    # The chat template's system turn starts every row of the regression set: run it once
+    # per adapter, as the evaluator runs it once per call (prefix_nll).
+    shared = shared_prefix_length([e for _, e in rows])
+    kv_slots = sorted({slot for slot, _ in jobs})
     with torch.inference_mode():
+        kv = _prefix_kv(model, routing, rows[0][1].input_ids[:shared], kv_slots) \
+            if shared >= MIN_PREFIX else None
+        if kv is not None:
+            rows = [(j, EncodedExample(e.input_ids[shared:], e.labels[shared:])) for j, e in rows]
         for chunk in length_chunks(rows, max_tokens=MAX_BATCH_TOKENS):
             job_ids = torch.tensor([j for j, _ in chunk])
             batch = collate([e for _, e in chunk], pad_id=pad_id)
-            if routing is None:
-                row_nll, row_n = row_target_nll(model, batch)
-            else:
-                with routing.rows([jobs[j][0] for j, _ in chunk]):
+            row_slots = [jobs[j][0] for j, _ in chunk]
+            with routing.rows(row_slots) if routing is not None else nullcontext():
+                if kv is None:
                     row_nll, row_n = row_target_nll(model, batch)
+                else:
+                    kv_rows = torch.tensor([kv_slots.index(s) for s in row_slots])
+                    row_nll, row_n = _row_nll_after(model, kv, kv_rows, batch)
             sums.index_add_(0, job_ids, row_nll.double())
             counts.index_add_(0, job_ids, row_n)
     return [float(s / n) if n else math.nan for s, n in zip(sums, counts, strict=True)]
 
 
 def _nll_jobs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, paths: Sequence[Path],
-              jobs: Sequence[Job], *, max_length: int) -> list[float]:
-    """Mean target NLL per job, all jobs in one multi-LoRA pass over `paths`' slots."""
+              passes: Sequence[Sequence[Job]], *, max_length: int) -> list[list[float]]:
+    """Mean target NLL per job, each pass's jobs in one multi-LoRA pass over `paths`' slots
+    (passes differ by their shared prefix: the regression set's apart from users' data)."""
     if not paths:
-        return _run_jobs(model, None, jobs, tokenizer, max_length=max_length)
+        return [_run_jobs(model, None, jobs, tokenizer, max_length=max_length)
+                for jobs in passes]
     states, cfg = _loaded(paths)
     with group_lora_attached(model, states, scale=cfg.scaling,
                              targets=cfg.target_modules) as group:
-        return _run_jobs(model, group.routing, jobs, tokenizer, max_length=max_length)
+        return [_run_jobs(model, group.routing, jobs, tokenizer, max_length=max_length)
+                for jobs in passes]
 
 
 def group_mean_nll(
@@ -128,7 +182,7 @@ def group_mean_nll(
         raise ValueError(f"{len(adapters)} adapters but {len(examples)} example lists")
     slots = _Slots()
     jobs = [(slots.slot(a), ex) for a, ex in zip(adapters, examples, strict=True)]
-    return _nll_jobs(model, tokenizer, slots.paths, jobs, max_length=max_length)
+    return _nll_jobs(model, tokenizer, slots.paths, [jobs], max_length=max_length)[0]
 
 
 def group_canaries(
@@ -215,19 +269,20 @@ def evaluate_group(
     cand_slots = [slots.slot(c) for c in candidates]
     base_slots = [slots.slot(b) for b in baselines]
     k = len(candidates)
-    jobs: list[Job] = [*((s, h) for s, h in zip(cand_slots, heldouts, strict=True)),
-                       *((s, h) for s, h in zip(base_slots, heldouts, strict=True)),
-                       *((s, regression.examples) for s in cand_slots)]
-    nll = _nll_jobs(model, tokenizer, slots.paths, jobs, max_length=max_length)
+    users: list[Job] = [*((s, h) for s, h in zip(cand_slots, heldouts, strict=True)),
+                        *((s, h) for s, h in zip(base_slots, heldouts, strict=True))]
+    general_jobs: list[Job] = [(s, regression.examples) for s in cand_slots]
+    user_nll, reg_nll = _nll_jobs(model, tokenizer, slots.paths, [users, general_jobs],
+                                  max_length=max_length)
     outputs = group_canaries(model, tokenizer, list(candidates), regression.canary_prompts) \
         if canaries else [[] for _ in candidates]
     out = []
     for i, (cand, base) in enumerate(zip(candidates, baselines, strict=True)):
         state, cfg = load_adapter_blob(cand)
-        cand_m = _metrics(nll[i], nll[2 * k + i], outputs[i], adapter_norm(state, cfg),
+        cand_m = _metrics(user_nll[i], reg_nll[i], outputs[i], adapter_norm(state, cfg),
                           len(heldouts[i]), regression)
         g = general[sha256_file(base) if base is not None else "base"]
-        base_m = _metrics(nll[k + i], g.regression_nll, g.canary_outputs, g.adapter_norm,
+        base_m = _metrics(user_nll[k + i], g.regression_nll, g.canary_outputs, g.adapter_norm,
                           len(heldouts[i]), regression)
         out.append((cand_m, base_m))
     return out

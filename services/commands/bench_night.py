@@ -30,7 +30,7 @@ def bench_night(
     k: Annotated[str, typer.Option(help="Group sizes, comma-separated; 1 always runs.")]
     = "1,8,16",
     events_per_user: Annotated[
-        int, typer.Option(min=4, help="Events per user (their first M turns).")] = 16,
+        int, typer.Option(min=4, help="Events per user (their first M turns).")] = 12,
     holdout_k: Annotated[int, typer.Option(min=1, help="Most recent examples held out.")] = 4,
     max_length: Annotated[int, typer.Option(min=8, help="Token cap per example.")] = 64,
     epochs: Annotated[int, typer.Option(min=1, help="Epochs of each personal revision.")] = 2,

@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
-from tessera.workers.dataset import Example
+from tessera.workers.dataset import Example, encode_example
 from tessera.workers.evaluator import MetricsCache, canary_generations, evaluate, mean_target_nll
 from tessera.workers.group_eval import evaluate_group, group_canaries, group_mean_nll
 from tessera.workers.lora_config import LoraTrainConfig
+from tessera.workers.prefix_nll import MIN_PREFIX, shared_prefix_length
 from tessera.workers.regression_set import RegressionSet, load_regression_set
 from tessera.workers.trainer import train_adapter
 
@@ -43,11 +44,17 @@ def test_group_mean_nll_equals_mean_target_nll_per_adapter(
     chosen: list[Path | None] = [adapters[0], None, adapters[1], adapters[2], adapters[0]]
     examples = [_examples(3, "pizza", 50), _examples(4, "hiking", 60),
                 _examples(5, "hiking", 70), _examples(2, "chess", 80), []]
-    grouped = group_mean_nll(model, tokenizer, chosen, examples, max_length=64)
-    alone = [mean_target_nll(model, tokenizer, ex, adapter=a, max_length=64)
-             for a, ex in zip(chosen, examples, strict=True)]
-    assert grouped[:4] == pytest.approx(alone[:4], rel=1e-5)
-    assert grouped[4] != grouped[4]  # NaN for no examples, as alone
+    for max_length, shares_prefix in ((64, True), (20, False)):
+        encoded = [encode_example(tokenizer, e, max_length=max_length)
+                   for ex in examples for e in ex]
+        # both paths: the system turn run once per adapter, and rows cut before it
+        assert (shared_prefix_length(encoded) >= MIN_PREFIX) == shares_prefix
+        grouped = group_mean_nll(model, tokenizer, chosen, examples, max_length=max_length)
+        alone = [mean_target_nll(model, tokenizer, ex, adapter=a, max_length=max_length)
+                 for a, ex in zip(chosen, examples, strict=True)]
+        assert grouped[:4] == pytest.approx(alone[:4], rel=1e-5)
+        assert grouped[4] != grouped[4]  # NaN for no examples, as alone
+    alone = [mean_target_nll(model, tokenizer, examples[0], adapter=chosen[0], max_length=64)]
     # the adapters differ enough that routing a row to the wrong slot would be caught
     swapped = group_mean_nll(model, tokenizer, [adapters[1]], [examples[0]], max_length=64)
     assert abs(swapped[0] - alone[0]) > 1e-3
