@@ -90,6 +90,9 @@ class GroupLoraLinear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         y: Tensor = self.base(x)
+        if self.routing.row_slots is not None and x.dim() != 3:
+            raise RuntimeError(f"rows are routed but the layer input is {tuple(x.shape)}, "
+                               "not [rows, length, features]")
         meta = self.routing.meta_for(x.shape[0], x.shape[1]) if x.dim() == 3 else None
         if meta is None or meta.no_lora:
             return y
