@@ -150,6 +150,8 @@ FROM (
               ELSE {pos(f'{BLOCK} * b + 4')} END AS changed
   FROM generate_series(0, %(n)s - 1) AS i, generate_series(0, {MAX_REVISIONS - 1}) AS b
   WHERE b < {_R}
+  -- OFFSET 0 keeps the subquery: flattened, each prov->> would rebuild the payload.
+  OFFSET 0
 ) AS r
 """
 
