@@ -10,8 +10,14 @@ Sample (deterministic, recorded in the provenance so it can be rebuilt):
 - per user, the most recent `per_user_cap` examples up to `up_to_position`, where
   `per_user_cap = min(max_per_user, max(1, max_events // n_users))` — balanced, so a
   chatty user cannot drown the others;
-- `eval_users` users (the first by sha256 of their id, stable as users come and go) give
-  their last `holdout_k` examples as the prior's held-out set; nobody else holds out.
+- every user's last `holdout_k` examples are left out of the prior's training: they are
+  what the user's next personal candidate holds out for its gate, and the examples the
+  user's current head was judged on (its recorded `heldout_positions`) are left out too.
+  Otherwise the prior would be measured on data it trained on whenever it is compared
+  with a personal model (the better-of gate, the stale-head check), and it would win
+  those comparisons unfairly;
+- `eval_users` users (the first by sha256 of their id, stable as users come and go) lend
+  their left-out last `holdout_k` examples as the prior's held-out set.
 
 The prior is trained from the base model (its parent is None): its data is a fresh sample
 of the whole history each time, not the increments a personal warm start assumes. It is
@@ -25,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -67,10 +73,14 @@ def sample_prior_dataset(
     eval_users: int,
     holdout_k: int,
     users: Sequence[str] | None = None,
+    exclude_positions: Mapping[str, Collection[int]] | None = None,
+    personal_holdout: bool = True,
 ) -> PriorSample:
     """The prior's training and held-out examples (see the module docstring). `users`
     pins the user list (when rebuilding a recorded prior); by default every user with
-    interactions."""
+    interactions. `exclude_positions`: per user, positions never to train on (the current
+    heads' held-out examples). `personal_holdout` False rebuilds priors recorded before
+    every user's last examples were left out (only evaluators held out then)."""
     if users is None:
         users = sorted(
             row.user_id for row in store.list_users(tenant_id)
@@ -92,10 +102,19 @@ def sample_prior_dataset(
         events = store.read(after=after, upto=up_to_position, tenant_id=tenant_id,
                             user_id=user_id, event_types=_interactions())
         split = build_dataset(events, holdout_k=0, from_position=after, to_position=up_to_position)
-        examples = split.train[-per_user_cap:]
-        k = min(holdout_k, len(examples) // 2) if user_id in evaluators else 0
-        train.extend(examples[: len(examples) - k])
-        heldout.extend(examples[len(examples) - k:])
+        if personal_holdout:
+            reserved, kept = _reserve_last(split.train, holdout_k)
+            skip = set((exclude_positions or {}).get(user_id, ()))
+            examples = [e for e in kept if e.position not in skip][-per_user_cap:]
+            train.extend(examples)
+            if user_id in evaluators:
+                heldout.extend(reserved)
+            examples = [*examples, *reserved]
+        else:
+            examples = list(split.train[-per_user_cap:])
+            k = min(holdout_k, len(examples) // 2) if user_id in evaluators else 0
+            train.extend(examples[: len(examples) - k])
+            heldout.extend(examples[len(examples) - k:])
         per_user[user_id] = hashlib.sha256(
             json.dumps([e.canonical() for e in examples], sort_keys=True).encode()
         ).hexdigest()
@@ -111,6 +130,9 @@ def sample_prior_dataset(
         "max_events": max_events,
         "per_user_cap": per_user_cap,
         "holdout_k": holdout_k,
+        "personal_holdout": personal_holdout,
+        "excluded_positions": {u: sorted(p) for u, p in sorted((exclude_positions or {}).items())
+                               if p and personal_holdout},
         "train_examples": len(train),
         "heldout_examples": len(heldout),
     }
@@ -118,6 +140,29 @@ def sample_prior_dataset(
                   "heldout": [e.position for e in heldout]}
     digest = hashlib.sha256(json.dumps(digest_doc, sort_keys=True).encode()).hexdigest()
     return PriorSample(tuple(train), tuple(heldout), digest, params)
+
+
+def _reserve_last(
+    examples: Sequence[Example], holdout_k: int
+) -> tuple[list[Example], list[Example]]:
+    """(the last `holdout_k` examples, the rest); at most half of them are reserved, so a
+    user with little history still teaches the prior something."""
+    k = min(holdout_k, len(examples) // 2)
+    return list(examples[len(examples) - k:]), list(examples[: len(examples) - k])
+
+
+def heads_heldout_positions(pipeline: RevisionPipeline, tenant_id: str) -> dict[str, list[int]]:
+    """Per user of `tenant_id`, the held-out positions its personal head was judged on."""
+    out: dict[str, list[int]] = {}
+    for user in pipeline.store.list_users(tenant_id):
+        if user.user_id == PRIOR_USER_ID:
+            continue
+        head = pipeline.head_row(tenant_id, user.user_id)
+        if head is not None and head.kind == "personal":
+            positions = [int(p) for p in head.provenance.get("heldout_positions", [])]
+            if positions:
+                out[user.user_id] = positions
+    return out
 
 
 def plan_prior(
@@ -136,6 +181,7 @@ def plan_prior(
         pipeline.store, request.tenant_id, request.up_to_position,
         max_per_user=cfg.prior_max_events_per_user, max_events=cfg.prior_max_events,
         eval_users=cfg.prior_eval_users, holdout_k=cfg.holdout_k,
+        exclude_positions=heads_heldout_positions(pipeline, request.tenant_id),
     )
     if len(sample.train) < cfg.min_train_examples:
         return skipped(request, f"{len(sample.train)} training examples for the prior "

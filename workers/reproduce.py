@@ -58,6 +58,9 @@ def reproduce_revision(pipeline: RevisionPipeline, revision_id: str) -> Reproduc
             store, row.tenant_id, int(params["to"]), max_per_user=int(params["max_per_user"]),
             max_events=int(params["max_events"]), eval_users=len(params["eval_users"]),
             holdout_k=int(params["holdout_k"]), users=list(params["users"]),
+            exclude_positions=params.get("excluded_positions", {}),
+            # Priors recorded before every user's last examples were left out.
+            personal_holdout=bool(params.get("personal_holdout", False)),
         )
         train, digest = sample.train, sample.digest
     else:

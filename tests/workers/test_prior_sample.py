@@ -1,0 +1,48 @@
+"""The prior's sample leaves out what personal gates judge on (in-memory log)."""
+
+from __future__ import annotations
+
+from tessera.events.memory_store import MemoryEventStore
+from tessera.workers.prior import sample_prior_dataset
+
+from tests.events.factories import exchange
+
+TENANT = "acme"
+
+
+def _store(per_user: int = 10) -> MemoryEventStore:
+    store = MemoryEventStore()
+    for n in range(per_user):
+        store.append([exchange(TENANT, "alice", n), exchange(TENANT, "bob", n)])
+    return store
+
+
+def _positions(store: MemoryEventStore, user: str) -> list[int]:
+    return [e.position for e in store.read(tenant_id=TENANT, user_id=user)]
+
+
+def test_every_users_last_examples_and_heads_heldout_are_never_trained_on() -> None:
+    store = _store()
+    alice, bob = _positions(store, "alice"), _positions(store, "bob")
+    head_heldout = alice[3:5]  # what alice's current head was judged on
+    sample = sample_prior_dataset(
+        store, TENANT, store.head_position(), max_per_user=100, max_events=1000,
+        eval_users=1, holdout_k=3, exclude_positions={"alice": head_heldout},
+    )
+    trained = {e.position for e in sample.train}
+    # Nobody's last 3 (their next personal gate's held-out set) nor alice's head's.
+    assert trained == set(alice[:3] + alice[5:7] + bob[:7])
+    # The evaluator's reserved examples are the prior's own held-out set.
+    assert len(sample.heldout) == 3
+    assert {e.position for e in sample.heldout} <= set(alice[7:] + bob[7:])
+    assert sample.params["excluded_positions"] == {"alice": head_heldout}
+
+
+def test_a_recorded_prior_from_before_rebuilds_as_it_was_sampled() -> None:
+    store = _store()
+    old = sample_prior_dataset(store, TENANT, store.head_position(), max_per_user=100,
+                               max_events=1000, eval_users=1, holdout_k=3,
+                               personal_holdout=False)
+    # Only the evaluator held out then: the other user's last examples were trained on.
+    assert len(old.train) == 17 and len(old.heldout) == 3
+    assert old.params["personal_holdout"] is False
