@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from tessera.events.memory_store import MemoryEventStore
 from tessera.workers.prior import sample_prior_dataset
-
 from tests.events.factories import exchange
 
 TENANT = "acme"
