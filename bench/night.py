@@ -110,13 +110,17 @@ def _group(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, users: Se
     return out
 
 
-def _summary(k: int, seconds: float, outcomes: Sequence[_UserOutcome]) -> dict[str, Any]:
+def _summary(k: int, seconds: float, cpu: float, outcomes: Sequence[_UserOutcome]
+             ) -> dict[str, Any]:
     promoted = sum(1 for o in outcomes if o.decision.promote)
     gains = [o.gain_points for o in outcomes]
     return {
         "k": k,
         "users_per_hour": round(3600.0 * len(outcomes) / seconds, 2),
         "seconds": round(seconds, 2),
+        # this process's CPU seconds (all threads): steadier than the wall clock on a
+        # machine shared with other jobs
+        "cpu_seconds": round(cpu, 2),
         "promoted": promoted,
         "rejected": len(outcomes) - promoted,
         "mean_heldout_gain": round(sum(gains) / max(1, len(gains)), 3),
@@ -151,7 +155,7 @@ def run_night_bench(
         setup = time.perf_counter() - t0
         say(f"prior and its baseline figures: {setup:.1f}s")
         for k in ks:
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             outcomes: list[_UserOutcome] = []
             for start in range(0, len(users), k):
                 part = folder / f"k{k}" / f"{start:04d}"
@@ -167,7 +171,8 @@ def run_night_bench(
                         cache=cache, folder=part)
                 say(f"k={k}: {len(outcomes)}/{len(users)} users, "
                     f"{time.perf_counter() - started:.1f}s")
-            results.append(_summary(k, time.perf_counter() - started, outcomes))
+            results.append(_summary(k, time.perf_counter() - started,
+                                    time.process_time() - cpu_started, outcomes))
     base_rate = results[0]["users_per_hour"]
     return {
         "bench": "night",
@@ -181,4 +186,6 @@ def run_night_bench(
         "setup_seconds": round(setup, 2),
         "results": results,
         "speedup": {str(r["k"]): round(r["users_per_hour"] / base_rate, 3) for r in results},
+        "cpu_speedup": {str(r["k"]): round(results[0]["cpu_seconds"] / r["cpu_seconds"], 3)
+                        for r in results},
     }
