@@ -24,11 +24,10 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
 
-from tessera.events.postgres_store import PostgresEventStore
+from tessera.events.audit_reads import audit_reads_for
 from tessera.events.projections import ROLLBACK_TARGET_STATES, ProjectionError, RevisionRow
-from tessera.events.store import NotFoundError
+from tessera.events.store import EventStore, NotFoundError
 from tessera.schemas.events import EventEnvelope, EventType, RevisionState, utcnow
 from tessera.schemas.revisions import RevisionRolledBack
 from tessera.workers.adapter_store import AdapterStore
@@ -37,12 +36,6 @@ log = logging.getLogger(__name__)
 
 Publish = Callable[[EventEnvelope], None]
 """Announce an appended event on `tessera.revisions` (raises when the broker refuses)."""
-
-_LIVE_DIGESTS_SQL: Final = (
-    "SELECT DISTINCT adapter_digest FROM revisions "
-    "WHERE adapter_digest = ANY(%s::text[]) AND state <> %s"
-)
-
 
 class CorrectiveError(Exception):
     """A corrective action was refused; the message says why and what to do."""
@@ -85,9 +78,10 @@ class CorrectiveActions:
     """Rollback and forget over one event store, adapter store and publisher."""
 
     def __init__(
-        self, store: PostgresEventStore, adapters: AdapterStore, publish: Publish | None
+        self, store: EventStore, adapters: AdapterStore, publish: Publish | None
     ) -> None:
         self._store = store
+        self._reads = audit_reads_for(store)
         self._adapters = adapters
         self._publish = publish
 
@@ -251,11 +245,7 @@ class CorrectiveActions:
     def _live_digests(self, digests: list[str]) -> set[str]:
         """Of `digests`, those some revision that is not forgotten still names (content
         addressing lets two revisions share a blob)."""
-        if not digests:
-            return set()
-        with self._store.connection("find shared adapters") as conn:
-            rows = conn.execute(_LIVE_DIGESTS_SQL, (digests, RevisionState.FORGOTTEN.value))
-            return {str(r[0]) for r in rows}
+        return self._reads.live_adapter_digests(digests)
 
     def _announce(self, env: EventEnvelope) -> tuple[bool, str | None]:
         if self._publish is None:

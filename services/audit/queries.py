@@ -1,7 +1,7 @@
 """Audit queries over the event log and its projections, independent of any transport.
 
-Three questions, each answered from one PostgreSQL snapshot (one connection, one
-transaction), so the parts of an answer never disagree:
+Three questions, each answered from one snapshot of the store (events/audit_reads.py:
+one read-only transaction on PostgreSQL), so the parts of an answer never disagree:
 
 - `user_lineage`: a user's revisions as a tree (parent -> children), each with state,
   dataset positions, metrics, gate reasons, trigger and times, plus what the user is
@@ -20,20 +20,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Final
 
-from psycopg import sql
 from pydantic import BaseModel, ConfigDict
 
-from tessera.events import catalog
-from tessera.events.db import Connection
-from tessera.events.postgres_store import PostgresEventStore
+from tessera.events.audit_reads import audit_reads_for
 from tessera.events.projections import RevisionRow
-from tessera.schemas.events import INTERACTION_TYPES, PRIOR_USER_ID
-from tessera.schemas.revisions import REVISION_PAYLOADS
+from tessera.events.store import EventStore, StoredEvent
 
 # The most dataset event ids a provenance answer lists (the count is always exact).
 MAX_DATASET_IDS: Final = 500
-_REVISION_EVENT_TYPES: Final = sorted(str(t) for t in REVISION_PAYLOADS)
-_INTERACTIONS: Final = sorted(str(t) for t in INTERACTION_TYPES)
 
 
 class AuditNotFound(LookupError):
@@ -153,20 +147,17 @@ def _storable(*ids: str) -> bool:
 
 
 def user_lineage(
-    store: PostgresEventStore, tenant_id: str, user_id: str, *, scope: str | None = None
+    store: EventStore, tenant_id: str, user_id: str, *, scope: str | None = None
 ) -> UserLineage:
     """The user's revision tree and history. AuditNotFound when the user has no events
     (or is outside `scope`)."""
     if not _in_scope(tenant_id, scope) or not _storable(tenant_id, user_id):
         raise AuditNotFound(f"no user {tenant_id!r}/{user_id!r}")
-    with store.connection("audit lineage") as conn:
-        user = catalog.get_user(conn, tenant_id, user_id)
-        rows = catalog.list_revisions(conn, tenant_id, user_id)
-        if user is None and not rows:
-            raise AuditNotFound(f"no user {tenant_id}/{user_id}: nothing has been recorded")
-        served = catalog.served_revision(conn, tenant_id, user_id)
-        head = catalog.get_head(conn, tenant_id, user_id)
-        history = _log_entries(conn, tenant_id, user_id)
+    found = audit_reads_for(store).user_audit(tenant_id, user_id)
+    user, rows, served, head = found.user, found.revisions, found.served, found.head
+    if user is None and not rows:
+        raise AuditNotFound(f"no user {tenant_id}/{user_id}: nothing has been recorded")
+    history = _log_entries(found.history)
     nodes = _nodes(rows, head.revision_id if head else None)
     ids = {n.revision_id for n in nodes}
     return UserLineage(
@@ -189,26 +180,25 @@ def user_lineage(
 
 
 def revision_provenance(
-    store: PostgresEventStore, revision_id: str, *, scope: str | None = None
+    store: EventStore, revision_id: str, *, scope: str | None = None
 ) -> RevisionProvenance:
     """One revision's full provenance. AuditNotFound when unknown (or outside `scope`)."""
     if not _storable(revision_id):
         raise AuditNotFound(f"no revision {revision_id!r}")
-    with store.connection("audit revision") as conn:
-        row = catalog.get_revision(conn, revision_id)
-        if row is None or not _in_scope(row.tenant_id, scope):
-            raise AuditNotFound(f"no revision {revision_id!r}")
-        stream = catalog.list_revisions(conn, row.tenant_id, row.user_id)
-        parent_row = (
-            catalog.get_revision(conn, row.parent_revision_id) if row.parent_revision_id else None
-        )
-        head = catalog.get_head(conn, row.tenant_id, row.user_id)
-        dataset = _dataset_events(conn, row)
-        events = [
-            e
-            for e in _log_entries(conn, row.tenant_id, row.user_id)
-            if revision_id in _named_revisions(e)
-        ]
+    found = audit_reads_for(store).revision_audit(revision_id, max_ids=MAX_DATASET_IDS)
+    if found is None or not _in_scope(found.revision.tenant_id, scope):
+        raise AuditNotFound(f"no revision {revision_id!r}")
+    row, stream, parent_row, head = found.revision, found.stream, found.parent, found.head
+    dataset = DatasetEvents(
+        from_position=row.dataset_from,
+        to_position=row.dataset_to,
+        digest=row.dataset_digest,
+        count=found.dataset.count,
+        redacted=found.dataset.redacted,
+        event_ids=found.dataset.event_ids,
+        truncated=found.dataset.count > len(found.dataset.event_ids),
+    )
+    events = [e for e in _log_entries(found.history) if revision_id in _named_revisions(e)]
     head_id = head.revision_id if head else None
     by_id = {n.revision_id: n for n in _nodes(stream, head_id)}
     parent = None
@@ -224,7 +214,7 @@ def revision_provenance(
 
 
 def request_audit(
-    store: PostgresEventStore, request_id: str, *, scope: str | None = None
+    store: EventStore, request_id: str, *, scope: str | None = None
 ) -> RequestAudit:
     """Which revision answered `request_id`. AuditNotFound when the request was not
     recorded (request logging may sample), was forgotten, or is outside `scope`."""
@@ -289,22 +279,17 @@ def _nodes(rows: list[RevisionRow], head_id: str | None) -> list[RevisionNode]:
     ]
 
 
-def _log_entries(conn: Connection, tenant_id: str, user_id: str) -> list[LogEntry]:
-    rows = conn.execute(
-        "SELECT position, event_id, event_type, recorded_at, data FROM events "
-        "WHERE tenant_id = %s AND user_id = %s AND event_type = ANY(%s::text[]) "
-        "ORDER BY position",
-        (tenant_id, user_id, _REVISION_EVENT_TYPES),
-    ).fetchall()
+def _log_entries(events: list[StoredEvent]) -> list[LogEntry]:
     entries = []
-    for position, event_id, event_type, recorded_at, data in rows:
+    for ev in events:
+        data = ev.envelope.data
         revision = data.get("revision_id") or data.get("to_revision_id")
         entries.append(
             LogEntry(
-                position=position,
-                event_id=str(event_id),
-                event_type=event_type,
-                recorded_at=recorded_at,
+                position=ev.position,
+                event_id=str(ev.envelope.event_id),
+                event_type=str(ev.envelope.event_type),
+                recorded_at=ev.envelope.recorded_at,
                 revision_id=revision,
                 actor=data.get("actor"),
                 reason=data.get("reason"),
@@ -325,38 +310,6 @@ def _named_revisions(entry: LogEntry) -> set[str]:
     named = {str(entry.data[k]) for k in keys if entry.data.get(k)}
     named.update(str(r) for r in entry.data.get("forgotten_revision_ids", []))
     return named
-
-
-def _dataset_events(conn: Connection, row: RevisionRow) -> DatasetEvents:
-    # A personal dataset is the user's own interactions; a prior's spans the tenant.
-    where = [sql.SQL("tenant_id = %s"), sql.SQL("position BETWEEN %s AND %s")]
-    params: list[Any] = [row.tenant_id, row.dataset_from, row.dataset_to]
-    if row.user_id != PRIOR_USER_ID:
-        where.append(sql.SQL("user_id = %s"))
-        params.append(row.user_id)
-    where.append(sql.SQL("event_type = ANY(%s::text[])"))
-    params.append(_INTERACTIONS)
-    cond = sql.SQL(" AND ").join(where)
-    counted = conn.execute(
-        sql.SQL("SELECT count(*), count(redacted_at) FROM events WHERE {}").format(cond), params
-    ).fetchone()
-    count, redacted = (int(counted[0]), int(counted[1])) if counted else (0, 0)
-    ids = [
-        str(r[0])
-        for r in conn.execute(
-            sql.SQL("SELECT event_id FROM events WHERE {} ORDER BY position LIMIT %s").format(cond),
-            [*params, MAX_DATASET_IDS],
-        )
-    ]
-    return DatasetEvents(
-        from_position=row.dataset_from,
-        to_position=row.dataset_to,
-        digest=row.dataset_digest,
-        count=count,
-        redacted=redacted,
-        event_ids=ids,
-        truncated=count > len(ids),
-    )
 
 
 __all__ = [
