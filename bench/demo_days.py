@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from tessera.bench.chitchat import Speaker, SpeakerMessage, load_speakers
 from tessera.schemas.events import PRIOR_USER_ID, EventEnvelope, EventType
-from tessera.workers.chitchat import Speaker, SpeakerMessage, load_speakers
 from tessera.workers.pipeline import RevisionOutcome, RevisionPipeline
 from tessera.workers.scheduler import ScheduleConfig, TrainingScheduler
 from tessera.workers.scheduler_state import SchedulerState

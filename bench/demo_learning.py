@@ -46,7 +46,7 @@ def http_ingest(run: DemoRun, api_key: str, stall_s: float = 120.0) -> Any:
     the call returns once PostgreSQL has committed all of them, with how many the log
     newly stored. The API accepts a replayed event id too (idempotent), so "new" is
     counted in the log: only this run writes to its own days tenant."""
-    from tessera.services.ingest_client import IngestClient
+    from tessera.bench.ingest_client import IngestClient
     from tessera.services.log_summary import count_events, wait_until_committed
 
     tenant = run.days_tenant
@@ -68,8 +68,8 @@ def http_ingest(run: DemoRun, api_key: str, stall_s: float = 120.0) -> Any:
 
 
 def step_train_days(run: DemoRun) -> None:
+    from tessera.bench.demo_days import run_demo_days_from_settings
     from tessera.services.tenant_admin import ensure_tenant_with_key
-    from tessera.workers.demo_days import run_demo_days_from_settings
 
     key = ensure_tenant_with_key(run.database_url, run.days_tenant)
     typer.echo(f"  tenant {run.days_tenant!r} (this run's) with its own API key")

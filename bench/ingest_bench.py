@@ -32,13 +32,13 @@ from typing import Any
 import psutil
 import psycopg
 
+from tessera.bench.bare_rates import bare_consume, bare_copy, bare_produce, create_topic
+from tessera.bench.ingest_client import IngestClient, encode_batch
 from tessera.events.kafka import encode_envelope, ensure_topics, stream_key
 from tessera.events.migrate import migrate
 from tessera.infra.stack import StackInfo, free_port
 from tessera.schemas.api import limited_request_model
 from tessera.schemas.settings import Settings
-from tessera.services.bare_rates import bare_consume, bare_copy, bare_produce, create_topic
-from tessera.services.ingest_client import IngestClient, encode_batch
 from tessera.services.ingest_service import to_envelopes
 from tessera.services.subprocesses import TesseraProcess
 from tessera.services.tenant_admin import ensure_tenant_with_key
@@ -86,7 +86,7 @@ class IngestBenchResult:
 def workload(events: int, users: int, *, max_chars: int, seed: int = 0) -> list[dict[str, Any]]:
     """`events` API items: chitchat messages (exchanges and texts, with context) in
     corpus order, dealt round-robin to `users` synthetic users, each with its id."""
-    from tessera.workers.chitchat import load_speakers
+    from tessera.bench.chitchat import load_speakers
 
     messages = [
         m for s in load_speakers(min_messages=1, seed=seed, max_chars=max_chars) for m in s.messages

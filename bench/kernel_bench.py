@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .metadata import build_batch_meta
-from .ops import ResolvedBackend, add_lora
+from tessera.kernels.metadata import build_batch_meta
+from tessera.kernels.ops import ResolvedBackend, add_lora
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 

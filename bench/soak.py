@@ -2,7 +2,7 @@
 
 A stack of its own (PostgreSQL + broker under the state folder, never the caller's),
 `tessera serve` / `tessera worker ingest` / `tessera worker train` under supervisors
-that restart them, ingest and inference load at once (services.soak_load), and one
+that restart them, ingest and inference load at once (bench.soak_load), and one
 fault at a time, round robin, every `fault_every_s`: SIGKILL of the ingest worker, the
 trainer, the server; PostgreSQL killed and restarted; the broker killed and restarted.
 Recovery of a fault = seconds until both ingest (202) and inference (200) answer again.
@@ -26,9 +26,9 @@ from typing import Any
 import httpx
 import psycopg
 
+from tessera.bench.soak_load import LoadGenerator, LoadStats
+from tessera.bench.soak_losses import classify_losses, markers_in_topic, offset_ranges
 from tessera.infra.stack import LocalStack, StackError, free_port
-from tessera.services.soak_load import LoadGenerator, LoadStats
-from tessera.services.soak_losses import classify_losses, markers_in_topic, offset_ranges
 from tessera.services.supervisor import Supervisor
 
 # Slowest to recover last, so a short run still sees every kind.
@@ -290,9 +290,9 @@ def _revision_audit(database_url: str, adapters: Path) -> dict[str, int]:
 
 def run_soak(config: SoakConfig, root: Path, report: Callable[[str], None]) -> dict[str, Any]:
     """Run the soak in `root` (a fresh folder) and return the result document."""
+    from tessera.bench.tiny_model import build_tiny_model
     from tessera.events.migrate import migrate
     from tessera.events.tenants import create_tenant, issue_api_key
-    from tessera.workers.tiny_model import build_tiny_model
     from tessera.workers.train_worker import send_requests
     from tessera.workers.training_request import TrainingRequest
 

@@ -48,7 +48,7 @@ class BenchConfig:
 
 def speaker_events(users: int, events_per_user: int, *, seed: int = 0) -> list[list[StoredEvent]]:
     """`users` chitchat speakers' first `events_per_user` turns as stored events."""
-    from tessera.workers.chitchat import load_speakers
+    from tessera.bench.chitchat import load_speakers
 
     speakers = load_speakers(min_messages=events_per_user, limit=users, seed=seed,
                              max_context_turns=2, max_chars=2000)

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from tessera.bench.chitchat import Speaker, SpeakerMessage, load_speakers
 from tessera.events.store import StoredEvent
 from tessera.schemas.events import EventEnvelope, EventType
-from tessera.workers.chitchat import Speaker, SpeakerMessage, load_speakers
 from tessera.workers.dataset import Example, build_dataset
 
 # Fixed namespace: the same speaker, tenant and message index give the same event id, so a

@@ -36,9 +36,9 @@ def bench_ingest(
     Prints the result JSON as the last line and writes it to --out."""
     from tqdm import tqdm
 
+    from tessera.bench.ingest_bench import BenchConfig, run_bench
     from tessera.schemas.settings import get_settings
     from tessera.services.commands.infra import stack_info
-    from tessera.services.ingest_bench import BenchConfig, run_bench
 
     settings = get_settings()
     config = BenchConfig(

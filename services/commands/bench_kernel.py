@@ -43,7 +43,7 @@ def bench_kernel(
     import torch
     from tqdm import tqdm
 
-    from tessera.kernels.benchmark import default_shapes, time_shape
+    from tessera.bench.kernel_bench import default_shapes, time_shape
 
     if threads:
         torch.set_num_threads(threads)

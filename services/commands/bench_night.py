@@ -46,13 +46,13 @@ def bench_night(
     import torch
 
     from tessera.bench.night import NightBenchConfig, run_night_bench
+    from tessera.bench.train_bench import speaker_events
     from tessera.schemas.settings import get_settings
     from tessera.workers.base_model import BaseModelError, load_base_model, resolve_base_model
     from tessera.workers.dataset import build_dataset
     from tessera.workers.gate import GateConfig
     from tessera.workers.lora_config import PERSONAL_DEFAULTS, LoraTrainConfig
     from tessera.workers.regression_set import load_regression_set
-    from tessera.workers.train_bench import speaker_events
 
     if threads:
         torch.set_num_threads(threads)

@@ -22,7 +22,7 @@ from tessera.services.commands.bench_device import (
 if TYPE_CHECKING:
     from torch import nn
 
-    from tessera.services.inference.benchmark import ServeBenchConfig
+    from tessera.bench.serve_bench import ServeBenchConfig
     from tessera.services.inference.engine import InferenceEngine
     from tessera.services.inference.lora_layers import LoadedAdapter, LoraSlotTable
     from tessera.services.inference.revisions import Served
@@ -66,7 +66,7 @@ def bench_serve(
     import torch
     from tqdm import tqdm
 
-    from tessera.services.inference import benchmark as bm
+    from tessera.bench import serve_bench as bm
     from tessera.workers.base_model import load_base_model, resolve_base_model
 
     if threads:

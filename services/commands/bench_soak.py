@@ -37,8 +37,8 @@ def bench_soak(
     """Drive ingest and inference at once against `tessera serve`, `worker ingest` and
     `worker train` (restarted by supervisors) on a stack of its own, kill -9 one part at
     a time, then verify the log and the revisions. Last stdout line: the result JSON."""
+    from tessera.bench.soak import FAULT_KINDS, SoakConfig, run_soak
     from tessera.schemas.settings import get_settings
-    from tessera.services.soak import FAULT_KINDS, SoakConfig, run_soak
 
     kinds = tuple(k.strip() for k in faults.split(",") if k.strip())
     unknown = set(kinds) - set(FAULT_KINDS)

@@ -33,10 +33,10 @@ def bench_train(
     the last line printed is the JSON result (also written to --out)."""
     import torch
 
+    from tessera.bench.train_bench import BenchConfig, run_train_bench
     from tessera.schemas.settings import get_settings
     from tessera.workers.base_model import BaseModelError
     from tessera.workers.lora_config import LoraTrainConfig
-    from tessera.workers.train_bench import BenchConfig, run_train_bench
 
     if threads:
         torch.set_num_threads(threads)

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Final
 
 import typer
 
+from tessera.bench.demo_learning import step_side_by_side, step_train_days
 from tessera.services.cli_apps import app
-from tessera.services.demo_learning import step_side_by_side, step_train_days
 
 if TYPE_CHECKING:
     from tessera.services.subprocesses import TesseraProcess
@@ -117,9 +117,9 @@ def step_processes(run: DemoRun) -> None:
 def step_ingest(run: DemoRun) -> None:
     from tqdm import tqdm
 
+    from tessera.bench.chitchat import load_speakers
+    from tessera.bench.ingest_client import BatchResult, IngestClient
     from tessera.schemas.settings import get_settings
-    from tessera.services.ingest_client import BatchResult, IngestClient
-    from tessera.workers.chitchat import load_speakers
 
     settings = get_settings()
     speakers = load_speakers(

@@ -35,7 +35,7 @@ class HttpIngest:
         self._keys: dict[str, str] = {}
 
     def send(self, tenant_id: str, items: list[dict[str, Any]]) -> int:
-        from tessera.services.ingest_client import IngestClient
+        from tessera.bench.ingest_client import IngestClient
         from tessera.services.tenant_admin import ensure_tenant_with_key
 
         if tenant_id not in self._keys:

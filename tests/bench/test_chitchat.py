@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from tessera.bench.chitchat import load_speakers
 from tessera.schemas.api import limited_request_model
-from tessera.workers.chitchat import load_speakers
 
 
 def test_selection_is_deterministic_and_respects_minimum() -> None:

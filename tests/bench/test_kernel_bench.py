@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from typer.testing import CliRunner
 
-from tessera.kernels.benchmark import KernelShape, time_shape
+from tessera.bench.kernel_bench import KernelShape, time_shape
 from tessera.services.cli import app
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache
 
-from tessera.services.inference import benchmark as bm
-
-from .helpers import tiny_model
+from tessera.bench import serve_bench as bm
+from tests.services.inference.helpers import tiny_model
 
 
 def test_variants_agree_and_rates_are_positive() -> None:

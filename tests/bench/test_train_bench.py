@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tessera.bench.train_bench import STAGES, BenchConfig, run_train_bench, speaker_events
 from tessera.schemas.settings import Settings
 from tessera.workers.lora_config import LoraTrainConfig
-from tessera.workers.train_bench import STAGES, BenchConfig, run_train_bench, speaker_events
 
 
 def test_speaker_events_are_valid_stored_streams() -> None:

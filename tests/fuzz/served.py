@@ -35,7 +35,7 @@ ADMIN_KEY = "adm_" + uuid.uuid4().hex  # a fresh secret per session, grepped for
 TENANT_A, TENANT_B = "tenant-a", "tenant-b"
 B_USER = "bob"
 TARGETS = ["q_proj", "v_proj"]
-# The tiny model (workers/tiny_model.py defaults): hidden 64, 2 layers, 2 KV heads of 16.
+# The tiny model (bench/tiny_model.py defaults): hidden 64, 2 layers, 2 KV heads of 16.
 _HIDDEN, _KV_OUT, _LAYERS, _RANK = 64, 32, 2, 4
 
 
@@ -165,7 +165,7 @@ def settings_env(database_url: str, bootstrap: str, state_dir: Path, tiny: Path,
 @contextmanager
 def deployment(stack: StackInfo, root: Path) -> Iterator[Deployment]:
     """Start the processes (default log levels) and yield once both tenants' data exist."""
-    from tessera.workers.tiny_model import build_tiny_model
+    from tessera.bench.tiny_model import build_tiny_model
 
     tiny = build_tiny_model(root / "tiny")
     database_url = _fresh_database(stack)

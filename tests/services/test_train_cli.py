@@ -38,7 +38,7 @@ TENANT = "acme"
 
 @pytest.fixture(scope="module")
 def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tessera.workers.tiny_model import build_tiny_model
+    from tessera.bench.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
 

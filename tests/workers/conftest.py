@@ -22,7 +22,7 @@ from .event_specs import EventSpec
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tessera.workers.tiny_model import build_tiny_model
+    from tessera.bench.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
 

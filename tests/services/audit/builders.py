@@ -27,7 +27,7 @@ from tessera.schemas.revisions import (
 )
 from tessera.workers.adapter_store import AdapterBlobConfig, LocalAdapterStore, save_adapter_blob
 
-# The tiny test model (workers/tiny_model.py defaults): hidden 64, 4 heads, 2 KV heads.
+# The tiny test model (bench/tiny_model.py defaults): hidden 64, 4 heads, 2 KV heads.
 HIDDEN, KV_OUT, LAYERS, RANK = 64, 32, 2, 4
 TARGETS = ["q_proj", "v_proj"]
 

@@ -38,6 +38,7 @@ def engine(
 ) -> Iterator[InferenceEngine]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from tessera.bench.tiny_model import build_tiny_model
     from tessera.services.inference.build import build_engine
     from tessera.services.inference.component import projection_lookup
     from tessera.services.inference.request_log import PostgresRequestLog
@@ -45,7 +46,6 @@ def engine(
         KafkaRevisionFollower,
         RevisionFollower,
     )
-    from tessera.workers.tiny_model import build_tiny_model
 
     folder = build_tiny_model(tmp_path / "tiny")
     model = AutoModelForCausalLM.from_pretrained(folder)

@@ -19,6 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from openai.types.chat import ChatCompletionMessageParam
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from tessera.bench.tiny_model import build_tiny_model
 from tessera.schemas.proto_gen import tessera_pb2, tessera_pb2_grpc
 from tessera.services.grpc_inference import inference_grpc_service
 from tessera.services.grpc_server import start_grpc_server
@@ -26,7 +27,6 @@ from tessera.services.inference.build import build_engine
 from tessera.services.inference.engine import InferenceEngine
 from tessera.services.inference.revisions import BASE, Served
 from tessera.services.inference.tokens import HFTokenizer, as_hf_tokenizer
-from tessera.workers.tiny_model import build_tiny_model
 
 from .conftest import TARGETS, engine_settings
 from .helpers import DirStore, make_peft, save_blob

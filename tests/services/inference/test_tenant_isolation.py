@@ -21,6 +21,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from tessera.bench.tiny_model import build_tiny_model
 from tessera.schemas.proto_gen import tessera_pb2, tessera_pb2_grpc
 from tessera.services.grpc_inference import inference_grpc_service
 from tessera.services.grpc_server import start_grpc_server
@@ -30,7 +31,6 @@ from tessera.services.inference.requests import EngineError, GenerateRequest
 from tessera.services.inference.revisions import BASE, Served
 from tessera.services.inference.sampling import SamplingParams, choose_tokens
 from tessera.services.inference.tokens import HFTokenizer, as_hf_tokenizer
-from tessera.workers.tiny_model import build_tiny_model
 
 from .conftest import engine_settings
 from .helpers import DirStore

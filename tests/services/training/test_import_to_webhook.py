@@ -38,13 +38,13 @@ SECRET = "whsec-0123456789abcdef"
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
     import torch
 
+    from tessera.bench.tiny_model import build_tiny_model
     from tessera.workers.base_model import (
         BaseModelInfo,
         load_base_model,
         weight_files,
         weights_digest,
     )
-    from tessera.workers.tiny_model import build_tiny_model
 
     torch.set_num_threads(1)
     folder = build_tiny_model(tmp_path_factory.mktemp("tiny"))

@@ -48,7 +48,7 @@ class Env:
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tessera.workers.tiny_model import build_tiny_model
+    from tessera.bench.tiny_model import build_tiny_model
 
     folder: Path = build_tiny_model(tmp_path_factory.mktemp("tiny"))
     return folder

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from tessera.bench.chitchat import load_speakers
+from tessera.bench.demo_days import run_demo_days
 from tessera.events.postgres_store import PostgresEventStore
 from tessera.schemas.events import PRIOR_USER_ID
-from tessera.workers.chitchat import load_speakers
-from tessera.workers.demo_days import run_demo_days
 from tessera.workers.pipeline import RevisionPipeline
 from tessera.workers.scheduler import ScheduleConfig, TrainingScheduler
 from tessera.workers.scheduler_state import SchedulerState
