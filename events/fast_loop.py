@@ -5,7 +5,7 @@ before faust makes its loops. Measured with `tessera bench ingest`: uvloop and h
 together took the server from 0.153 to 0.129 ms of CPU per event.
 
 The ingest publisher's thread keeps asyncio's own loop: its retire-on-broken-connection
-path (services/kafka_publisher.py) was proven with that loop, and one CI run with uvloop
+path (events/kafka_publisher.py) was proven with that loop, and one CI run with uvloop
 there saw batches reported failed that the restarted broker had written (duplicates on
 the topic: harmless for the log, whose event ids are unique, but unexplained).
 """

@@ -65,9 +65,9 @@ class Component:
 def build_ingest(ctx: ServerContext) -> Component:
     """Ingest: a Kafka publisher behind `IngestService`, on HTTP and gRPC."""
     from tessera.events.kafka import ensure_topics
+    from tessera.events.kafka_publisher import KafkaPublisher
     from tessera.services.grpc_ingest import ingest_grpc_service
     from tessera.services.ingest_service import IngestConfig, IngestService
-    from tessera.services.kafka_publisher import KafkaPublisher
 
     ensure_topics(ctx.stack.kafka_bootstrap, ctx.settings)
     bootstrap, settings = ctx.stack.kafka_bootstrap, ctx.settings

@@ -32,6 +32,7 @@ from typing import Any, Final
 from pydantic import ValidationError
 
 from tessera.events.kafka import encode_envelope, stream_key
+from tessera.events.kafka_publisher import KafkaPublisher, PublishError
 from tessera.schemas.api import (
     ITEM_KINDS,
     LIMITS_CONTEXT_KEY,
@@ -45,7 +46,6 @@ from tessera.schemas.event_rules import NUL_ESCAPE, Refusal, refusal_of
 from tessera.schemas.events import EventEnvelope
 from tessera.schemas.settings import Settings
 from tessera.services.ingest_admission import Admission
-from tessera.services.kafka_publisher import KafkaPublisher, PublishError
 from tessera.services.quotas import TenantQuotas
 
 # Discriminated-union errors for a bad or missing "type" are located at the item itself.

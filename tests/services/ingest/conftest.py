@@ -11,12 +11,12 @@ from fastapi import FastAPI
 from kafka import KafkaConsumer
 
 from tessera.events.kafka import ensure_topics
+from tessera.events.kafka_publisher import KafkaPublisher
 from tessera.infra.stack import StackInfo
 from tessera.schemas.events import EventEnvelope
 from tessera.schemas.settings import Settings
 from tessera.services.auth import KeyAuthenticator
 from tessera.services.ingest_service import IngestConfig, IngestService
-from tessera.services.kafka_publisher import KafkaPublisher
 from tessera.services.routes import ingest as ingest_routes
 
 ADMIN_KEY = "test-admin-key"

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from tessera.events.kafka_publisher import KafkaPublisher
 from tessera.events.postgres_store import PostgresEventStore
 from tessera.infra.stack import StackInfo
 from tessera.schemas.events import EventEnvelope, EventType
@@ -24,7 +25,6 @@ from tessera.services.ingest_admission import (
     postgres_durable_ids,
 )
 from tessera.services.ingest_service import IngestConfig, IngestService
-from tessera.services.kafka_publisher import KafkaPublisher
 
 from .conftest import ingest_app, read_topic
 

@@ -19,6 +19,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tessera.events.kafka import ensure_topics
+from tessera.events.kafka_publisher import KafkaPublisher
 from tessera.infra.stack import Broker
 from tessera.schemas.proto_gen import tessera_pb2 as pb
 from tessera.schemas.proto_gen import tessera_pb2_grpc as pb_grpc
@@ -27,7 +28,6 @@ from tessera.services.auth import KeyAuthenticator
 from tessera.services.grpc_ingest import ingest_grpc_service
 from tessera.services.grpc_server import GrpcLimits, RunningGrpcServer, start_grpc_server
 from tessera.services.ingest_service import DeadlineExceeded, IngestConfig, IngestService
-from tessera.services.kafka_publisher import KafkaPublisher
 
 pytestmark = pytest.mark.integration
 

@@ -19,6 +19,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from tessera.events import tenants
 from tessera.events.kafka import ensure_topics
+from tessera.events.kafka_publisher import KafkaPublisher
 from tessera.infra.stack import StackInfo
 from tessera.schemas.proto_gen import tessera_pb2, tessera_pb2_grpc
 from tessera.schemas.settings import Settings
@@ -27,7 +28,6 @@ from tessera.services.grpc_ingest import ingest_grpc_service
 from tessera.services.grpc_server import start_grpc_server
 from tessera.services.http_app import create_app
 from tessera.services.ingest_service import IngestConfig, IngestService
-from tessera.services.kafka_publisher import KafkaPublisher
 from tessera.services.quotas import quotas_from_settings
 
 from .conftest import ADMIN_KEY

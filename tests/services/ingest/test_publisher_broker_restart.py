@@ -19,9 +19,9 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient
 
 from tessera.events.kafka import ensure_topics
+from tessera.events.kafka_publisher import KafkaPublisher, PublishError
 from tessera.infra.stack import Broker
 from tessera.schemas.settings import Settings
-from tessera.services.kafka_publisher import KafkaPublisher, PublishError
 
 TOPIC = "tessera.interactions"
 
