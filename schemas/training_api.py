@@ -40,5 +40,7 @@ class Requested(BaseModel):
     tenant_id: str
     user_id: str
     up_to_position: int
-    revision_id: str | None  # known ahead for imports
+    # The id the candidate gets (ids are derived, so known ahead); a request that finds
+    # nothing new to learn is skipped and no revision of this id appears.
+    revision_id: str | None
     follow: str  # where the revision will be listed

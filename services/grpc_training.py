@@ -80,7 +80,8 @@ class TrainingServicer(tessera_pb2_grpc.TrainingServicer):
             got = request_revision(self._api, caller, request.tenant_id, request.user_id)
             return tessera_pb2.RevisionRequested(
                 tenant_id=got.tenant_id, user_id=got.user_id,
-                up_to_position=got.up_to_position, json=got.model_dump_json())
+                up_to_position=got.up_to_position, revision_id=got.revision_id or "",
+                json=got.model_dump_json())
 
         return self._guarded(context, run, request)
 

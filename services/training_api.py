@@ -31,6 +31,7 @@ from tessera.services.audit.access import Caller, require_tenant, resolve_caller
 from tessera.services.auth import KeyAuthenticator, Unauthenticated, key_from_headers
 from tessera.workers.adapter_store import AdapterStore
 from tessera.workers.peft_format import ImportTarget
+from tessera.workers.revision_events import revision_id_for
 from tessera.workers.training_request import TrainingRequest
 
 
@@ -147,7 +148,8 @@ def request_revision(api: TrainingApi, caller: Caller, tenant_id: str,
     api.publish(TrainingRequest(tenant_id=tenant_id, user_id=user_id, up_to_position=position,
                                 trigger="manual"))
     return Requested(tenant_id=tenant_id, user_id=user_id, up_to_position=position,
-                     revision_id=None, follow=follow_path(tenant_id, user_id))
+                     revision_id=revision_id_for(tenant_id, user_id, position),
+                     follow=follow_path(tenant_id, user_id))
 
 
 def revision_list(api: TrainingApi, caller: Caller, tenant_id: str,

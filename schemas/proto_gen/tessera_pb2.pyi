@@ -372,13 +372,15 @@ class TrainingRevisionList(_message.Message):
     def __init__(self, tenant_id: _Optional[str] = ..., user_id: _Optional[str] = ..., served_revision_id: _Optional[str] = ..., revisions: _Optional[_Iterable[_Union[TrainingRevision, _Mapping]]] = ..., json: _Optional[str] = ...) -> None: ...
 
 class RevisionRequested(_message.Message):
-    __slots__ = ("tenant_id", "user_id", "up_to_position", "json")
+    __slots__ = ("tenant_id", "user_id", "up_to_position", "json", "revision_id")
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     UP_TO_POSITION_FIELD_NUMBER: _ClassVar[int]
     JSON_FIELD_NUMBER: _ClassVar[int]
+    REVISION_ID_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
     user_id: str
     up_to_position: int
     json: str
-    def __init__(self, tenant_id: _Optional[str] = ..., user_id: _Optional[str] = ..., up_to_position: _Optional[int] = ..., json: _Optional[str] = ...) -> None: ...
+    revision_id: str
+    def __init__(self, tenant_id: _Optional[str] = ..., user_id: _Optional[str] = ..., up_to_position: _Optional[int] = ..., json: _Optional[str] = ..., revision_id: _Optional[str] = ...) -> None: ...

@@ -17,6 +17,7 @@ from tessera.services.grpc_training import training_grpc_service
 from tessera.services.training_api import TrainingApi
 from tessera.workers.adapter_store import LocalAdapterStore
 from tessera.workers.peft_format import ImportTarget
+from tessera.workers.revision_events import revision_id_for
 from tessera.workers.training_request import TrainingRequest
 
 from .events import evaluated, exchange, promoted, rejected, trained
@@ -72,6 +73,9 @@ def test_request_list_and_read(
     alice = tessera_pb2.AdminUserRef(tenant_id="acme", user_id="alice")
     got = client.RequestRevision(alice, metadata=_md("acme-key"))
     assert got.up_to_position == 4
+    # the id the trainer will give the candidate, so a client can poll GetRevision for it
+    assert got.revision_id == revision_id_for("acme", "alice", 4)
+    assert json.loads(got.json)["revision_id"] == got.revision_id
     assert [(r.user_id, r.up_to_position, r.trigger) for r in published] == [
         ("alice", 4, "manual")]
     listed = client.ListRevisions(alice, metadata=_md(ADMIN))
