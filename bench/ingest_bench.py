@@ -39,7 +39,7 @@ from tessera.events.migrate import migrate
 from tessera.infra.stack import StackInfo, free_port
 from tessera.schemas.api import limited_request_model
 from tessera.schemas.settings import Settings
-from tessera.services.ingest_service import to_envelopes
+from tessera.services.ingest.service import to_envelopes
 from tessera.services.subprocesses import TesseraProcess
 from tessera.services.tenant_admin import ensure_tenant_with_key
 

@@ -1,7 +1,7 @@
 """The rules an interaction envelope must pass to enter the log, shared by both ends.
 
 The stream worker (`events/stream_validate.py`) applies them to every record it reads;
-the ingest API (`services/ingest_service.py`) applies them to every envelope it is about
+the ingest API (`services/ingest/service.py`) applies them to every envelope it is about
 to publish, on the very bytes it publishes. So whatever the worker would refuse, the API
 has refused first with a `422` saying why, instead of answering `202` and leaving the
 event to die in `rejected_inputs` where the client never looks.

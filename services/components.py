@@ -19,16 +19,12 @@ import importlib.util
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 
-from tessera.infra.stack import StackInfo
 from tessera.schemas.settings import Settings
 from tessera.services.auth import KeyAuthenticator
 from tessera.services.grpc_server import GrpcService
 from tessera.services.quotas import TenantQuotas
-
-if TYPE_CHECKING:
-    from tessera.services.ingest_admission import Admission
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +40,31 @@ class ComponentError(RuntimeError):
     """A component asked for could not be built."""
 
 
+class Backends(Protocol):
+    """Where this process's PostgreSQL and Kafka are. The server does not care who
+    started them, so it names only the two addresses: the dev launcher's `StackInfo`
+    fits, and so does `BackendAddresses` (the production path never imports the
+    launcher)."""
+
+    @property
+    def database_url(self) -> str: ...
+
+    @property
+    def kafka_bootstrap(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BackendAddresses:
+    database_url: str
+    kafka_bootstrap: str
+
+
 @dataclass(frozen=True, slots=True)
 class ServerContext:
     """Everything a component may need to build itself."""
 
     settings: Settings
-    stack: StackInfo
+    stack: Backends  # named for what it held first; any source of the two addresses
     auth: KeyAuthenticator
     quotas: TenantQuotas | None = None  # per-tenant limits; None: none enforced
 
@@ -60,50 +75,6 @@ class Component:
     http_state: dict[str, object] = field(default_factory=dict)
     grpc_services: list[GrpcService] = field(default_factory=list)
     close: Callable[[], None] = lambda: None
-
-
-def build_ingest(ctx: ServerContext) -> Component:
-    """Ingest: a Kafka publisher behind `IngestService`, on HTTP and gRPC."""
-    from tessera.events.kafka import ensure_topics
-    from tessera.events.kafka_publisher import KafkaPublisher
-    from tessera.services.grpc_ingest import ingest_grpc_service
-    from tessera.services.ingest_service import IngestConfig, IngestService
-
-    ensure_topics(ctx.stack.kafka_bootstrap, ctx.settings)
-    bootstrap, settings = ctx.stack.kafka_bootstrap, ctx.settings
-    publisher = KafkaPublisher(
-        bootstrap,
-        client_id="tessera-ingest",
-        create_topics=lambda: ensure_topics(bootstrap, settings, timeout_s=10.0),
-    )
-    service = IngestService(
-        publisher=publisher,
-        config=IngestConfig.from_settings(ctx.settings),
-        admission=_admission(ctx),
-        quotas=ctx.quotas,
-    )
-    return Component(
-        name="ingest",
-        http_state={"ingest": service},
-        grpc_services=[ingest_grpc_service(service=service, auth=ctx.auth)],
-        close=service.close,
-    )
-
-
-def _admission(ctx: ServerContext) -> Admission | None:
-    """Admission control when `ingest_max_lag_s` is set (off by default)."""
-    from tessera.services.ingest_admission import (
-        Admission,
-        AdmissionConfig,
-        postgres_durable_ids,
-    )
-
-    if ctx.settings.ingest_max_lag_s <= 0:
-        return None
-    config = AdmissionConfig(
-        max_lag_s=ctx.settings.ingest_max_lag_s, max_wait_s=ctx.settings.ingest_max_wait_s
-    )
-    return Admission(config, postgres_durable_ids(ctx.stack.database_url)).start()
 
 
 def available_optional() -> list[str]:

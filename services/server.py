@@ -20,19 +20,20 @@ from typing import Final
 import uvicorn
 from fastapi import FastAPI
 
-from tessera.infra.stack import StackInfo
 from tessera.schemas.settings import DEV_ADMIN_KEY, Settings, get_settings
 from tessera.services.auth import authenticator_from_database
 from tessera.services.components import (
+    BackendAddresses,
+    Backends,
     Component,
     ServerContext,
     available_optional,
-    build_ingest,
     build_optional,
 )
 from tessera.services.grpc_auth_gate import KeyGateInterceptor
 from tessera.services.grpc_server import GrpcLimits, RunningGrpcServer, start_grpc_server
 from tessera.services.http_app import create_app
+from tessera.services.ingest.component import build_ingest
 from tessera.services.quotas import quotas_from_settings
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ class ServeOptions:
     without: frozenset[str] = field(default_factory=frozenset)
 
 
-def server_context(settings: Settings, stack: StackInfo) -> ServerContext:
+def server_context(settings: Settings, stack: Backends) -> ServerContext:
     auth = authenticator_from_database(
         stack.database_url,
         admin_key=settings.admin_key.get_secret_value(),
@@ -129,7 +130,7 @@ def http_worker_app() -> FastAPI:
     settings = get_settings()
     if settings.database_url is None or settings.kafka_bootstrap is None:
         raise RuntimeError("http_worker_app needs TESSERA_DATABASE_URL and TESSERA_KAFKA_BOOTSTRAP")
-    stack = StackInfo(settings.database_url, settings.kafka_bootstrap, None, None)
+    stack = BackendAddresses(settings.database_url, settings.kafka_bootstrap)
     ctx = server_context(settings, stack)
     without = frozenset(filter(None, os.environ.get(_WITHOUT_ENV, "").split(",")))
     components = build_components(ctx, without=without)
@@ -137,7 +138,7 @@ def http_worker_app() -> FastAPI:
     return http_app_for(ctx, components)
 
 
-def run_server(settings: Settings, stack: StackInfo, options: ServeOptions) -> None:
+def run_server(settings: Settings, stack: Backends, options: ServeOptions) -> None:
     """Serve until SIGINT/SIGTERM: gRPC in background threads, HTTP in this thread.
     `UnsafeBind` (before anything starts) for a non-loopback host with the default key."""
     check_admin_key_for_host(settings, options.host)

@@ -17,7 +17,7 @@ from tessera.events.kafka import encode_envelope
 from tessera.events.store import check_storable
 from tessera.events.stream_validate import validate_record
 from tessera.schemas.events import EventEnvelope
-from tessera.services.ingest_service import IngestConfig, IngestService, InvalidBatch
+from tessera.services.ingest.service import IngestConfig, IngestService, InvalidBatch
 
 MAX_TEXT_CHARS = 40  # near a uuid's 36 characters: every string in `data` is limited
 MAX_RECORD_BYTES = 4096

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from tessera.events.stream_validate import Invalid, validate_record, validate_record_slowly
 from tessera.schemas.events import EventEnvelope
-from tessera.services.ingest_service import IngestConfig, IngestService, InvalidBatch
+from tessera.services.ingest.service import IngestConfig, IngestService, InvalidBatch
 
 FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow])

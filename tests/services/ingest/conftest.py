@@ -16,7 +16,7 @@ from tessera.infra.stack import StackInfo
 from tessera.schemas.events import EventEnvelope
 from tessera.schemas.settings import Settings
 from tessera.services.auth import KeyAuthenticator
-from tessera.services.ingest_service import IngestConfig, IngestService
+from tessera.services.ingest.service import IngestConfig, IngestService
 from tessera.services.routes import ingest as ingest_routes
 
 ADMIN_KEY = "test-admin-key"

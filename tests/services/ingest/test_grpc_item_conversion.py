@@ -8,8 +8,8 @@ import pytest
 
 from tessera.schemas.proto_gen import tessera_pb2 as pb
 from tessera.schemas.settings import Settings
-from tessera.services.grpc_ingest import item_to_dict
-from tessera.services.ingest_service import IngestConfig, IngestService, InvalidBatch
+from tessera.services.ingest.grpc_service import item_to_dict
+from tessera.services.ingest.service import IngestConfig, IngestService, InvalidBatch
 
 
 class _NeverPublish:

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from tessera.infra.stack import StackInfo
 from tessera.schemas.settings import Settings
 from tessera.services.auth import authenticator_from_database
-from tessera.services.ingest_service import IngestService
+from tessera.services.ingest.service import IngestService
 from tessera.services.subprocesses import TesseraProcess
 from tessera.services.tenant_admin import ensure_tenant_with_key
 

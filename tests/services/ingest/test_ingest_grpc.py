@@ -19,9 +19,9 @@ from tessera.schemas.proto_gen import tessera_pb2 as pb
 from tessera.schemas.proto_gen import tessera_pb2_grpc as pb_grpc
 from tessera.schemas.settings import Settings
 from tessera.services.auth import KeyAuthenticator
-from tessera.services.grpc_ingest import ERRORS_METADATA_KEY, ingest_grpc_service
 from tessera.services.grpc_server import start_grpc_server
-from tessera.services.ingest_service import IngestService
+from tessera.services.ingest.grpc_service import ERRORS_METADATA_KEY, ingest_grpc_service
+from tessera.services.ingest.service import IngestService
 
 from .conftest import read_topic
 

@@ -25,9 +25,9 @@ from tessera.schemas.proto_gen import tessera_pb2 as pb
 from tessera.schemas.proto_gen import tessera_pb2_grpc as pb_grpc
 from tessera.schemas.settings import Settings
 from tessera.services.auth import KeyAuthenticator
-from tessera.services.grpc_ingest import ingest_grpc_service
 from tessera.services.grpc_server import GrpcLimits, RunningGrpcServer, start_grpc_server
-from tessera.services.ingest_service import DeadlineExceeded, IngestConfig, IngestService
+from tessera.services.ingest.grpc_service import ingest_grpc_service
+from tessera.services.ingest.service import DeadlineExceeded, IngestConfig, IngestService
 
 pytestmark = pytest.mark.integration
 

@@ -14,9 +14,9 @@ import pytest
 from tessera.events import tenants
 from tessera.services.auth import KeyAuthenticator, authenticator_from_database
 from tessera.services.grpc_auth_gate import KeyGateInterceptor
-from tessera.services.grpc_ingest import ingest_grpc_service
 from tessera.services.grpc_server import start_grpc_server
-from tessera.services.ingest_service import IngestService
+from tessera.services.ingest.grpc_service import ingest_grpc_service
+from tessera.services.ingest.service import IngestService
 
 from .conftest import ADMIN_KEY
 

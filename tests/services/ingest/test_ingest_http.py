@@ -17,7 +17,7 @@ from tessera.infra.stack import StackInfo
 from tessera.schemas.events import EventType
 from tessera.schemas.settings import Settings
 from tessera.services.auth import KeyAuthenticator
-from tessera.services.ingest_service import IngestService
+from tessera.services.ingest.service import IngestService
 
 from .conftest import ingest_app, read_topic
 

@@ -24,10 +24,10 @@ from tessera.infra.stack import StackInfo
 from tessera.schemas.proto_gen import tessera_pb2, tessera_pb2_grpc
 from tessera.schemas.settings import Settings
 from tessera.services.auth import KeyAuthenticator, authenticator_from_database
-from tessera.services.grpc_ingest import ingest_grpc_service
 from tessera.services.grpc_server import start_grpc_server
 from tessera.services.http_app import create_app
-from tessera.services.ingest_service import IngestConfig, IngestService
+from tessera.services.ingest.grpc_service import ingest_grpc_service
+from tessera.services.ingest.service import IngestConfig, IngestService
 from tessera.services.quotas import quotas_from_settings
 
 from .conftest import ADMIN_KEY
