@@ -24,7 +24,7 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
-from tessera.events.store import EventStoreError, StoredEvent
+from tessera.events.records import EventStoreError, StoredEvent
 from tessera.schemas.events import INTERACTION_TYPES, PRIOR_USER_ID, RevisionState
 from tessera.schemas.revisions import (
     REVISION_PAYLOADS,
