@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any, Final
 import typer
 
 if TYPE_CHECKING:
+    from tessera.bench.demo_run import DemoRun
     from tessera.schemas.events import EventEnvelope
-    from tessera.services.commands.demo import DemoRun
 
 # A tenant with no revisions at all: its users are served the bare base model.
 BASE_TENANT: Final = "demo-base"
