@@ -25,12 +25,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import Counter, Gauge
+
+from tessera.events.log_reads import EventKey, PostgresLogReads
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +51,10 @@ RATE_WINDOW_S = 3.0
 CHECK_BATCHES = 32
 
 
-# An event as the log identifies it: ids are unique per tenant, not across tenants, so an
-# id alone could find another tenant's event and call a batch durable that is not.
-EventKey = tuple[str, uuid.UUID]
+# `EventKey` (tenant, event id), from events/log_reads.py: ids are unique per tenant, not
+# across tenants, so an id alone could find another tenant's event and call a batch
+# durable that is not.
+__all__ = ["Admission", "AdmissionConfig", "EventKey", "LogBehind", "postgres_durable_ids"]
 
 
 class LogBehind(RuntimeError):
@@ -246,31 +248,4 @@ class Admission:
 def postgres_durable_ids(database_url: str) -> Callable[[Sequence[EventKey]], set[EventKey]]:
     """A `find_durable` over the event log, on one connection of its own (re-opened after
     an error; the poller logs and retries)."""
-    import psycopg
-
-    holder: list[psycopg.Connection] = []
-
-    def find(keys: Sequence[EventKey]) -> set[EventKey]:
-        if not holder or holder[0].closed:
-            holder[:] = [psycopg.connect(database_url, autocommit=True, connect_timeout=5)]
-        try:
-            rows = (
-                holder[0]
-                .execute(
-                    # Every (tenant, id) pair of the markers' tenants and ids, which the
-                    # UNIQUE (tenant_id, event_id) index answers; kept only if asked for.
-                    "SELECT tenant_id, event_id FROM events "
-                    "WHERE tenant_id = ANY(%s::text[]) AND event_id = ANY(%s::uuid[])",
-                    (
-                        sorted({tenant for tenant, _ in keys}),
-                        "{" + ",".join(str(eid) for _, eid in keys) + "}",
-                    ),
-                )
-                .fetchall()
-            )
-        except psycopg.Error:
-            holder[0].close()
-            raise
-        return {(row[0], row[1]) for row in rows} & set(keys)
-
-    return find
+    return PostgresLogReads(database_url).present

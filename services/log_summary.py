@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from tessera.events.db import connect, translated
+from tessera.events.log_reads import PostgresLogReads
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,21 +36,14 @@ class LogSummary:
 
 
 def count_events(database_url: str, *, tenant_id: str) -> int:
-    with translated("count events"), connect(database_url) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM events WHERE tenant_id = %s", (tenant_id,)
-        ).fetchone()
-    return int(row[0]) if row else 0
+    with PostgresLogReads(database_url) as reads:
+        return reads.count_events(tenant_id)
 
 
 def count_present(database_url: str, event_ids: Sequence[uuid.UUID], *, tenant_id: str) -> int:
     """How many of `event_ids` the tenant has in the log (ids are unique per tenant)."""
-    with translated("count events by id"), connect(database_url) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM events WHERE tenant_id = %s AND event_id = ANY(%s)",
-            (tenant_id, list(event_ids)),
-        ).fetchone()
-    return int(row[0]) if row else 0
+    with PostgresLogReads(database_url) as reads:
+        return len(reads.present([(tenant_id, eid) for eid in set(event_ids)]))
 
 
 def wait_until_committed(
@@ -82,27 +75,14 @@ def wait_until_committed(
 
 
 def summarise(database_url: str, *, tenant_id: str) -> LogSummary:
-    with translated("summarise the event log"), connect(database_url) as conn:
-        by_type: dict[str, int] = dict(
-            conn.execute(
-                "SELECT event_type, count(*) FROM events WHERE tenant_id = %s GROUP BY event_type",
-                (tenant_id,),
-            ).fetchall()
-        )
-        row = conn.execute(
-            "SELECT count(DISTINCT user_id), min(position), max(position),"
-            " coalesce(max(stream_version), 0) FROM events WHERE tenant_id = %s",
-            (tenant_id,),
-        ).fetchone()
-        rejected = conn.execute("SELECT count(*) FROM rejected_inputs").fetchone()
-    if row is None or rejected is None:  # aggregates always return a row
-        raise RuntimeError("PostgreSQL returned no row for an aggregate query")
+    with PostgresLogReads(database_url) as reads:
+        counts = reads.tenant_counts(tenant_id)
     return LogSummary(
         tenant_id=tenant_id,
-        events_by_type={str(k): int(v) for k, v in by_type.items()},
-        users=int(row[0]),
-        first_position=row[1],
-        last_position=row[2],
-        longest_stream=int(row[3]),
-        rejected_inputs=int(rejected[0]),
+        events_by_type=counts.events_by_type,
+        users=counts.users,
+        first_position=counts.first_position,
+        last_position=counts.last_position,
+        longest_stream=counts.longest_stream,
+        rejected_inputs=counts.rejected_inputs,
     )
