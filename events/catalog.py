@@ -249,8 +249,58 @@ def served_revision(
 
     personal = head(user_id) if user_id != PRIOR_USER_ID else None
     if personal is not None:
-        return ServedRevision(personal.revision_id, personal.adapter_digest, "personal")
-    prior = head(PRIOR_USER_ID)
-    if prior is not None:
-        return ServedRevision(prior.revision_id, prior.adapter_digest, "prior")
+        return served_from(user_id, personal, None)
+    return served_from(user_id, None, head(PRIOR_USER_ID))
+
+
+def served_from(user_id: str, head: HeadRow | None, prior_head: HeadRow | None) -> ServedRevision:
+    """`served_revision`'s rule, given the stream's head and its tenant prior's head."""
+    if head is not None and user_id != PRIOR_USER_ID:
+        return ServedRevision(head.revision_id, head.adapter_digest, "personal")
+    if prior_head is not None:
+        return ServedRevision(prior_head.revision_id, prior_head.adapter_digest, "prior")
     return ServedRevision(None, None, "base")
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRows:
+    """A stream's projection rows, and what its user is served."""
+
+    user: UserRow | None
+    revisions: list[RevisionRow]  # in training order
+    head: HeadRow | None
+    served: ServedRevision
+
+
+_STREAM_AND_PRIOR_HEADS: Final = sql.SQL("tenant_id = %s AND user_id IN (%s, %s)")
+
+
+def start_stream_reads(
+    conn: AnyConnection, tenant_id: str, user_id: str
+) -> Callable[[], StreamRows]:
+    """Send the queries for a stream's user row, revisions, head and tenant prior's head
+    and return a function that collects them: in pipeline mode the three queries share
+    one round trip with the caller's other reads (see start_load_for_append)."""
+    key = (tenant_id, user_id)
+    users = conn.cursor(row_factory=class_row(UserRow))
+    users.execute(_select(UserRow, _BY_STREAM, "tenant_id"), key)
+    revisions = conn.cursor(row_factory=class_row(RevisionRow))
+    revisions.execute(_select(RevisionRow, _BY_STREAM, "trained_position"), key)
+    heads = conn.cursor(row_factory=class_row(HeadRow))
+    heads.execute(
+        _select(HeadRow, _STREAM_AND_PRIOR_HEADS, "user_id"), (*key, PRIOR_USER_ID)
+    )
+
+    def collect() -> StreamRows:
+        with users, revisions, heads:
+            user = users.fetchone()
+            by_user = {h.user_id: h for h in heads.fetchall()}
+            head = by_user.get(user_id)
+            return StreamRows(
+                user=user,
+                revisions=revisions.fetchall(),
+                head=head,
+                served=served_from(user_id, head, by_user.get(PRIOR_USER_ID)),
+            )
+
+    return collect
