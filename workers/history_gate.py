@@ -12,16 +12,16 @@ so they stay a fair test of the user as they were.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from tessera.events.projections import RevisionRow
 from tessera.schemas.events import INTERACTION_TYPES
 from tessera.workers.dataset import Example, build_dataset
+from tessera.workers.evaluator import mean_target_nll
 from tessera.workers.gate import GateDecision
-
-if TYPE_CHECKING:
-    from tessera.workers.pipeline import Engine, RevisionLog
+from tessera.workers.revision_types import Engine, RevisionLog
 
 _INTERACTIONS = sorted(str(t) for t in INTERACTION_TYPES)
 
@@ -34,19 +34,26 @@ class HistoryCheck:
 
 
 def history_examples(
-    store: RevisionLog, tenant_id: str, user_id: str, *, before: int, limit: int
+    store: RevisionLog, tenant_id: str, user_id: str, *, before: int, limit: int,
+    revisions: Sequence[RevisionRow] | None = None, forgotten_after: int | None = None,
 ) -> tuple[Example, ...]:
     """The user's examples that earlier personal revisions held out, at positions <=
-    `before`, the most recent `limit` of them. Forgotten content is never read."""
+    `before`, the most recent `limit` of them. Forgotten content is never read.
+    `revisions` (the user's) and `forgotten_after` (their last forget position), when the
+    caller has read them already, are not read again."""
+    if revisions is None:
+        revisions = store.list_revisions(tenant_id, user_id)
     positions: set[int] = set()
-    for row in store.list_revisions(tenant_id, user_id):
+    for row in revisions:
         if row.kind == "personal" and row.state != "forgotten":
             held = row.provenance.get("heldout_positions", [])
             positions.update(int(p) for p in held if int(p) <= before)
     if not positions or limit <= 0:
         return ()
     chosen = sorted(positions)[-limit:]
-    after = max(chosen[0] - 1, store.last_forgotten_position(tenant_id, user_id))
+    if forgotten_after is None:
+        forgotten_after = store.last_forgotten_position(tenant_id, user_id)
+    after = max(chosen[0] - 1, forgotten_after)
     events = store.read(after=after, upto=chosen[-1], tenant_id=tenant_id, user_id=user_id,
                         event_types=_INTERACTIONS)
     split = build_dataset(events, holdout_k=0, from_position=after, to_position=chosen[-1])
@@ -65,8 +72,6 @@ def history_check(
     """Candidate and baseline NLL on `history` (None when there is no history)."""
     if not history:
         return None
-    from tessera.workers.evaluator import mean_target_nll
-
     def nll(adapter: Path | None) -> float:
         value: float = mean_target_nll(engine.model, engine.tokenizer, history,
                                        adapter=adapter, max_length=max_length)

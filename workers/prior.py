@@ -33,22 +33,23 @@ import json
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from tessera.schemas.events import INTERACTION_TYPES, PRIOR_USER_ID, EventType
+from tessera.events.projections import RevisionRow, UserRow
+from tessera.schemas.events import PRIOR_USER_ID, EventType
 from tessera.workers import metrics
 from tessera.workers.dataset import Example, build_dataset
 from tessera.workers.revision_events import revision_id_for
+from tessera.workers.revision_plan import decided_covering, head_row
+from tessera.workers.revision_types import (
+    INTERACTIONS,
+    PipelineConfig,
+    RevisionLog,
+    RevisionOutcome,
+    RevisionPlan,
+    skipped,
+)
 from tessera.workers.training_request import TrainingRequest
-
-if TYPE_CHECKING:
-    from tessera.events.projections import RevisionRow
-    from tessera.workers.pipeline import (
-        RevisionLog,
-        RevisionOutcome,
-        RevisionPipeline,
-        RevisionPlan,
-    )
 
 
 @dataclass(frozen=True)
@@ -82,10 +83,7 @@ def sample_prior_dataset(
     heads' held-out examples). `personal_holdout` False rebuilds priors recorded before
     every user's last examples were left out (only evaluators held out then)."""
     if users is None:
-        users = sorted(
-            row.user_id for row in store.list_users(tenant_id)
-            if row.user_id != PRIOR_USER_ID and row.interactions > 0
-        )
+        users = sampled_users(store.list_users(tenant_id))
     users = sorted(users)
     per_user_cap = min(max_per_user, max(1, max_events // max(1, len(users))))
     evaluators = set(sorted(users, key=_rank)[:eval_users])
@@ -100,7 +98,7 @@ def sample_prior_dataset(
         if after:
             forgotten_after[user_id] = after
         events = store.read(after=after, upto=up_to_position, tenant_id=tenant_id,
-                            user_id=user_id, event_types=_interactions())
+                            user_id=user_id, event_types=INTERACTIONS)
         split = build_dataset(events, holdout_k=0, from_position=after, to_position=up_to_position)
         if personal_holdout:
             reserved, kept = _reserve_last(split.train, holdout_k)
@@ -151,13 +149,22 @@ def _reserve_last(
     return list(examples[len(examples) - k:]), list(examples[: len(examples) - k])
 
 
-def heads_heldout_positions(pipeline: RevisionPipeline, tenant_id: str) -> dict[str, list[int]]:
-    """Per user of `tenant_id`, the held-out positions its personal head was judged on."""
+def sampled_users(users: Sequence[UserRow]) -> list[str]:
+    """The users a prior samples: every user of the tenant with interactions."""
+    return sorted(row.user_id for row in users
+                  if row.user_id != PRIOR_USER_ID and row.interactions > 0)
+
+
+def heads_heldout_positions(
+    store: RevisionLog, tenant_id: str, users: Sequence[UserRow] | None = None
+) -> dict[str, list[int]]:
+    """Per user of `tenant_id` (`users`, when read already), the held-out positions its
+    personal head was judged on."""
     out: dict[str, list[int]] = {}
-    for user in pipeline.store.list_users(tenant_id):
+    for user in store.list_users(tenant_id) if users is None else users:
         if user.user_id == PRIOR_USER_ID:
             continue
-        head = pipeline.head_row(tenant_id, user.user_id)
+        head = head_row(store, tenant_id, user.user_id)
         if head is not None and head.kind == "personal":
             positions = [int(p) for p in head.provenance.get("heldout_positions", [])]
             if positions:
@@ -166,37 +173,40 @@ def heads_heldout_positions(pipeline: RevisionPipeline, tenant_id: str) -> dict[
 
 
 def plan_prior(
-    pipeline: RevisionPipeline, request: TrainingRequest
+    store: RevisionLog, config: PipelineConfig, request: TrainingRequest
 ) -> RevisionPlan | RevisionOutcome:
-    """The plan for a new prior of `request.tenant_id` up to `request.up_to_position`."""
-    from tessera.workers.pipeline import RevisionPlan, skipped
-
-    done = pipeline.already_decided(request)
+    """The plan for a new prior of `request.tenant_id` up to `request.up_to_position`.
+    Store reads: the prior stream's revisions and the tenant's users once each (shared
+    by the checks that need them), then 2 per user for the sample and 2 per user for
+    the heads' held-out positions, the prior's head and the forgets since it."""
+    t = request.tenant_id
+    priors = store.list_revisions(t, PRIOR_USER_ID)
+    done = decided_covering(priors, request.up_to_position)
     if done is not None:
         return skipped(request, f"prior {done.revision_id} ({done.state}) covers position "
                                 f"{request.up_to_position} already", done.revision_id)
     started = time.perf_counter()
-    cfg = pipeline.config
+    users = store.list_users(t)
     sample = sample_prior_dataset(
-        pipeline.store, request.tenant_id, request.up_to_position,
-        max_per_user=cfg.prior_max_events_per_user, max_events=cfg.prior_max_events,
-        eval_users=cfg.prior_eval_users, holdout_k=cfg.holdout_k,
-        exclude_positions=heads_heldout_positions(pipeline, request.tenant_id),
+        store, t, request.up_to_position, users=sampled_users(users),
+        max_per_user=config.prior_max_events_per_user, max_events=config.prior_max_events,
+        eval_users=config.prior_eval_users, holdout_k=config.holdout_k,
+        exclude_positions=heads_heldout_positions(store, t, users),
     )
-    if len(sample.train) < cfg.min_train_examples:
+    if len(sample.train) < config.min_train_examples:
         return skipped(request, f"{len(sample.train)} training examples for the prior "
-                                f"< {cfg.min_train_examples}")
+                                f"< {config.min_train_examples}")
     if not sample.heldout:
         return skipped(request, "no user has enough examples to hold some out for the gate")
     dataset_s = time.perf_counter() - started
     metrics.record_stage("dataset", dataset_s)
-    current = pipeline.head_row(request.tenant_id, PRIOR_USER_ID)
+    current = head_row(store, t, PRIOR_USER_ID, priors)
     # A prior that learned from a user forgotten since is no bar to clear: its
     # replacement must beat the base, or the forgotten data would stay served.
-    baseline = None if current is not None and forgotten_since(pipeline.store, current) else current
+    baseline = None if current is not None and forgotten_since(store, current) else current
     return RevisionPlan(
-        tenant_id=request.tenant_id, user_id=PRIOR_USER_ID, kind="prior",
-        revision_id=revision_id_for(request.tenant_id, PRIOR_USER_ID, request.up_to_position),
+        tenant_id=t, user_id=PRIOR_USER_ID, kind="prior",
+        revision_id=revision_id_for(t, PRIOR_USER_ID, request.up_to_position),
         up_to_position=request.up_to_position, trigger=request.trigger,
         parent=None, baseline=baseline, dataset_from=1, dataset_to=request.up_to_position,
         dataset_digest=sample.digest, train=sample.train, heldout=sample.heldout,
@@ -212,6 +222,3 @@ def forgotten_since(store: RevisionLog, prior: RevisionRow) -> bool:
     return any(prior.revision_id in ev.envelope.data.get("retrain_prior_revision_ids", [])
                for ev in tombstones)
 
-
-def _interactions() -> list[str]:
-    return sorted(str(t) for t in INTERACTION_TYPES)

@@ -26,7 +26,6 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from tessera.events.projections import ProjectionError, RevisionRow
 from tessera.schemas.events import INTERACTION_TYPES, PRIOR_USER_ID, EventEnvelope, EventType
@@ -36,16 +35,15 @@ from tessera.workers.dataset import Example, build_dataset
 from tessera.workers.evaluator import heldout_nlls
 from tessera.workers.gate import EvalMetrics
 from tessera.workers.revision_events import revision_event
-
-if TYPE_CHECKING:
-    from tessera.workers.pipeline import RevisionLog, RevisionPipeline, RevisionPlan
+from tessera.workers.revision_plan import head_row, rests_on
+from tessera.workers.revision_types import RevisionLog, RevisionPlan, RevisionWorker
 
 log = logging.getLogger(__name__)
 
 ACTOR = "gate:prior-refresh"
 _INTERACTIONS = sorted(str(t) for t in INTERACTION_TYPES)
 Publish = Callable[[EventEnvelope], None]
-Evaluate = Callable[[Path | None, "RevisionPlan"], EvalMetrics]
+Evaluate = Callable[[Path | None, RevisionPlan], EvalMetrics]
 
 
 @dataclass(frozen=True)
@@ -64,16 +62,14 @@ class HeadCheck:
         return self.prior_nll < self.head_nll
 
 
-def stale_heads(
-    pipeline: RevisionPipeline, tenant_id: str, prior: RevisionRow
-) -> list[RevisionRow]:
+def stale_heads(store: RevisionLog, tenant_id: str, prior: RevisionRow) -> list[RevisionRow]:
     """The tenant's personal heads that were not warm-started from `prior`."""
     heads = []
-    for user in pipeline.store.list_users(tenant_id):
+    for user in store.list_users(tenant_id):
         if user.user_id == PRIOR_USER_ID:
             continue
-        head = pipeline.head_row(tenant_id, user.user_id)
-        if head is not None and head.kind == "personal" and not pipeline.rests_on(head, prior):
+        head = head_row(store, tenant_id, user.user_id)
+        if head is not None and head.kind == "personal" and not rests_on(store, head, prior):
             heads.append(head)
     return heads
 
@@ -95,11 +91,11 @@ def heldout_of(store: RevisionLog, head: RevisionRow) -> tuple[Example, ...]:
 
 
 def check_heads(
-    pipeline: RevisionPipeline, prior: RevisionRow, heads: list[RevisionRow]
+    worker: RevisionWorker, prior: RevisionRow, heads: list[RevisionRow]
 ) -> list[HeadCheck]:
     """Each head's and the prior's mean target NLL on the head's held-out examples.
     Heads with no held-out examples left are not judged (and kept)."""
-    sets = [(head, heldout_of(pipeline.store, head)) for head in heads]
+    sets = [(head, heldout_of(worker.store, head)) for head in heads]
     for head, examples in sets:
         if not examples:
             log.warning("head %s of %s has no held-out examples left: kept unjudged",
@@ -107,17 +103,17 @@ def check_heads(
     sets = [(head, examples) for head, examples in sets if examples]
     if not sets:
         return []
-    engine, cfg, cache = pipeline.engine, pipeline.config, pipeline.metrics_cache
+    engine, cfg, cache = worker.engine, worker.config, worker.metrics_cache
     prior_nlls = heldout_nlls(
         engine.model, engine.tokenizer, [examples for _, examples in sets],
-        adapter=pipeline.adapters.path(prior.adapter_digest),
+        adapter=worker.adapters.path(prior.adapter_digest),
         max_length=cfg.eval_max_length, cache=cache,
     )
     checks = []
     for (head, examples), prior_nll in zip(sets, prior_nlls, strict=True):
         (head_nll,) = heldout_nlls(
             engine.model, engine.tokenizer, [examples],
-            adapter=pipeline.adapters.path(head.adapter_digest),
+            adapter=worker.adapters.path(head.adapter_digest),
             max_length=cfg.eval_max_length, cache=cache,
         )
         checks.append(HeadCheck(head.user_id, head.revision_id, head_nll, prior_nll,
@@ -144,17 +140,17 @@ def superseded_event(tenant_id: str, prior: RevisionRow, check: HeadCheck) -> Ev
 
 
 def supersede_stale_heads(
-    pipeline: RevisionPipeline, tenant_id: str, prior_revision_id: str | None,
+    worker: RevisionWorker, tenant_id: str, prior_revision_id: str | None,
     *, publish: Publish | None = None,
 ) -> list[HeadCheck]:
     """If `prior_revision_id` is the tenant's current prior, check every stale head
     against it and supersede those that lose (appended one user at a time: a head that
     moved meanwhile, e.g. a new promotion, refuses only its own event). Returns the
     checks made. Idempotent: run again after a crash, it appends nothing twice."""
-    prior = pipeline.head_row(tenant_id, PRIOR_USER_ID)
+    prior = head_row(worker.store, tenant_id, PRIOR_USER_ID)
     if prior is None or prior.revision_id != prior_revision_id:
         return []
-    checks = check_heads(pipeline, prior, stale_heads(pipeline, tenant_id, prior))
+    checks = check_heads(worker, prior, stale_heads(worker.store, tenant_id, prior))
     for check in checks:
         ids = {"tenant_id": tenant_id, "user_id": check.user_id,
                "revision_id": check.head_revision_id}
@@ -164,7 +160,7 @@ def supersede_stale_heads(
             continue
         event = superseded_event(tenant_id, prior, check)
         try:
-            stored = pipeline.store.append([event])
+            stored = worker.store.append([event])
         except ProjectionError as exc:
             log.warning("head not superseded (it changed meanwhile): %s", exc, extra=ids)
             continue
