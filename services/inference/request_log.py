@@ -14,18 +14,11 @@ import threading
 from datetime import UTC, datetime
 from typing import Protocol
 
-import psycopg
-
+from tessera.events.request_log import PostgresRequestSink, RequestSink
+from tessera.events.store import EventStoreError, RequestRecord
 from tessera.services.inference.revisions import Served
 
 log = logging.getLogger(__name__)
-
-_INSERT = (
-    "INSERT INTO request_log (request_id, tenant_id, user_id, revision_id, adapter_digest,"
-    " source, at) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (request_id) DO NOTHING"
-)
-
-Row = tuple[str, str, str, str | None, str | None, str, datetime]
 
 
 class RequestLog(Protocol):
@@ -42,13 +35,15 @@ class PostgresRequestLog:
         share: float = 1.0,
         max_pending: int = 10_000,
         seed: int | None = None,
+        sink: RequestSink | None = None,
     ) -> None:
         if not 0.0 <= share <= 1.0:
             raise ValueError("share must be within [0, 1]")
-        self._url = database_url
+        # `sink` replaces the database (the in-memory store in tests).
+        self._sink = sink if sink is not None else PostgresRequestSink(database_url)
         self._share = share
         self._rng = random.Random(seed)
-        self._queue: queue.Queue[Row | None] = queue.Queue(max_pending)
+        self._queue: queue.Queue[RequestRecord | None] = queue.Queue(max_pending)
         self._thread = threading.Thread(target=self._run, name="request-log", daemon=True)
         self._thread.start()
         self.dropped = 0
@@ -56,7 +51,7 @@ class PostgresRequestLog:
     def record(self, request_id: str, tenant_id: str, user_id: str, served: Served) -> None:
         if self._share < 1.0 and self._rng.random() >= self._share:
             return
-        row: Row = (
+        row = RequestRecord(
             request_id,
             tenant_id,
             user_id,
@@ -76,11 +71,10 @@ class PostgresRequestLog:
         self._thread.join(timeout_s)
 
     def _run(self) -> None:
-        conn: psycopg.Connection[tuple[object, ...]] | None = None
         stopping = False
         while not stopping:
             first = self._queue.get()
-            rows: list[Row] = []
+            rows: list[RequestRecord] = []
             if first is None:
                 stopping = True
             else:
@@ -97,13 +91,9 @@ class PostgresRequestLog:
             if not rows:
                 continue
             try:
-                if conn is None or conn.closed:
-                    conn = psycopg.connect(self._url, autocommit=True)
-                with conn.cursor() as cur:
-                    cur.executemany(_INSERT, rows)
-            except psycopg.Error as exc:
+                self._sink.record_requests(rows)
+            except EventStoreError as exc:
                 log.warning("request_log: dropped %d rows: %s", len(rows), exc)
                 self.dropped += len(rows)
-                conn = None
-        if conn is not None:
-            conn.close()
+        if isinstance(self._sink, PostgresRequestSink):
+            self._sink.close()
