@@ -76,7 +76,7 @@ class Settings(BaseSettings):
         ge=0,
         description="Admission control: accept a batch only while this server's accepted, "
         "not yet logged events fit in this many seconds of the log's commit rate; else 429 "
-        "(see services/ingest_admission.py). 0: off, the broker buffers any backlog.",
+        "(see services/ingest/admission.py). 0: off, the broker buffers any backlog.",
     )
     ingest_max_wait_s: float = Field(
         5.0, gt=0, description="Admission control: how long a batch may wait for room "

@@ -6,9 +6,9 @@ from __future__ import annotations
 from tessera.events.kafka import ensure_topics
 from tessera.events.kafka_publisher import KafkaPublisher
 from tessera.services.components import Component, ServerContext
+from tessera.services.ingest.admission import Admission, AdmissionConfig, postgres_durable_ids
 from tessera.services.ingest.grpc_service import ingest_grpc_service
 from tessera.services.ingest.service import IngestConfig, IngestService
-from tessera.services.ingest_admission import Admission, AdmissionConfig, postgres_durable_ids
 
 
 def build_ingest(ctx: ServerContext) -> Component:

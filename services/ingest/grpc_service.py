@@ -12,13 +12,13 @@ import grpc
 from tessera.schemas.proto_gen import tessera_pb2, tessera_pb2_grpc
 from tessera.services.auth import KeyAuthenticator, Unauthenticated, key_from_headers
 from tessera.services.grpc_server import GrpcService
+from tessera.services.ingest.admission import LogBehind
 from tessera.services.ingest.service import (
     DeadlineExceeded,
     IngestService,
     InvalidBatch,
     StreamUnavailable,
 )
-from tessera.services.ingest_admission import LogBehind
 from tessera.services.quotas import QuotaExceeded
 
 SERVICE_NAME: Final = "tessera.v1.Ingest"

@@ -45,7 +45,7 @@ from tessera.schemas.api import (
 from tessera.schemas.event_rules import NUL_ESCAPE, Refusal, refusal_of
 from tessera.schemas.events import EventEnvelope
 from tessera.schemas.settings import Settings
-from tessera.services.ingest_admission import Admission
+from tessera.services.ingest.admission import Admission
 from tessera.services.quotas import TenantQuotas
 
 # Discriminated-union errors for a bad or missing "type" are located at the item itself.
@@ -327,7 +327,7 @@ class IngestService:
         else:
             self._quotas.take_events(tenant_id, count)
 
-    # --- admission (see ingest_admission) ---------------------------------------------
+    # --- admission (see ingest.admission) ---------------------------------------------
 
     def _reserve(self, envelopes: Sequence[EventEnvelope], give_up: float | None = None) -> None:
         """Wait (blocking) for room under admission control; `LogBehind` if none came,

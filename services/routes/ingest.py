@@ -16,8 +16,8 @@ from fastapi.responses import JSONResponse
 
 from tessera.schemas.api import IngestAccepted, IngestRejected, IngestRequest, ItemError
 from tessera.services.auth import TenantCaller
+from tessera.services.ingest.admission import LogBehind
 from tessera.services.ingest.service import IngestService, InvalidBatch, StreamUnavailable
-from tessera.services.ingest_admission import LogBehind
 from tessera.services.quotas import QuotaExceeded
 
 router = APIRouter(tags=["ingest"])

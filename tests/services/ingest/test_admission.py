@@ -18,13 +18,13 @@ from tessera.infra.stack import StackInfo
 from tessera.schemas.events import EventEnvelope, EventType
 from tessera.schemas.settings import Settings
 from tessera.services.auth import KeyAuthenticator
-from tessera.services.ingest.service import IngestConfig, IngestService
-from tessera.services.ingest_admission import (
+from tessera.services.ingest.admission import (
     Admission,
     AdmissionConfig,
     EventKey,
     postgres_durable_ids,
 )
+from tessera.services.ingest.service import IngestConfig, IngestService
 
 from .conftest import ingest_app, read_topic
 
