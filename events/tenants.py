@@ -97,18 +97,35 @@ def list_tenants(conn: Conn) -> list[str]:
         return [r[0] for r in conn.execute("SELECT tenant_id FROM tenants ORDER BY tenant_id")]
 
 
-def issue_api_key(conn: Conn, tenant_id: str) -> str:
-    """A new key for the tenant, returned in plaintext this once; only its sha256 is kept."""
+def new_api_key() -> tuple[str, str, str]:
+    """A fresh key as (key_id, key, sha256 of the key): the parts a store keeps, and the
+    key shown to the caller once."""
     key_id = secrets.token_hex(_KEY_ID_BYTES)
     key = f"{KEY_PREFIX}_{key_id}_{secrets.token_urlsafe(_SECRET_BYTES)}"
+    return key_id, key, _digest(key)
+
+
+def key_matches(key: str, stored_sha256: str) -> bool:
+    """Whether `key` is the one whose sha256 was stored (constant-time comparison)."""
+    return hmac.compare_digest(stored_sha256, _digest(key))
+
+
+def issue_api_key(conn: Conn, tenant_id: str) -> str:
+    """A new key for the tenant, returned in plaintext this once; only its sha256 is kept."""
+    key_id, key, digest = new_api_key()
     with translated("issue API key"), conn.transaction():
         if not tenant_exists(conn, tenant_id):
             raise NotFoundError(f"no tenant {tenant_id!r}: create it first")
         conn.execute(
             "INSERT INTO api_keys (key_id, tenant_id, key_sha256) VALUES (%s, %s, %s)",
-            (key_id, tenant_id, _digest(key)),
+            (key_id, tenant_id, digest),
         )
     return key
+
+
+def key_id_of(key: str) -> str | None:
+    """The key id of a well-formed key (the part after `tsk_`), else None."""
+    return _key_id_of(key)
 
 
 def _key_id_of(key: str) -> str | None:
@@ -134,7 +151,7 @@ def authenticate(conn: Conn, key: str) -> str | None:
     if row is None:
         return None
     tenant_id, stored = row
-    return str(tenant_id) if hmac.compare_digest(str(stored), _digest(key)) else None
+    return str(tenant_id) if key_matches(key, str(stored)) else None
 
 
 def revoke_api_key(conn: Conn, key_id: str) -> bool:
@@ -158,14 +175,20 @@ def list_api_keys(conn: Conn, tenant_id: str) -> list[ApiKeyInfo]:
     return [ApiKeyInfo(*row) for row in rows]
 
 
-def set_quota(conn: Conn, tenant_id: str, quota: TenantQuota) -> None:
-    """Store the tenant's limits (every field: None puts back the server's default).
-    NotFoundError for an unknown tenant, TenantError for a negative or non-finite rate."""
+def checked_rates(quota: TenantQuota) -> tuple[float | None, float | None, float | None]:
+    """The quota's rates; TenantError for a negative or non-finite one."""
     rates = (quota.ingest_events_per_s, quota.inference_requests_per_s,
              quota.inference_tokens_per_s)
     for rate in rates:
         if rate is not None and not (math.isfinite(rate) and rate >= 0):
             raise TenantError(f"invalid rate {rate!r}: use a number >= 0 (0: no limit)")
+    return rates
+
+
+def set_quota(conn: Conn, tenant_id: str, quota: TenantQuota) -> None:
+    """Store the tenant's limits (every field: None puts back the server's default).
+    NotFoundError for an unknown tenant, TenantError for a negative or non-finite rate."""
+    rates = checked_rates(quota)
     with translated("set tenant quota"), conn.transaction():
         row = conn.execute(
             "UPDATE tenants SET ingest_events_per_s = %s, inference_requests_per_s = %s, "

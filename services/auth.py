@@ -21,11 +21,10 @@ from typing import Annotated, Final
 
 from cachetools import TTLCache
 from fastapi import Depends, HTTPException, Request, status
-from psycopg_pool import ConnectionPool
 from starlette.concurrency import run_in_threadpool
 
-from tessera.events.db import make_pool, translated
-from tessera.events.tenants import authenticate, key_is_well_formed
+from tessera.events.tenant_directory import PostgresTenants
+from tessera.events.tenants import key_is_well_formed
 
 KeyLookup = Callable[[str], str | None]  # key -> tenant_id, or None when unknown/revoked
 
@@ -147,11 +146,10 @@ class DatabaseKeyLookup:
     """`KeyLookup` over the tenants table through a small pool of its own."""
 
     def __init__(self, database_url: str) -> None:
-        self.pool: ConnectionPool = make_pool(database_url, min_size=1, max_size=2)
+        self.tenants = PostgresTenants(database_url, max_size=2)
 
     def __call__(self, key: str) -> str | None:
-        with translated("look up an API key"), self.pool.connection() as conn:
-            return authenticate(conn, key)
+        return self.tenants.authenticate(key)
 
 
 def authenticator_from_database(

@@ -28,10 +28,9 @@ from dataclasses import dataclass, replace
 from typing import Final, Literal
 
 from cachetools import TTLCache
-from psycopg_pool import ConnectionPool
 
-from tessera.events.db import make_pool, translated
-from tessera.events.tenants import TenantQuota, get_quota
+from tessera.events.tenant_directory import PostgresTenants
+from tessera.events.tenants import TenantQuota
 from tessera.schemas.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -255,14 +254,13 @@ class DatabaseQuotaLookup:
 
     def __init__(self, database_url: str) -> None:
         # A short wait: while the database is away, calls go on with the last known rates.
-        self.pool: ConnectionPool = make_pool(database_url, min_size=1, max_size=2, timeout_s=2.0)
+        self.tenants = PostgresTenants(database_url, max_size=2, timeout_s=2.0)
 
     def __call__(self, tenant_id: str) -> TenantQuota | None:
-        with translated("read a tenant's quota"), self.pool.connection() as conn:
-            return get_quota(conn, tenant_id)
+        return self.tenants.get_quota(tenant_id)
 
     def close(self) -> None:
-        self.pool.close()
+        self.tenants.close()
 
 
 def quotas_from_settings(settings: Settings, database_url: str | None) -> TenantQuotas:

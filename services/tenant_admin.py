@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from tessera.events.db import connect
-from tessera.events.tenants import create_tenant, issue_api_key
+from tessera.events.tenant_directory import PostgresTenants
 
 
 def ensure_tenant_with_key(database_url: str, tenant_id: str) -> str:
     """Create `tenant_id` unless it exists and issue it a new API key (returned in
     plaintext this once; only its digest is stored)."""
-    with connect(database_url, autocommit=True) as conn:
-        create_tenant(conn, tenant_id)
-        return issue_api_key(conn, tenant_id)
+    directory = PostgresTenants(database_url, max_size=1)
+    try:
+        directory.create_tenant(tenant_id)
+        return directory.issue_api_key(tenant_id)
+    finally:
+        directory.close()

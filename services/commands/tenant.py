@@ -13,22 +13,25 @@ from tessera.services.cli_apps import tenant_app
 from tessera.services.commands.infra import stack_info
 
 if TYPE_CHECKING:  # psycopg is imported only when a command runs, so --help stays instant
-    from tessera.events.db import Connection
+    from tessera.events.tenant_directory import TenantDirectory
     from tessera.events.tenants import TenantQuota
 
 
 @contextmanager
-def _connection() -> Iterator[Connection]:
-    """A migrated database's connection; store errors become a clean CLI exit."""
-    from tessera.events.db import connect
+def _directory() -> Iterator[TenantDirectory]:
+    """A migrated database's tenants; store errors become a clean CLI exit."""
     from tessera.events.migrate import migrate
     from tessera.events.store import EventStoreError
+    from tessera.events.tenant_directory import PostgresTenants
 
     try:
         url = stack_info().database_url
         migrate(url)
-        with connect(url, autocommit=True) as conn:
-            yield conn
+        directory = PostgresTenants(url, max_size=1)
+        try:
+            yield directory
+        finally:
+            directory.close()
     except EventStoreError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(1) from exc
@@ -37,10 +40,8 @@ def _connection() -> Iterator[Connection]:
 @tenant_app.command("create")
 def create(tenant_id: str = typer.Argument(..., help="New tenant id, e.g. acme")) -> None:
     """Create a tenant and print its first API key (shown only this once)."""
-    from tessera.events import tenants
-
-    with _connection() as conn:
-        if not tenants.create_tenant(conn, tenant_id):
+    with _directory() as directory:
+        if not directory.create_tenant(tenant_id):
             typer.secho(
                 f"error: tenant {tenant_id!r} already exists; "
                 f"`tessera tenant key {tenant_id}` issues another key",
@@ -48,7 +49,7 @@ def create(tenant_id: str = typer.Argument(..., help="New tenant id, e.g. acme")
                 err=True,
             )
             raise typer.Exit(1)
-        key = tenants.issue_api_key(conn, tenant_id)
+        key = directory.issue_api_key(tenant_id)
     typer.echo(f"created tenant {tenant_id}")
     typer.echo(f"api key (store it now; it is not kept): {key}")
 
@@ -56,20 +57,16 @@ def create(tenant_id: str = typer.Argument(..., help="New tenant id, e.g. acme")
 @tenant_app.command("key")
 def key(tenant_id: str = typer.Argument(..., help="Existing tenant id")) -> None:
     """Issue another API key for a tenant and print it (shown only this once)."""
-    from tessera.events import tenants
-
-    with _connection() as conn:
-        issued = tenants.issue_api_key(conn, tenant_id)
+    with _directory() as directory:
+        issued = directory.issue_api_key(tenant_id)
     typer.echo(f"api key (store it now; it is not kept): {issued}")
 
 
 @tenant_app.command("revoke")
 def revoke(key_id: str = typer.Argument(..., help="The key id: the part after 'tsk_'")) -> None:
     """Revoke an API key; requests with it are refused from now on."""
-    from tessera.events import tenants
-
-    with _connection() as conn:
-        if not tenants.revoke_api_key(conn, key_id):
+    with _directory() as directory:
+        if not directory.revoke_api_key(key_id):
             typer.secho(f"error: no live key with id {key_id!r}", fg="red", err=True)
             raise typer.Exit(1)
     typer.echo(f"revoked {key_id}")
@@ -78,13 +75,13 @@ def revoke(key_id: str = typer.Argument(..., help="The key id: the part after 't
 @tenant_app.command("list")
 def list_command() -> None:
     """List tenants with their keys' ids and states (never the keys) and their quotas."""
-    from tessera.events import tenants
+    from tessera.events.tenants import TenantQuota
 
-    with _connection() as conn:
-        for tenant_id in tenants.list_tenants(conn):
-            keys = tenants.list_api_keys(conn, tenant_id)
+    with _directory() as directory:
+        for tenant_id in directory.list_tenants():
+            keys = directory.list_api_keys(tenant_id)
             live = [k.key_id for k in keys if k.revoked_at is None]
-            quota = tenants.get_quota(conn, tenant_id) or tenants.TenantQuota()
+            quota = directory.get_quota(tenant_id) or TenantQuota()
             typer.echo(
                 f"{tenant_id}  keys: {', '.join(live) or '-'}  ({len(keys) - len(live)} revoked)"
                 f"  quota: {_quota_text(quota)}"
@@ -109,21 +106,21 @@ def set_quota(
 ) -> None:
     """Set a tenant's quotas; limits not given keep their value (or, with --default, go
     back to TESSERA_QUOTA_*). Servers apply it within TESSERA_QUOTA_REFRESH_S."""
-    from tessera.events import tenants
+    from tessera.events.tenants import TenantQuota
 
-    with _connection() as conn:
-        current = tenants.get_quota(conn, tenant_id)
+    with _directory() as directory:
+        current = directory.get_quota(tenant_id)
         if current is None:
             typer.secho(f"error: no tenant {tenant_id!r}: create it first", fg="red", err=True)
             raise typer.Exit(1)
         if default:
-            current = tenants.TenantQuota()
-        quota = tenants.TenantQuota(
+            current = TenantQuota()
+        quota = TenantQuota(
             ingest_events_per_s=_given(events_per_s, current.ingest_events_per_s),
             inference_requests_per_s=_given(requests_per_s, current.inference_requests_per_s),
             inference_tokens_per_s=_given(tokens_per_s, current.inference_tokens_per_s),
         )
-        tenants.set_quota(conn, tenant_id, quota)
+        directory.set_quota(tenant_id, quota)
     typer.echo(f"{tenant_id}  {_quota_text(quota)}")
 
 

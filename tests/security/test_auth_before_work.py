@@ -19,6 +19,7 @@ from tessera.events import db, tenants
 from tessera.services.auth import KeyAuthenticator, Unauthenticated, authenticator_from_database
 from tessera.services.auth_gate import is_keyed
 from tessera.services.http_app import create_app
+from tessera.services.openai_errors import is_openai_path
 
 ADMIN = "admin-key-auth-before-work"
 KEYED_ROUTES = [
@@ -54,7 +55,7 @@ def deployed(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Dep
         pools.append(db.make_pool(url, **kwargs))
         return pools[-1]
 
-    monkeypatch.setattr("tessera.services.auth.make_pool", spying_make_pool)
+    monkeypatch.setattr("tessera.events.tenant_directory.make_pool", spying_make_pool)
     auth = authenticator_from_database(database_url, admin_key=ADMIN)
     (pool,) = pools
     yield Deployed(create_app(auth=auth), pool, key)
@@ -99,7 +100,10 @@ def test_a_bad_key_is_refused_before_the_body_is_read(
     body = CountingBody()
     resp = _post(deployed.app, path, headers, body)
     assert resp.status_code == 401, resp.text[:300]
-    assert "key" in resp.json()["detail"] and resp.headers["www-authenticate"] == "Bearer"
+    # OpenAI routes answer in OpenAI's envelope (services/openai_errors.py), others `detail`
+    answer = resp.json()
+    message = answer["error"]["message"] if is_openai_path(path) else answer["detail"]
+    assert "key" in message and resp.headers["www-authenticate"] == "Bearer"
     assert body.read == 0, f"{body.read} bytes read before the key was refused"
 
 
@@ -159,6 +163,15 @@ def test_failed_lookups_do_not_evict_valid_keys() -> None:
 def test_the_gate_answers_json_the_clients_can_read(deployed: Deployed) -> None:
     resp = _post(deployed.app, "/v1/chat/completions", {}, CountingBody())
     assert resp.status_code == 401
+    assert json.loads(resp.content) == {
+        "error": {
+            "message": "no API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>`",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "invalid_api_key",
+        }
+    }
+    resp = _post(deployed.app, "/v1/events", {}, CountingBody())
     assert json.loads(resp.content) == {
         "detail": "no API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>`"
     }
