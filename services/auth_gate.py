@@ -25,10 +25,11 @@ from tessera.services.auth import (
     Unauthenticated,
     key_from_headers,
 )
+from tessera.services.openai_errors import MODELS_PREFIX, error_body, is_openai_path
 
 # Routes only a tenant key may call (each route module's paths).
 TENANT_PATHS: Final = frozenset(
-    {"/v1/events", "/v1/generate", "/v1/chat/completions", "/v1/completions"}
+    {"/v1/events", "/v1/generate", "/v1/chat/completions", "/v1/completions", "/v1/models"}
 )
 # Routes the admin key or a tenant key may call (what a tenant may see is the route's).
 AUDIT_PREFIX: Final = "/v1/admin/"
@@ -36,7 +37,7 @@ AUDIT_PREFIX: Final = "/v1/admin/"
 
 def is_keyed(path: str) -> bool:
     """Whether a request to `path` needs a key checked here (every `/v1/` route does)."""
-    return path in TENANT_PATHS or path.startswith(AUDIT_PREFIX)
+    return path in TENANT_PATHS or path.startswith((AUDIT_PREFIX, MODELS_PREFIX))
 
 
 class AuthGateMiddleware:
@@ -50,7 +51,7 @@ class AuthGateMiddleware:
         audit = path.startswith(AUDIT_PREFIX)
         # Starlette puts the application on the scope before its middleware runs.
         auth = getattr(getattr(scope.get("app"), "state", None), "auth", None)
-        if not (audit or path in TENANT_PATHS) or not isinstance(auth, KeyAuthenticator):
+        if not is_keyed(path) or not isinstance(auth, KeyAuthenticator):
             await self.app(scope, receive, send)  # routes answer 503 without `auth`
             return
         key = key_from_headers(_headers(scope))
@@ -76,7 +77,9 @@ def _headers(scope: Scope) -> Mapping[str, str]:
 
 
 async def _refuse(scope: Scope, send: Send, detail: str) -> None:
-    body = json.dumps({"detail": detail}).encode()
+    # OpenAI clients raise AuthenticationError with the message only from their envelope
+    openai = is_openai_path(scope.get("path", ""))
+    body = json.dumps(error_body(401, detail) if openai else {"detail": detail}).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),

@@ -14,9 +14,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tessera.services.auth_gate import AuthGateMiddleware
 from tessera.services.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware
+from tessera.services.openai_errors import http_error, is_openai_path, validation_error
 from tessera.services.replica_header import ReplicaHeaderMiddleware
 
 # One module per resource; add yours here.
@@ -25,6 +27,7 @@ ROUTER_MODULES: list[str] = [
     "ingest",
     "generate",
     "openai_compat",
+    "models",
     "admin",
     "revisions_api",
     "webhooks",
@@ -49,6 +52,8 @@ def _json_safe(value: Any) -> Any:
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     """FastAPI's default 422 echoes the input and fails (500) on values JSON cannot hold,
     such as `1e999` parsed as inf: answer the same 422 with those values as strings."""
+    if isinstance(exc, RequestValidationError) and is_openai_path(request.url.path):
+        return validation_error(exc)
     errors = exc.errors() if isinstance(exc, RequestValidationError) else []
     return JSONResponse(status_code=422, content={"detail": _json_safe(list(errors))})
 
@@ -75,6 +80,7 @@ def create_app(
         # Outermost of all: refusals (401, 413) say which replica refused, too.
         app.add_middleware(ReplicaHeaderMiddleware, replica_id=replica_id)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
     for name, value in components.items():
         setattr(app.state, name, value)
     for module_name in ROUTER_MODULES:

@@ -11,7 +11,7 @@ from tessera.services.inference.lora_layers import wrap_model
 from tessera.services.inference.model_runner import ModelRunner
 from tessera.services.inference.request_log import RequestLog
 from tessera.services.inference.residency import AdapterResidency, AdapterSource
-from tessera.services.inference.revisions import Lookup, RevisionResolver
+from tessera.services.inference.revisions import Lookup, PinLookup, RevisionResolver
 from tessera.services.inference.tokens import HFTokenizer, TextCodec
 from tessera.services.quotas import TenantQuotas
 
@@ -34,6 +34,8 @@ def build_engine(
     settings: Settings,
     request_log: RequestLog | None = None,
     quotas: TenantQuotas | None = None,
+    pin_lookup: PinLookup | None = None,
+    model_id: str = "base",
 ) -> InferenceEngine:
     """A not-yet-started engine serving `model` (modified in place: its target linears
     become multi-LoRA layers) with adapters from `store` chosen by `lookup`."""
@@ -50,13 +52,16 @@ def build_engine(
     )
     codec = TextCodec(tokenizer, extra_eos=model_eos_ids(model))
     runner = ModelRunner(model, table, pad_token_id=codec.pad_id)
-    resolver = RevisionResolver(lookup, ttl_s=settings.inference_revision_cache_s)
+    resolver = RevisionResolver(
+        lookup, ttl_s=settings.inference_revision_cache_s, pin_lookup=pin_lookup
+    )
     config = EngineConfig(
         max_batch=settings.inference_max_batch,
         queue_size=settings.inference_queue_size,
         timeout_s=settings.inference_request_timeout_s,
         max_prompt_tokens=settings.inference_max_prompt_tokens,
         max_tokens=settings.inference_max_tokens,
+        model_id=model_id,
     )
     return InferenceEngine(
         runner, residency, resolver, codec, config=config, request_log=request_log, quotas=quotas

@@ -15,7 +15,7 @@ from tessera.services.components import Component, ServerContext
 from tessera.services.inference.build import build_engine, torch_dtype
 from tessera.services.inference.request_log import PostgresRequestLog
 from tessera.services.inference.revision_follower import KafkaRevisionFollower, RevisionFollower
-from tessera.services.inference.revisions import Lookup, Served
+from tessera.services.inference.revisions import Lookup, PinLookup, Served
 from tessera.services.inference.tokens import as_hf_tokenizer
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,31 @@ def projection_lookup(database_url: str, *, pool_size: int = 4) -> Lookup:
         return Served(s.revision_id, s.adapter_digest, s.source)
 
     return lookup
+
+
+def projection_pin_lookup(database_url: str) -> PinLookup:
+    """`pin_lookup(tenant, user, revision)` from the revision catalog: the revision must be
+    that user's in that tenant and have passed the gate once (promoted, superseded or
+    rolled back); trained-only, rejected and forgotten ones are not served."""
+    from tessera.events.catalog import get_revision
+    from tessera.events.db import make_pool
+    from tessera.schemas.events import PRIOR_USER_ID, RevisionState
+
+    servable = {RevisionState.PROMOTED, RevisionState.SUPERSEDED, RevisionState.ROLLED_BACK}
+    pool = make_pool(database_url, min_size=1, max_size=2)
+
+    def pin(tenant_id: str, user_id: str, revision_id: str) -> Served | None:
+        with pool.connection() as conn:
+            row = get_revision(conn, revision_id)
+        if row is None or (row.tenant_id, row.user_id) != (tenant_id, user_id):
+            return None
+        if row.state not in servable:
+            return None
+        return Served(
+            row.revision_id, row.adapter_digest, "prior" if user_id == PRIOR_USER_ID else "personal"
+        )
+
+    return pin
 
 
 def build_component(ctx: ServerContext) -> Component:
@@ -56,6 +81,8 @@ def build_component(ctx: ServerContext) -> Component:
         settings=settings,
         request_log=request_log,
         quotas=ctx.quotas,
+        pin_lookup=projection_pin_lookup(ctx.stack.database_url),
+        model_id=info.model_id,
     ).start()
     ensure_topics(ctx.stack.kafka_bootstrap, settings)
     follower = KafkaRevisionFollower(

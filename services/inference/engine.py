@@ -82,6 +82,7 @@ class EngineConfig:
     timeout_s: float = 60.0
     max_prompt_tokens: int = 2048
     max_tokens: int = 512
+    model_id: str = "base"  # the base model's name, as `/v1/models` lists it
 
 
 class InferenceEngine:
@@ -160,7 +161,7 @@ class InferenceEngine:
                 f"the prompt has {len(prompt_ids)} tokens; "
                 f"the limit is {self.config.max_prompt_tokens}"
             )
-        revision = self.resolver.get(request.tenant_id, request.user_id)
+        revision = request.revision or self.resolver.get(request.tenant_id, request.user_id)
         timeout = request.timeout_s or self.config.timeout_s
         if not (math.isfinite(timeout) and timeout > 0):
             raise InvalidRequestError("timeout_s must be a positive number of seconds")

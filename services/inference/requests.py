@@ -53,6 +53,9 @@ class GenerateRequest:
     params: SamplingParams = field(default_factory=SamplingParams)
     timeout_s: float | None = None
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # A revision chosen by the caller (a pinned `model`, or the bare base); None: the
+    # engine resolves what the user is served now.
+    revision: Served | None = None
 
 
 @dataclass(frozen=True)

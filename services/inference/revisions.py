@@ -35,14 +35,24 @@ BASE = Served(None, None, "base")
 Lookup = Callable[[str, str], Served]
 """`lookup(tenant_id, user_id)`: the served revision as the projections say now."""
 
+PinLookup = Callable[[str, str, str], Served | None]
+"""`pin_lookup(tenant_id, user_id, revision_id)`: that revision, when it is the user's (in
+that tenant) and may be served (it passed the gate once and was not forgotten); else None."""
+
 
 class RevisionResolver:
     """Cached `lookup`, safe to share between request threads and the follower."""
 
     def __init__(
-        self, lookup: Lookup, *, ttl_s: float = 30.0, clock: Callable[[], float] = time.monotonic
+        self,
+        lookup: Lookup,
+        *,
+        ttl_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        pin_lookup: PinLookup | None = None,
     ) -> None:
         self._lookup = lookup
+        self._pin_lookup = pin_lookup
         self._ttl_s = ttl_s
         self._clock = clock
         self._lock = threading.Lock()
@@ -61,6 +71,15 @@ class RevisionResolver:
             self._cache[key] = (self._clock(), served)
             self._remember(key, served)
         return served
+
+    def pinned(self, tenant_id: str, user_id: str, revision_id: str) -> Served | None:
+        """One revision of the user's, as `user:<id>@<revision>` names it; None when it is
+        not theirs or cannot be served. Without a pin lookup only the current answer can
+        be pinned. Not cached: a pin is explicit, and its state can change (forget)."""
+        if self._pin_lookup is not None:
+            return self._pin_lookup(tenant_id, user_id, revision_id)
+        served = self._lookup(tenant_id, user_id)
+        return served if served.revision_id == revision_id else None
 
     def lookup(self, tenant_id: str, user_id: str) -> Served:
         """Ask the projections, bypassing the cache (the follower's re-resolve)."""

@@ -1,14 +1,17 @@
 """OpenAI-compatible `POST /v1/chat/completions` and `POST /v1/completions`.
 
 Any OpenAI client works against Tessera: point `base_url` at `/v1` and use a tenant API
-key as the key. The request's `user` picks whose personal model answers, within the
-key's tenant (no `user`: the tenant prior, else the base model). `model` is echoed back
-and otherwise ignored: there is one base model per server. Each response also carries
-`tessera_revision` (which revision answered) and the header `X-Tessera-Revision`.
+key as the key. `model` picks whose model answers, within the key's tenant
+(`user:<id>`, `user:<id>@<revision>`, `prior`, the base's id; see
+services/inference/openai_models.py); with the default `tessera` or the base's id the
+request's `user` picks it, as before. Each response also carries `tessera_revision`
+(which revision answered) and the header `X-Tessera-Revision`. Errors come in OpenAI's
+envelope (services/openai_errors.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -18,9 +21,15 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
-from tessera.schemas.events import PRIOR_USER_ID
 from tessera.services.auth import TenantCaller
+from tessera.services.inference.engine import InferenceEngine
 from tessera.services.inference.http_support import Engine, headers_for, status_for, submit
+from tessera.services.inference.openai_models import (
+    DEFAULT_MODEL,
+    Target,
+    UnknownModelError,
+    resolve_model,
+)
 from tessera.services.inference.requests import (
     EngineError,
     GenerateRequest,
@@ -29,6 +38,7 @@ from tessera.services.inference.requests import (
     TokenEvent,
 )
 from tessera.services.inference.sampling import MAX_STOP_CHARS, MAX_STOP_STRINGS, SamplingParams
+from tessera.services.openai_errors import error_body, error_response
 
 router = APIRouter(tags=["openai-compatible"])
 
@@ -36,13 +46,35 @@ StopString = Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]
 StopList = Annotated[list[StopString], Field(max_length=MAX_STOP_STRINGS)]
 
 
+# Choices per request: each is one more engine request; the cap keeps one call's cost
+# within what a client could send as separate requests under its quota.
+MAX_N = 8
+
+
+class TextPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
 class ChatMessage(BaseModel):
     role: Literal["system", "user", "assistant", "developer"]
-    content: str
+    content: str | list[TextPart] | None = Field(
+        description="A string, or content parts of type `text` (joined by newlines)."
+    )
+
+    def text(self) -> dict[str, str]:
+        content = self.content or ""
+        if isinstance(content, list):
+            content = "\n".join(part.text for part in content)
+        return {"role": self.role, "content": content}
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
 
 
 class _Common(BaseModel):
-    model: str = "tessera"
+    model: str = DEFAULT_MODEL
     max_tokens: int | None = Field(None, ge=1)
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
@@ -51,7 +83,8 @@ class _Common(BaseModel):
         None, description=f"At most {MAX_STOP_STRINGS} strings of {MAX_STOP_CHARS} characters."
     )
     stream: bool = False
-    n: int = Field(1, ge=1, le=1, description="Only one choice per request.")
+    stream_options: StreamOptions | None = None
+    n: int = Field(1, ge=1, description=f"Choices (at most {MAX_N}; 1 when streaming).")
     user: str | None = Field(None, max_length=128, description="Whose personal model answers.")
 
 
@@ -71,29 +104,55 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     },
     400: {"description": "Invalid request (OpenAI error object)."},
     401: {"description": "No API key, or an unknown or revoked one."},
+    404: {"description": "`model` names no model of this tenant (`model_not_found`)."},
     429: {"description": "The tenant is over its quota: retry after `Retry-After` seconds."},
     503: {"description": "The queue is full: retry after `Retry-After` seconds."},
     504: {"description": "The request ran past its timeout."},
 }
 
 
-def _error(
-    status: int, message: str, kind: str, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    body = {"error": {"message": message, "type": kind, "param": None, "code": status}}
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
-def _request(body: _Common, tenant_id: str, prompt: str, max_tokens: int) -> GenerateRequest:
+def _requests(
+    body: _Common, tenant_id: str, target: Target, prompt: str, max_tokens: int
+) -> list[GenerateRequest]:
+    """One engine request per choice; with a seed, choice i samples with seed + i so the
+    choices differ yet the call stays reproducible."""
     stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
-    params = SamplingParams(
-        max_tokens=max_tokens,
-        temperature=body.temperature,
-        top_p=body.top_p,
-        seed=body.seed,
-        stop=tuple(stop),
-    )
-    return GenerateRequest(tenant_id, body.user or PRIOR_USER_ID, prompt, params)
+    out = []
+    for i in range(body.n):
+        params = SamplingParams(
+            max_tokens=max_tokens,
+            temperature=body.temperature,
+            top_p=body.top_p,
+            seed=None if body.seed is None else body.seed + i,
+            stop=tuple(stop),
+        )
+        out.append(
+            GenerateRequest(tenant_id, target.user_id, prompt, params, revision=target.revision)
+        )
+    return out
+
+
+async def _prepare(
+    engine: InferenceEngine, body: _Common, tenant_id: str, prompt: str, max_tokens: int
+) -> list[GenerateRequest] | JSONResponse:
+    """The engine requests for `body`, or the OpenAI error that refuses it."""
+    if body.n > MAX_N:
+        return error_response(400, f"n is at most {MAX_N}", param="n")
+    if body.stream and body.n > 1:
+        return error_response(
+            400, "n > 1 cannot be streamed; send n = 1 or stream = false", param="n"
+        )
+    resolver, base_id = engine.resolver, engine.config.model_id
+    try:
+        target = await asyncio.to_thread(
+            resolve_model, resolver, base_id, tenant_id, body.model, body.user
+        )
+    except UnknownModelError as exc:
+        return error_response(404, str(exc), param="model", code="model_not_found")
+    try:
+        return _requests(body, tenant_id, target, prompt, max_tokens)
+    except ValueError as exc:
+        return error_response(400, str(exc))
 
 
 def _revision(gen: Generation) -> dict[str, Any]:
@@ -110,38 +169,52 @@ def _usage(r: GenerateResult) -> dict[str, int]:
 
 
 async def _run(
-    engine: Engine, body: _Common, request: GenerateRequest, kind: str
+    engine: Engine, body: _Common, requests: list[GenerateRequest], kind: str
 ) -> JSONResponse | StreamingResponse:
     try:
-        gen = await submit(engine, request)
+        gens = [await submit(engine, request) for request in requests]
+        gen = gens[0]
         if body.stream:
+            with_usage = body.stream_options is not None and body.stream_options.include_usage
             return StreamingResponse(
-                _chunks(gen, body.model, kind),
+                _chunks(gen, body.model, kind, with_usage),
                 media_type="text/event-stream",
                 headers={"X-Tessera-Revision": gen.revision.name},
             )
-        result = await gen.aresult()
+        results = await asyncio.gather(*(g.aresult() for g in gens))
     except EngineError as exc:
-        return _error(status_for(exc), str(exc), type(exc).__name__, headers_for(exc))
-    choice: dict[str, Any] = {"index": 0, "finish_reason": result.finish_reason, "logprobs": None}
-    if kind == "chat":
-        choice["message"] = {"role": "assistant", "content": result.text}
-    else:
-        choice["text"] = result.text
+        return error_response(status_for(exc), str(exc), headers=headers_for(exc))
+    choices = []
+    for index, result in enumerate(results):
+        choice: dict[str, Any] = {
+            "index": index,
+            "finish_reason": result.finish_reason,
+            "logprobs": None,
+        }
+        if kind == "chat":
+            choice["message"] = {"role": "assistant", "content": result.text}
+        else:
+            choice["text"] = result.text
+        choices.append(choice)
+    completion = sum(r.completion_tokens for r in results)
+    usage = {**_usage(results[0]), "completion_tokens": completion}
+    usage["total_tokens"] = usage["prompt_tokens"] + completion
     out = {
         "id": f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{gen.request_id}",
         "object": "chat.completion" if kind == "chat" else "text_completion",
         "created": int(time.time()),
         "model": body.model,
         "system_fingerprint": gen.revision.name,
-        "choices": [choice],
-        "usage": _usage(result),
+        "choices": choices,
+        "usage": usage,
         "tessera_revision": _revision(gen),
     }
     return JSONResponse(out, headers={"X-Tessera-Revision": gen.revision.name})
 
 
-async def _chunks(gen: Generation, model: str, kind: str) -> AsyncIterator[str]:
+async def _chunks(
+    gen: Generation, model: str, kind: str, include_usage: bool
+) -> AsyncIterator[str]:
     created = int(time.time())
     base = {
         "id": f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{gen.request_id}",
@@ -160,7 +233,8 @@ async def _chunks(gen: Generation, model: str, kind: str) -> AsyncIterator[str]:
             choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
         else:
             choice = {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}
-        return f"data: {json.dumps({**base, 'choices': [choice]})}\n\n"
+        extra = {"usage": None} if include_usage else {}
+        return f"data: {json.dumps({**base, 'choices': [choice], **extra})}\n\n"
 
     try:
         if kind == "chat":
@@ -171,10 +245,12 @@ async def _chunks(gen: Generation, model: str, kind: str) -> AsyncIterator[str]:
                     yield chunk(event.text, None)
             else:
                 yield chunk(None if kind == "chat" else "", event.finish_reason)
+                if include_usage:  # OpenAI's last chunk: no choices, the totals
+                    final: dict[str, Any] = {**base, "choices": [], "usage": _usage(event)}
+                    yield f"data: {json.dumps(final)}\n\n"
         yield "data: [DONE]\n\n"
     except EngineError as exc:
-        err = {"error": {"message": str(exc), "type": type(exc).__name__, "code": status_for(exc)}}
-        yield f"data: {json.dumps(err)}\n\n"
+        yield f"data: {json.dumps(error_body(status_for(exc), str(exc)))}\n\n"
 
 
 @router.post(
@@ -186,14 +262,13 @@ async def _chunks(gen: Generation, model: str, kind: str) -> AsyncIterator[str]:
 async def chat_completions(
     body: ChatBody, tenant_id: TenantCaller, engine: Engine
 ) -> JSONResponse | StreamingResponse:
-    """Answer `messages` with the personal model of `user` (chat template applied)."""
-    prompt = engine.codec.chat_prompt([m.model_dump() for m in body.messages])
+    """Answer `messages` with the model `model` selects (chat template applied)."""
+    prompt = engine.codec.chat_prompt([m.text() for m in body.messages])
     max_tokens = body.max_completion_tokens or body.max_tokens or 64
-    try:
-        request = _request(body, tenant_id, prompt, max_tokens)
-    except ValueError as exc:
-        return _error(400, str(exc), "invalid_request_error")
-    return await _run(engine, body, request, "chat")
+    requests = await _prepare(engine, body, tenant_id, prompt, max_tokens)
+    if isinstance(requests, JSONResponse):
+        return requests
+    return await _run(engine, body, requests, "chat")
 
 
 @router.post(
@@ -205,12 +280,11 @@ async def chat_completions(
 async def completions(
     body: CompletionBody, tenant_id: TenantCaller, engine: Engine
 ) -> JSONResponse | StreamingResponse:
-    """Continue `prompt` with the personal model of `user`."""
+    """Continue `prompt` with the model `model` selects."""
     if isinstance(body.prompt, list) and len(body.prompt) != 1:
-        return _error(400, "send exactly one prompt per request", "invalid_request_error")
+        return error_response(400, "send exactly one prompt per request", param="prompt")
     prompt = body.prompt if isinstance(body.prompt, str) else body.prompt[0]
-    try:
-        request = _request(body, tenant_id, prompt, body.max_tokens or 16)
-    except ValueError as exc:
-        return _error(400, str(exc), "invalid_request_error")
-    return await _run(engine, body, request, "text")
+    requests = await _prepare(engine, body, tenant_id, prompt, body.max_tokens or 16)
+    if isinstance(requests, JSONResponse):
+        return requests
+    return await _run(engine, body, requests, "text")
