@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:  # for the annotation only: `tessera --help` stays quick without httpx
-    from tessera.services.subprocesses import TesseraProcess
+    from tessera.bench.subprocesses import TesseraProcess
 
 DEMO_TENANT: Final = "demo"  # prefix of each run's tenants
 

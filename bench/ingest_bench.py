@@ -34,13 +34,13 @@ import psycopg
 
 from tessera.bench.bare_rates import bare_consume, bare_copy, bare_produce, create_topic
 from tessera.bench.ingest_client import IngestClient, encode_batch
+from tessera.bench.subprocesses import TesseraProcess
 from tessera.events.kafka import encode_envelope, ensure_topics, stream_key
 from tessera.events.migrate import migrate
 from tessera.infra.stack import StackInfo, free_port
 from tessera.schemas.api import limited_request_model
 from tessera.schemas.settings import Settings
 from tessera.services.ingest.service import to_envelopes
-from tessera.services.subprocesses import TesseraProcess
 from tessera.services.tenant_admin import ensure_tenant_with_key
 
 BENCH_TENANT = "bench"

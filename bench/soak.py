@@ -28,8 +28,8 @@ import psycopg
 
 from tessera.bench.soak_load import LoadGenerator, LoadStats
 from tessera.bench.soak_losses import classify_losses, markers_in_topic, offset_ranges
+from tessera.bench.supervisor import Supervisor
 from tessera.infra.stack import LocalStack, StackError, free_port
-from tessera.services.supervisor import Supervisor
 
 # Slowest to recover last, so a short run still sees every kind.
 FAULT_KINDS = ("ingest_worker", "broker", "trainer", "postgres", "server")

@@ -44,8 +44,8 @@ def step_tenant(run: DemoRun) -> None:
 
 
 def step_processes(run: DemoRun) -> None:
+    from tessera.bench.subprocesses import TesseraProcess
     from tessera.infra.stack import free_port
-    from tessera.services.subprocesses import TesseraProcess
 
     env = {"TESSERA_DATABASE_URL": run.database_url, "TESSERA_KAFKA_BOOTSTRAP": run.kafka_bootstrap}
     logs = run.state_dir / "demo-logs"

@@ -54,8 +54,8 @@ def running_ingest(
 ) -> Iterator[HttpIngest]:
     """The ingest worker and the API server as child processes (stopped on exit).
     `env` adds `TESSERA_*` settings for both (tests: their own topics and group)."""
+    from tessera.bench.subprocesses import TesseraProcess
     from tessera.infra.stack import free_port
-    from tessera.services.subprocesses import TesseraProcess
 
     child_env = {
         "TESSERA_DATABASE_URL": database_url,

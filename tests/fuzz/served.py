@@ -22,13 +22,13 @@ from pathlib import Path
 import httpx
 import psycopg
 
+from tessera.bench.subprocesses import TesseraProcess
 from tessera.events.migrate import migrate
 from tessera.events.postgres_store import PostgresEventStore
 from tessera.events.tenants import create_tenant, issue_api_key
 from tessera.infra.stack import StackInfo, free_port
 from tessera.schemas.events import EventEnvelope, EventType, utcnow
 from tessera.schemas.revisions import RevisionEvaluated, RevisionPromoted, RevisionTrained
-from tessera.services.subprocesses import TesseraProcess
 from tessera.workers.adapter_store import AdapterBlobConfig, LocalAdapterStore, save_adapter_blob
 
 ADMIN_KEY = "adm_" + uuid.uuid4().hex  # a fresh secret per session, grepped for in logs

@@ -21,12 +21,12 @@ import httpx
 import psycopg
 import pytest
 
+from tessera.bench.subprocesses import TesseraProcess
 from tessera.bench.tiny_model import build_tiny_model
 from tessera.events.tenants import create_tenant, issue_api_key
 from tessera.infra.haproxy import USER_HEADER, Replica, render_config
 from tessera.infra.stack import StackInfo, free_port
 from tessera.services.replica_header import REPLICA_HEADER
-from tessera.services.subprocesses import TesseraProcess
 
 pytestmark = pytest.mark.skipif(
     shutil.which("haproxy") is None,

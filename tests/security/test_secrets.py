@@ -18,9 +18,9 @@ import pytest
 from fuzz.served import ADMIN_KEY, TENANT_A, Deployment
 from kafka import KafkaProducer
 
+from tessera.bench.subprocesses import TesseraProcess
 from tessera.events import tenants
 from tessera.services import auth
-from tessera.services.subprocesses import TesseraProcess
 from tessera.workers.train_worker import send_requests
 from tessera.workers.training_request import TrainingRequest
 

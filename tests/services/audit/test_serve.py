@@ -7,9 +7,9 @@ from pathlib import Path
 
 import httpx
 
+from tessera.bench.subprocesses import TesseraProcess
 from tessera.events.postgres_store import PostgresEventStore
 from tessera.infra.stack import StackInfo, free_port
-from tessera.services.subprocesses import TesseraProcess
 from tessera.workers.adapter_store import LocalAdapterStore
 
 from .builders import TopicReader, interactions, marker, revision

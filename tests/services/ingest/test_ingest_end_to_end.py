@@ -14,11 +14,11 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
+from tessera.bench.subprocesses import TesseraProcess
 from tessera.infra.stack import StackInfo
 from tessera.schemas.settings import Settings
 from tessera.services.auth import authenticator_from_database
 from tessera.services.ingest.service import IngestService
-from tessera.services.subprocesses import TesseraProcess
 from tessera.services.tenant_admin import ensure_tenant_with_key
 
 from .conftest import ingest_app

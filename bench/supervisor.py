@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from tessera.services.subprocesses import TesseraProcess
+from tessera.bench.subprocesses import TesseraProcess
 
 
 class Supervisor:
