@@ -104,6 +104,32 @@ def _proximal_penalty(
     return total
 
 
+def _loss(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], config: LoraTrainConfig,
+    params: Sequence[torch.Tensor], anchors: Sequence[torch.Tensor],
+) -> torch.Tensor:
+    """One batch's training loss: mean NLL over its target tokens, plus the proximal pull
+    toward the parent when there is one."""
+    nll_sum, n_tokens = target_nll(model, batch)
+    loss = nll_sum / max(1, n_tokens)
+    if anchors:
+        loss = loss + config.prox_weight * _proximal_penalty(params, anchors)
+    return loss
+
+
+def _write_blob(
+    state: dict[str, torch.Tensor], config: LoraTrainConfig, base_digest: str,
+    out_dir: Path | None,
+) -> tuple[Path, AdapterBlobConfig]:
+    """`out_dir/adapter.safetensors` (a fresh temp dir by default) and its config."""
+    blob_cfg = AdapterBlobConfig(config.rank, config.alpha, config.target_modules, base_digest)
+    folder = out_dir or Path(tempfile.mkdtemp(prefix="tessera-adapter-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    blob = folder / BLOB_NAME
+    save_adapter_blob(state, blob_cfg, blob)
+    return blob, blob_cfg
+
+
 def check_warm_start(init: AdapterBlobConfig, config: LoraTrainConfig, base_digest: str) -> None:
     """A warm start must have the same shape of adapter and come from the same base."""
     if init.r != config.rank or tuple(init.target_modules) != tuple(config.target_modules):
@@ -171,10 +197,7 @@ def train_adapter(
                                        epoch=epoch):
                 if steps >= total:
                     break
-                nll_sum, n_tokens = target_nll(peft_model, collate(batch, pad_id=pad_id))
-                loss = nll_sum / max(1, n_tokens)  # mean over the batch's target tokens
-                if anchors:
-                    loss = loss + config.prox_weight * _proximal_penalty(params, anchors)
+                loss = _loss(peft_model, collate(batch, pad_id=pad_id), config, params, anchors)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"training loss became {loss.item()} at step {steps}")
                 optimizer.zero_grad(set_to_none=True)
@@ -188,11 +211,7 @@ def train_adapter(
         bar.close()
         state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(peft_model).items()}
 
-    blob_cfg = AdapterBlobConfig(config.rank, config.alpha, config.target_modules, base_digest)
-    folder = out_dir or Path(tempfile.mkdtemp(prefix="tessera-adapter-"))
-    folder.mkdir(parents=True, exist_ok=True)
-    blob = folder / BLOB_NAME
-    save_adapter_blob(state, blob_cfg, blob)
+    blob, blob_cfg = _write_blob(state, config, base_digest, out_dir)
     return TrainResult(
         blob_path=blob,
         state_dict=state,
