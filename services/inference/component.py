@@ -22,15 +22,15 @@ log = logging.getLogger(__name__)
 
 
 def projection_lookup(database_url: str, *, pool_size: int = 4) -> Lookup:
-    """`lookup(tenant, user)` answered by `events.catalog.served_revision` over a pool."""
+    """`lookup(tenant, user)` answered by `events.catalog.served_revision` over the event
+    store's projections (its own pool)."""
     from tessera.events.catalog import served_revision
-    from tessera.events.db import make_pool
+    from tessera.events.postgres_store import PostgresEventStore
 
-    pool = make_pool(database_url, min_size=1, max_size=pool_size)
+    store = PostgresEventStore(database_url, pool_size=pool_size)
 
     def lookup(tenant_id: str, user_id: str) -> Served:
-        with pool.connection() as conn:
-            s = served_revision(conn, tenant_id, user_id)
+        s = served_revision(store, tenant_id, user_id)
         return Served(s.revision_id, s.adapter_digest, s.source)
 
     return lookup
@@ -40,16 +40,14 @@ def projection_pin_lookup(database_url: str) -> PinLookup:
     """`pin_lookup(tenant, user, revision)` from the revision catalog: the revision must be
     that user's in that tenant and have passed the gate once (promoted, superseded or
     rolled back); trained-only, rejected and forgotten ones are not served."""
-    from tessera.events.catalog import get_revision
-    from tessera.events.db import make_pool
+    from tessera.events.postgres_store import PostgresEventStore
     from tessera.schemas.events import PRIOR_USER_ID, RevisionState
 
     servable = {RevisionState.PROMOTED, RevisionState.SUPERSEDED, RevisionState.ROLLED_BACK}
-    pool = make_pool(database_url, min_size=1, max_size=2)
+    store = PostgresEventStore(database_url, pool_size=2)
 
     def pin(tenant_id: str, user_id: str, revision_id: str) -> Served | None:
-        with pool.connection() as conn:
-            row = get_revision(conn, revision_id)
+        row = store.get_revision(revision_id)
         if row is None or (row.tenant_id, row.user_id) != (tenant_id, user_id):
             return None
         if row.state not in servable:
