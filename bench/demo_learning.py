@@ -92,8 +92,7 @@ def step_train_days(run: DemoRun) -> None:
 
 def step_side_by_side(run: DemoRun) -> None:
     """Every demo-days user plus the base model answer one prompt in the same batch."""
-    from tessera.events.catalog import list_users
-    from tessera.events.db import connect
+    from tessera.events.postgres_store import PostgresEventStore
     from tessera.schemas.events import PRIOR_USER_ID
     from tessera.schemas.settings import get_settings
     from tessera.services.inference.build import build_engine
@@ -105,8 +104,8 @@ def step_side_by_side(run: DemoRun) -> None:
     from tessera.workers.base_model import load_base_model, resolve_base_model
 
     settings = get_settings()
-    with connect(run.database_url) as conn:
-        users = [u.user_id for u in list_users(conn, run.days_tenant)
+    with PostgresEventStore(run.database_url, pool_size=1) as store:
+        users = [u.user_id for u in store.list_users(run.days_tenant)
                  if u.user_id != PRIOR_USER_ID]
     model, tokenizer = load_base_model(resolve_base_model(settings))
     engine = build_engine(

@@ -24,12 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 
 from tessera.bench.soak_load import LoadGenerator, LoadStats
 from tessera.bench.soak_losses import classify_losses, markers_in_topic, offset_ranges
 from tessera.bench.supervisor import Supervisor
+from tessera.events.log_reads import PostgresLogReads
+from tessera.events.postgres_store import PostgresEventStore
+from tessera.events.store import EventStoreError
 from tessera.infra.stack import LocalStack, StackError, free_port
+from tessera.schemas.events import EventType
 
 # Slowest to recover last, so a short run still sees every kind.
 FAULT_KINDS = ("ingest_worker", "broker", "trainer", "postgres", "server")
@@ -119,12 +122,11 @@ class Prober:
             time.sleep(0.25)
         while time.monotonic() - since < limit_s:
             try:
-                with psycopg.connect(self._database_url, connect_timeout=5) as conn:
-                    found = conn.execute("SELECT 1 FROM events WHERE data->>'text' = %s",
-                                         (marker,)).fetchone()
+                with PostgresLogReads(self._database_url) as reads:
+                    found = marker in reads.data_values("text", prefix=marker)
                 if found:
                     return time.monotonic() - since
-            except psycopg.Error:
+            except EventStoreError:
                 pass
             time.sleep(0.5)
         return None
@@ -180,7 +182,7 @@ class FaultInjector:
             acked = {m for m, t in self._stats.accepted.items() if t <= killed_at + 1.0}
         try:
             logged = set(_logged_markers(self._database_url))
-        except psycopg.Error as exc:
+        except EventStoreError as exc:
             self._report(f"could not read the log at the broker kill: {exc}")
             return
         self.unlogged_at_broker_kill |= acked - logged
@@ -233,11 +235,9 @@ def _restart(start: Callable[[], object], limit_s: float = 60.0) -> None:
 
 
 def _logged_markers(database_url: str) -> Counter[str]:
-    with psycopg.connect(database_url) as conn:
-        rows = conn.execute("SELECT split_part(data->>'text', ' ', 1) FROM events "
-                            "WHERE tenant_id = %s AND data->>'text' LIKE 'soak-%%'",
-                            (TENANT,)).fetchall()
-    return Counter(r[0] for r in rows)
+    with PostgresLogReads(database_url) as reads:
+        texts = reads.data_values("text", prefix="soak-", tenant_id=TENANT)
+    return Counter(t.split(" ", 1)[0] for t in texts)
 
 
 def _wait_for_log(database_url: str, accepted: set[str], quiet_s: float = 60.0) -> Counter[str]:
@@ -246,7 +246,7 @@ def _wait_for_log(database_url: str, accepted: set[str], quiet_s: float = 60.0) 
     while True:
         try:
             seen = _logged_markers(database_url)
-        except psycopg.Error:
+        except EventStoreError:
             seen = Counter()
         if not accepted - set(seen):
             return seen
@@ -258,10 +258,10 @@ def _wait_for_log(database_url: str, accepted: set[str], quiet_s: float = 60.0) 
 
 
 def _tracking_rows(database_url: str) -> dict[str, int]:
-    with psycopg.connect(database_url) as conn:
-        rows = conn.execute("SELECT topic, partition_no, last_offset FROM tracking "
-                            "WHERE topic LIKE 'tessera.interactions%'").fetchall()
-    return {f"{t}/{p}": int(o) for t, p, o in rows}
+    with PostgresEventStore(database_url, pool_size=1) as store:
+        rows = store.tracking_rows()
+    return {f"{r.topic}/{r.partition}": r.offset for r in rows
+            if r.topic.startswith("tessera.interactions")}
 
 
 def _revision_audit(database_url: str, adapters: Path) -> dict[str, int]:
@@ -269,15 +269,15 @@ def _revision_audit(database_url: str, adapters: Path) -> dict[str, int]:
     blob is missing from the store."""
     from tessera.workers.adapter_store import LocalAdapterStore
 
-    with psycopg.connect(database_url) as conn:
-        promoted = conn.execute(
-            "SELECT p.data->>'revision_id', p.data->>'adapter_digest' FROM events p "
-            "WHERE p.event_type = 'revision.promoted'").fetchall()
-        kinds = conn.execute(
-            "SELECT data->>'revision_id', array_agg(event_type) FROM events "
-            "WHERE event_type LIKE 'revision.%' GROUP BY 1").fetchall()
-        heads = conn.execute("SELECT revision_id, adapter_digest FROM heads").fetchall()
-    by_rev = {r: set(k) for r, k in kinds}
+    revision_types = [str(t) for t in EventType if str(t).startswith("revision.")]
+    with PostgresEventStore(database_url, pool_size=1) as log:
+        events = log.read(event_types=revision_types)
+        heads = [(h.revision_id, h.adapter_digest) for h in log.projection_state().heads.values()]
+    promoted = [(e.envelope.data.get("revision_id"), str(e.envelope.data["adapter_digest"]))
+                for e in events if e.envelope.event_type == EventType.REVISION_PROMOTED]
+    by_rev: dict[Any, set[str]] = {}
+    for e in events:
+        by_rev.setdefault(e.envelope.data.get("revision_id"), set()).add(e.envelope.event_type)
     half = sum(1 for rid, _ in promoted
                if not {"revision.trained", "revision.evaluated"} <= by_rev.get(rid, set()))
     store = LocalAdapterStore(adapters)
@@ -292,7 +292,7 @@ def run_soak(config: SoakConfig, root: Path, report: Callable[[str], None]) -> d
     """Run the soak in `root` (a fresh folder) and return the result document."""
     from tessera.bench.tiny_model import build_tiny_model
     from tessera.events.migrate import migrate
-    from tessera.events.tenants import create_tenant, issue_api_key
+    from tessera.services.tenant_admin import ensure_tenant_with_key
     from tessera.workers.train_worker import send_requests
     from tessera.workers.training_request import TrainingRequest
 
@@ -301,9 +301,7 @@ def run_soak(config: SoakConfig, root: Path, report: Callable[[str], None]) -> d
     sups: dict[str, Supervisor] = {}
     try:
         migrate(info.database_url)
-        with psycopg.connect(info.database_url, autocommit=True) as conn:
-            create_tenant(conn, TENANT)
-            key = issue_api_key(conn, TENANT)
+        key = ensure_tenant_with_key(info.database_url, TENANT)
         base = config.base_model or build_tiny_model(root / "tiny")
         port = free_port()
         env = _env(info, root / "state", base, port)
@@ -331,11 +329,10 @@ def run_soak(config: SoakConfig, root: Path, report: Callable[[str], None]) -> d
             if time.monotonic() >= next_train:
                 next_train += config.train_every_s
                 try:  # what the scheduler would do: train a few users on what they have
-                    with psycopg.connect(info.database_url) as conn:
-                        head = conn.execute("SELECT coalesce(max(position), 0) FROM events"
-                                            ).fetchone()
+                    with PostgresEventStore(info.database_url, pool_size=1) as log:
+                        head = log.head_position()
                     reqs = [TrainingRequest(tenant_id=TENANT, user_id=f"user{u}",
-                                            up_to_position=int(head[0]) if head else 0,
+                                            up_to_position=head,
                                             trigger="bench") for u in range(2)]
                     send_requests(info.kafka_bootstrap, "tessera.training-requests", reqs)
                 except Exception as exc:  # a fault may be in progress; try next round

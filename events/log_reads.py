@@ -39,7 +39,14 @@ class LogReads(Protocol):
         """Of `keys`, those the log holds."""
         ...
 
-    def count_events(self, tenant_id: str) -> int: ...
+    def count_events(self, tenant_id: str, *, event_types: Sequence[str] | None = None) -> int:
+        """The tenant's events (of `event_types` when given)."""
+        ...
+
+    def data_values(self, field: str, *, prefix: str, tenant_id: str | None = None) -> list[str]:
+        """The text of `data[field]` of every event (of `tenant_id` when given) where it
+        starts with `prefix`, in position order: how harnesses find their marker events."""
+        ...
 
     def tenant_counts(self, tenant_id: str) -> TenantCounts: ...
 
@@ -72,11 +79,26 @@ class PostgresLogReads:
         )
         return {(row[0], row[1]) for row in rows} & set(keys)
 
-    def count_events(self, tenant_id: str) -> int:
-        rows = self._fetch(
-            "count events", "SELECT count(*) FROM events WHERE tenant_id = %s", (tenant_id,)
-        )
+    def count_events(self, tenant_id: str, *, event_types: Sequence[str] | None = None) -> int:
+        params: list[Any] = [tenant_id]
+        if event_types is None:
+            query = "SELECT count(*) FROM events WHERE tenant_id = %s"
+        else:
+            query = "SELECT count(*) FROM events WHERE tenant_id = %s AND event_type = ANY(%s)"
+            params.append([str(t) for t in event_types])
+        rows = self._fetch("count events", query, params)
         return int(rows[0][0]) if rows else 0
+
+    def data_values(self, field: str, *, prefix: str, tenant_id: str | None = None) -> list[str]:
+        # LIKE's own wildcards in the prefix match themselves only.
+        pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        rows = self._fetch(
+            "find marker events",
+            "SELECT data->>%s FROM events WHERE data->>%s LIKE %s"
+            " AND (%s::text IS NULL OR tenant_id = %s::text) ORDER BY position",
+            (field, field, pattern, tenant_id, tenant_id),
+        )
+        return [str(r[0]) for r in rows]
 
     def tenant_counts(self, tenant_id: str) -> TenantCounts:
         by_type = self._fetch(
@@ -143,8 +165,12 @@ class MemoryLogReads:
                     found.add(key)
         return found
 
-    def count_events(self, tenant_id: str) -> int:
-        return len(self._store.read(tenant_id=tenant_id))
+    def count_events(self, tenant_id: str, *, event_types: Sequence[str] | None = None) -> int:
+        return len(self._store.read(tenant_id=tenant_id, event_types=event_types))
+
+    def data_values(self, field: str, *, prefix: str, tenant_id: str | None = None) -> list[str]:
+        values = (e.envelope.data.get(field) for e in self._store.read(tenant_id=tenant_id))
+        return [v for v in values if isinstance(v, str) and v.startswith(prefix)]
 
     def tenant_counts(self, tenant_id: str) -> TenantCounts:
         events = self._store.read(tenant_id=tenant_id)

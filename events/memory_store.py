@@ -145,6 +145,10 @@ class MemoryEventStore:
         with self._lock:
             return self._tracking.get((group, topic, partition))
 
+    def tracking_rows(self) -> list[Tracking]:
+        with self._lock:
+            return [Tracking(g, t, p, o) for (g, t, p), o in sorted(self._tracking.items())]
+
     def head_position(self) -> int:
         with self._lock:
             return len(self._events)

@@ -117,6 +117,14 @@ class PostgresEventStore:
 
         return with_retry(once)
 
+    def tracking_rows(self) -> list[Tracking]:
+        with self.connection("read tracking") as conn:
+            rows = conn.execute(
+                "SELECT consumer_group, topic, partition_no, last_offset FROM tracking "
+                "ORDER BY consumer_group, topic, partition_no"
+            ).fetchall()
+        return [Tracking(str(g), str(t), int(p), int(o)) for g, t, p, o in rows]
+
     def head_position(self) -> int:
         def once() -> int:
             with self.connection("read head position") as conn:

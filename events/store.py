@@ -55,6 +55,10 @@ class EventStore(Protocol):
 
     def max_tracking_offset(self, group: str, topic: str, partition: int) -> int | None: ...
 
+    def tracking_rows(self) -> list[Tracking]:
+        """Every consumer position, by group, topic and partition."""
+        ...
+
     def head_position(self) -> int:
         """The highest position in the log (0 when empty)."""
         ...

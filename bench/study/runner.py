@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from tessera.bench.study.design import StudyDesign
 from tessera.events.catalog import ServedRevision, served_revision
-from tessera.events.db import connect, translated
+from tessera.events.log_reads import PostgresLogReads
 from tessera.schemas.events import INTERACTION_TYPES, PRIOR_USER_ID
 from tessera.workers.pipeline import RevisionOutcome, RevisionPipeline
 from tessera.workers.scheduler import ScheduleConfig, TrainingScheduler
@@ -71,12 +71,8 @@ class Replay:
 
 def count_interactions(database_url: str, tenant_id: str) -> int:
     """Interaction events of `tenant_id` committed in the log."""
-    with translated("count interaction events"), connect(database_url) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM events WHERE tenant_id = %s AND event_type = ANY(%s)",
-            (tenant_id, _INTERACTIONS),
-        ).fetchone()
-    return int(row[0]) if row else 0
+    with PostgresLogReads(database_url) as reads:
+        return reads.count_events(tenant_id, event_types=_INTERACTIONS)
 
 
 def wait_committed(database_url: str, tenant_id: str, expected: int, *,

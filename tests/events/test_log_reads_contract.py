@@ -48,3 +48,25 @@ def test_counts_of_a_tenant(store: EventStore, reads: LogReads) -> None:
     assert (counts.users, counts.first_position, counts.last_position) == (2, 2, 6)
     assert counts.longest_stream == 4  # alice: three exchanges and a revision
     assert counts.rejected_inputs == 1
+
+
+def test_counts_by_event_type(store: EventStore, reads: LogReads) -> None:
+    store.append([exchange("t1", "alice", 0), trained("t1", "alice", "r1")])
+    assert reads.count_events("t1", event_types=["interaction.exchange"]) == 1
+    assert reads.count_events("t1", event_types=["interaction.exchange", "revision.trained"]) == 2
+    assert reads.count_events("t1", event_types=[]) == 0
+
+
+def test_data_values_find_markers_by_prefix(store: EventStore, reads: LogReads) -> None:
+    texts = ["soak-1 a", "soak-2 b", "probe-x", "soak_3", "soak%4"]
+    store.append([exchange("t1", "u", n, event_id=uuid.uuid4()) for n in range(1)])
+    store.append([
+        exchange("t1" if n < 4 else "t2", "u", n).model_copy(update={"data": {"text": t}})
+        for n, t in enumerate(texts)
+    ])
+    assert reads.data_values("text", prefix="soak-") == ["soak-1 a", "soak-2 b"]
+    assert reads.data_values("text", prefix="soak-", tenant_id="t2") == []
+    assert reads.data_values("text", prefix="soak%", tenant_id="t2") == ["soak%4"]
+    assert reads.data_values("text", prefix="soak_") == ["soak_3"]  # '_' is no wildcard
+    assert reads.data_values("text", prefix="probe-x", tenant_id="t1") == ["probe-x"]
+    assert reads.data_values("prompt", prefix="secret prompt u 0") == ["secret prompt u 0"]

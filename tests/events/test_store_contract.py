@@ -98,6 +98,15 @@ def test_tracking_makes_replays_no_ops(store: EventStore) -> None:
     assert store.max_tracking_offset("other", "tessera.interactions", 3) is None
 
 
+def test_tracking_rows_list_every_position(store: EventStore) -> None:
+    assert store.tracking_rows() == []
+    store.append([], tracking=[Tracking("g", "b", 1, 5), Tracking("g", "a", 0, 3)])
+    store.append([], tracking=[Tracking("f", "a", 0, 9), Tracking("g", "a", 0, 4)])
+    assert store.tracking_rows() == [
+        Tracking("f", "a", 0, 9), Tracking("g", "a", 0, 4), Tracking("g", "b", 1, 5)
+    ]
+
+
 def test_one_stale_partition_makes_the_whole_call_a_replay(store: EventStore) -> None:
     store.append([], tracking=[Tracking("g", "t", 0, 10)])
     fresh, stale = Tracking("g", "t", 1, 5), Tracking("g", "t", 0, 10)
