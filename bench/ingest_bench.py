@@ -30,13 +30,13 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-import psycopg
 
 from tessera.bench.bare_rates import bare_consume, bare_copy, bare_produce, create_topic
 from tessera.bench.ingest_client import IngestClient, encode_batch
 from tessera.bench.subprocesses import TesseraProcess
 from tessera.events.kafka import encode_envelope, ensure_topics, stream_key
-from tessera.events.migrate import migrate
+from tessera.events.log_reads import PostgresLogReads
+from tessera.events.migrate import scratch_database as migrated_scratch_database
 from tessera.infra.stack import StackInfo, free_port
 from tessera.schemas.api import limited_request_model
 from tessera.schemas.settings import Settings
@@ -123,13 +123,9 @@ class LogTail:
 
     def _run(self) -> None:
         last = 0
-        with psycopg.connect(self._url, autocommit=True) as conn:
+        with PostgresLogReads(self._url) as reads:
             while not self._stop.is_set():
-                rows = conn.execute(
-                    "SELECT position, event_id FROM events WHERE position > %s AND tenant_id = %s"
-                    " ORDER BY position",
-                    (last, BENCH_TENANT),
-                ).fetchall()
+                rows = reads.positions(BENCH_TENANT, after=last)
                 now = time.monotonic()
                 with self._lock:
                     for position, event_id in rows:
@@ -154,21 +150,8 @@ class LogTail:
 @contextmanager
 def scratch_database(stack: StackInfo) -> Iterator[str]:
     """A fresh, migrated database on the stack's server, dropped afterwards."""
-    head, _, _ = stack.database_url.rpartition("/")
-    name = f"tessera_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(f"{head}/postgres", autocommit=True) as conn:
-        conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
-    url = f"{head}/{name}"
-    try:
-        migrate(url)
+    with migrated_scratch_database(stack.database_url, prefix="tessera_bench") as url:
         yield url
-    finally:
-        with psycopg.connect(f"{head}/postgres", autocommit=True) as conn:
-            conn.execute(
-                psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                    psycopg.sql.Identifier(name)
-                )
-            )
 
 
 def _percentile(values: list[float], q: float) -> float:

@@ -39,6 +39,11 @@ class LogReads(Protocol):
         """Of `keys`, those the log holds."""
         ...
 
+    def positions(self, tenant_id: str, *, after: int) -> list[tuple[int, uuid.UUID]]:
+        """(position, event id) of the tenant's events after `after`, in position order:
+        a cheap tail of the log (no event data)."""
+        ...
+
     def count_events(self, tenant_id: str, *, event_types: Sequence[str] | None = None) -> int:
         """The tenant's events (of `event_types` when given)."""
         ...
@@ -78,6 +83,15 @@ class PostgresLogReads:
             ),
         )
         return {(row[0], row[1]) for row in rows} & set(keys)
+
+    def positions(self, tenant_id: str, *, after: int) -> list[tuple[int, uuid.UUID]]:
+        rows = self._fetch(
+            "tail the log",
+            "SELECT position, event_id FROM events WHERE position > %s AND tenant_id = %s"
+            " ORDER BY position",
+            (after, tenant_id),
+        )
+        return [(int(p), e) for p, e in rows]
 
     def count_events(self, tenant_id: str, *, event_types: Sequence[str] | None = None) -> int:
         params: list[Any] = [tenant_id]
@@ -164,6 +178,10 @@ class MemoryLogReads:
                 if key in wanted:
                     found.add(key)
         return found
+
+    def positions(self, tenant_id: str, *, after: int) -> list[tuple[int, uuid.UUID]]:
+        return [(e.position, e.envelope.event_id)
+                for e in self._store.read(after=after, tenant_id=tenant_id)]
 
     def count_events(self, tenant_id: str, *, event_types: Sequence[str] | None = None) -> int:
         return len(self._store.read(tenant_id=tenant_id, event_types=event_types))

@@ -8,9 +8,14 @@ second waits, then finds nothing left to do.
 from __future__ import annotations
 
 import re
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from typing import Final
+
+from psycopg import sql
 
 from tessera.events.db import connect, translated
 
@@ -71,3 +76,23 @@ def migrate(url: str) -> list[str]:
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
     return applied_now
+
+
+@contextmanager
+def scratch_database(url: str, *, prefix: str) -> Iterator[str]:
+    """A fresh, migrated database named `<prefix>_<random>` on the server of `url` (whose
+    `postgres` database must accept CREATE DATABASE); dropped on exit, even with
+    connections still open."""
+    head, _, _ = url.rpartition("/")
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with connect(f"{head}/postgres", autocommit=True) as conn, translated("create database"):
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        scratch = f"{head}/{name}"
+        migrate(scratch)
+        yield scratch
+    finally:
+        with connect(f"{head}/postgres", autocommit=True) as conn, translated("drop database"):
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )

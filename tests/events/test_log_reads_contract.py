@@ -70,3 +70,11 @@ def test_data_values_find_markers_by_prefix(store: EventStore, reads: LogReads) 
     assert reads.data_values("text", prefix="soak_") == ["soak_3"]  # '_' is no wildcard
     assert reads.data_values("text", prefix="probe-x", tenant_id="t1") == ["probe-x"]
     assert reads.data_values("prompt", prefix="secret prompt u 0") == ["secret prompt u 0"]
+
+
+def test_positions_tail_a_tenant(store: EventStore, reads: LogReads) -> None:
+    batch = [exchange("t1", "a", 0), exchange("t2", "b", 1), exchange("t1", "c", 2)]
+    store.append(batch)
+    assert reads.positions("t1", after=0) == [(1, batch[0].event_id), (3, batch[2].event_id)]
+    assert reads.positions("t1", after=1) == [(3, batch[2].event_id)]
+    assert reads.positions("t1", after=3) == []
