@@ -192,14 +192,19 @@ class Postgres:
         self._ensure_database()
 
     def _ensure_database(self) -> None:
-        import psycopg
-
-        with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
-            exists = conn.execute(
-                "SELECT 1 FROM pg_database WHERE datname = %s", (PG_DATABASE,)
-            ).fetchone()
-            if not exists:
-                conn.execute(f'CREATE DATABASE "{PG_DATABASE}"')  # constant identifier
+        # The server's own client rather than SQL: infra/ imports nothing of ours, and SQL
+        # lives in events/ (whose migrations then fill this database).
+        result = subprocess.run(
+            [str(_pg_bin("createdb")), "-h", "127.0.0.1", "-p", str(self.port),
+             "-U", PG_SUPERUSER, PG_DATABASE],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "LC_ALL": "C", "LC_MESSAGES": "C"},  # an English message
+        )
+        if result.returncode != 0 and "already exists" not in result.stderr:
+            raise StackError(
+                f"could not create database {PG_DATABASE!r}: {result.stderr.strip()}"
+            )
 
     def stop(self, mode: str = "fast", timeout: float = 30.0) -> None:
         pid = self.pid()
