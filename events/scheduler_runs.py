@@ -317,10 +317,10 @@ class MemorySchedulerRuns:
         return out
 
     def user_head_position(self, tenant_id: str, user_id: str) -> int | None:
-        return self._last(self._unerased(tenant_id, user_id))
+        return max((e.position for e in self._unerased(tenant_id, user_id)), default=None)
 
     def tenant_head_position(self, tenant_id: str) -> int | None:
-        return self._last(self._unerased(tenant_id, None))
+        return max((e.position for e in self._unerased(tenant_id, None)), default=None)
 
     def decided(self, tenant_id: str, user_id: str, up_to_position: int) -> bool:
         return any(
@@ -353,8 +353,6 @@ class MemorySchedulerRuns:
         with self._lock:
             if job in self._slots:
                 self._requested[job] = requested
-
-    # --- helpers ---
 
     def _after_requests(self, since: dict[Any, int], key: Any, *, prior: bool = False) -> None:
         with self._lock:
@@ -389,10 +387,6 @@ class MemorySchedulerRuns:
                 n, _ = counted.get(k, (0, 0))
                 counted[k] = (n + 1, e.position)
         return counted
-
-    @staticmethod
-    def _last(events: list[StoredEvent]) -> int | None:
-        return events[-1].position if events else None
 
 
 if TYPE_CHECKING:  # mypy proves both classes satisfy the protocol
