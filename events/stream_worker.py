@@ -35,6 +35,7 @@ from tessera.events.faust_fetch_wait import set_fetch_max_wait
 from tessera.events.kafka import KafkaSetupError, ensure_topics, topic_id
 from tessera.events.kafka_no_autocreate import forbid_aiokafka_auto_create
 from tessera.events.store import EventStore
+from tessera.events.stream_metrics import record_lag, serve_metrics
 from tessera.events.stream_sink import Backoff, IngestSink, Record, SinkStats, SkippedRecords
 from tessera.events.stream_watchdog import (
     StallDetector,
@@ -224,11 +225,26 @@ def build_app(
             except Exception as exc:  # an outage is not a stall: skip this reading
                 log.warning("stall watchdog skipped a reading: %s", exc)
                 return
+            record_lag(end, stored)
             if detector.observe(end, stored):
                 _exit_for_restart("stalled (see the line above)")
 
         interval = min(WATCHDOG_INTERVAL_S, settings.stream_stall_timeout_s / 4)
         app.timer(interval)(_watchdog)
+    elif settings.ingest_metrics_port is not None:
+        # No watchdog to take the readings: the lag gauge takes its own.
+
+        async def _lag() -> None:
+            try:
+                end, stored = await asyncio.to_thread(
+                    _watchdog_reading, settings, bootstrap, store, sink
+                )
+            except Exception as exc:  # an outage: keep the last value
+                log.warning("consumer lag reading skipped: %s", exc)
+                return
+            record_lag(end, stored)
+
+        app.timer(WATCHDOG_INTERVAL_S)(_lag)
 
     return app, sink
 
@@ -332,6 +348,8 @@ def run_worker(
         log.warning("could not check the group's committed offsets: %s", exc)
     # The sink tracks the topic under the very name the offsets were checked against.
     use_fast_loops()  # before faust makes its loops
-    app, _ = build_app(settings, bootstrap=bootstrap, store=store, tracking_name=name)
+    app, sink = build_app(settings, bootstrap=bootstrap, store=store, tracking_name=name)
+    if settings.ingest_metrics_port is not None:
+        serve_metrics(sink.stats, settings.ingest_metrics_port)
     worker = faust.Worker(app, loglevel=loglevel, redirect_stdouts=False, quiet=True)
     worker.execute_from_commandline()

@@ -179,6 +179,20 @@ class Settings(BaseSettings):
         None, description="Port for the trainer's Prometheus /metrics (none when unset)."
     )
 
+    # operations (services/observability/)
+    json_logs: bool = Field(
+        False, description="One JSON object per log line (with request/revision ids)."
+    )
+    ingest_metrics_port: int | None = Field(
+        None, description="Port for the ingest worker's Prometheus /metrics (none when unset)."
+    )
+    readiness_timeout_s: float = Field(
+        2.0, gt=0, description="Longest a readiness probe (PostgreSQL, broker) may take."
+    )
+    grpc_health_interval_s: float = Field(
+        5.0, gt=0, description="How often gRPC health re-checks readiness."
+    )
+
     # servers
     http_host: str = "127.0.0.1"
     http_port: int = 8080

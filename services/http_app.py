@@ -18,12 +18,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tessera.services.auth_gate import AuthGateMiddleware
 from tessera.services.body_limit import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware
+from tessera.services.observability.http_metrics import ObservabilityMiddleware
 from tessera.services.openai_errors import http_error, is_openai_path, validation_error
 from tessera.services.replica_header import ReplicaHeaderMiddleware
 
 # One module per resource; add yours here.
 ROUTER_MODULES: list[str] = [
     "health",
+    "metrics",
     "ingest",
     "generate",
     "openai_compat",
@@ -79,6 +81,8 @@ def create_app(
     if replica_id:
         # Outermost of all: refusals (401, 413) say which replica refused, too.
         app.add_middleware(ReplicaHeaderMiddleware, replica_id=replica_id)
+    # Outermost: every answer (refusals included) is counted, timed and has a request id.
+    app.add_middleware(ObservabilityMiddleware)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     for name, value in components.items():

@@ -34,7 +34,10 @@ from tessera.services.grpc_auth_gate import KeyGateInterceptor
 from tessera.services.grpc_server import GrpcLimits, RunningGrpcServer, start_grpc_server
 from tessera.services.http_app import create_app
 from tessera.services.ingest.component import build_ingest
+from tessera.services.observability.grpc_health import HealthFollower
+from tessera.services.observability.readiness import Readiness, backend_checks
 from tessera.services.quotas import quotas_from_settings
+from tessera.workers.json_logs import configure_logging
 
 log = logging.getLogger(__name__)
 
@@ -115,10 +118,23 @@ def close_components(components: Sequence[Component]) -> None:
             log.exception("closing component %s failed", component.name)
 
 
+def readiness_for(ctx: ServerContext, components: Sequence[Component]) -> Readiness:
+    """PostgreSQL, the broker, and the model when this process serves inference."""
+    engine = next(
+        (c.http_state["inference"] for c in components if "inference" in c.http_state), None
+    )
+    timeout_s = ctx.settings.readiness_timeout_s
+    checks = backend_checks(
+        ctx.stack.database_url, ctx.stack.kafka_bootstrap, timeout_s=timeout_s, engine=engine
+    )
+    return Readiness(checks, timeout_s=timeout_s)
+
+
 def http_app_for(ctx: ServerContext, components: Sequence[Component]) -> FastAPI:
     state: dict[str, object] = {"auth": ctx.auth, "components": [c.name for c in components]}
     for component in components:
         state.update(component.http_state)
+    state["readiness"] = readiness_for(ctx, components)
     # Default: host and process, unique even for several replicas or workers on a host.
     replica_id = ctx.settings.replica_id or f"{socket.gethostname()}-{os.getpid()}"
     return create_app(max_body_bytes=ctx.settings.max_body_bytes, replica_id=replica_id, **state)
@@ -128,6 +144,7 @@ def http_worker_app() -> FastAPI:
     """uvicorn factory for worker processes (`http_workers > 1`): builds this process's
     own components from the environment the parent prepared."""
     settings = get_settings()
+    configure_logging(json_logs=settings.json_logs)  # a fresh process: the parent's is gone
     if settings.database_url is None or settings.kafka_bootstrap is None:
         raise RuntimeError("http_worker_app needs TESSERA_DATABASE_URL and TESSERA_KAFKA_BOOTSTRAP")
     stack = BackendAddresses(settings.database_url, settings.kafka_bootstrap)
@@ -145,6 +162,7 @@ def run_server(settings: Settings, stack: Backends, options: ServeOptions) -> No
     ctx = server_context(settings, stack)
     components = build_components(ctx, without=options.without)
     grpc: RunningGrpcServer | None = None
+    follower: HealthFollower | None = None
     try:
         if options.grpc_port is not None:
             services = [s for c in components for s in c.grpc_services]
@@ -155,6 +173,12 @@ def run_server(settings: Settings, stack: Backends, options: ServeOptions) -> No
                 limits=GrpcLimits.from_settings(settings),
                 interceptors=[KeyGateInterceptor(ctx.auth)],
             )
+            follower = HealthFollower(
+                readiness_for(ctx, components),
+                grpc.health,
+                [s.name for s in services],
+                interval_s=settings.grpc_health_interval_s,
+            ).start()
             print(f"gRPC  {options.host}:{grpc.port}", flush=True)
         names = ", ".join(c.name for c in components)
         print(f"HTTP  http://{options.host}:{options.http_port}  components: {names}", flush=True)
@@ -175,6 +199,8 @@ def run_server(settings: Settings, stack: Backends, options: ServeOptions) -> No
                 log_level="warning",
             )
     finally:
+        if follower is not None:
+            follower.stop()
         if grpc is not None:
             grpc.stop()
         close_components(components)

@@ -10,20 +10,23 @@ Metrics (served by `start_metrics_server`):
   evaluated over the same window);
 - `tessera_revision_stage_seconds{stage}` — dataset, train, evaluate, store.
 
-Logs: `configure_logging(json=True)` makes every record one JSON object; pass ids with
-`extra={"user_id": ..., "revision_id": ...}` and they become fields.
+Logs: `configure_logging(json_logs=True)` (workers/json_logs.py, re-exported here) makes
+every record one JSON object; pass ids with `extra={"user_id": ..., "revision_id": ...}`
+and they become fields.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import threading
 import time
 from collections import deque
 from typing import Final
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from tessera.workers.json_logs import configure_logging
+
+__all__ = ["configure_logging", "record_outcome", "record_stage", "start_metrics_server"]
 
 WINDOW_S: Final = 3600.0
 
@@ -83,43 +86,3 @@ def record_stage(stage: str, seconds: float) -> None:
 def start_metrics_server(port: int, host: str = "127.0.0.1") -> None:
     """Serve `/metrics` on `host:port` from a daemon thread."""
     start_http_server(port, addr=host)
-
-
-# Attributes every LogRecord has; anything else came from `extra=` and is a field.
-_STANDARD_ATTRS: Final = frozenset(
-    logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys() | {"message", "asctime"}
-)
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per record: time, level, logger, message and every `extra` field."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, object] = {
-            "ts": round(record.created, 3),
-            "level": record.levelname,
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        for key, value in record.__dict__.items():
-            if key not in _STANDARD_ATTRS:
-                out[key] = value if isinstance(value, int | float | bool | None) else str(value)
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out)
-
-
-def configure_logging(*, json_logs: bool = True, level: int = logging.INFO) -> None:
-    """Route the root logger to stderr, as JSON lines unless `json_logs` is false."""
-    handler = logging.StreamHandler()
-    if json_logs:
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    # kafka-python logs every connection step at INFO; keep its warnings and errors only.
-    logging.getLogger("kafka").setLevel(max(level, logging.WARNING))
-    # APScheduler logs every poll of the threshold trigger; our own logs say what it did.
-    logging.getLogger("apscheduler.executors").setLevel(max(level, logging.WARNING))

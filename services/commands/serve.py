@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import typer
 
 from tessera.schemas.settings import get_settings
@@ -38,11 +36,10 @@ def serve(
         check_admin_key_for_host,
         run_server,
     )
+    from tessera.workers.json_logs import configure_logging
 
-    logging.basicConfig(
-        level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     settings = get_settings()
+    configure_logging(json_logs=settings.json_logs, level=loglevel.upper())
     options = ServeOptions(
         host=host or settings.http_host,
         http_port=settings.http_port if http_port is None else http_port,

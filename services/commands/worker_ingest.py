@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import typer
 
 from tessera.schemas.settings import get_settings
@@ -25,13 +23,11 @@ def ingest(
     from tessera.events.kafka import KafkaSetupError
     from tessera.events.postgres_store import PostgresEventStore
     from tessera.events.stream_worker import run_worker
+    from tessera.workers.json_logs import configure_logging
 
-    logging.basicConfig(
-        level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # kafka-python (topic setup only) logs every connection at INFO; keep its warnings.
-    logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
     settings = get_settings()
+    # TESSERA_JSON_LOGS: one JSON object per line; kafka-python kept to its warnings.
+    configure_logging(json_logs=settings.json_logs, level=loglevel.upper())
     info = stack_info()
     store = PostgresEventStore(info.database_url)
     typer.echo(

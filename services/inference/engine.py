@@ -60,6 +60,12 @@ TTFT = Histogram(
     "Time to first token.",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10),
 )
+TOKENS = Counter("tessera_inference_tokens_generated", "Tokens generated, all requests.")
+TPOT = Histogram(
+    "tessera_inference_time_per_output_token_seconds",
+    "Per finished request: (total - time to first token) / (output tokens - 1).",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+)
 
 
 @dataclass
@@ -186,6 +192,12 @@ class InferenceEngine:
         return gen
 
     @property
+    def running(self) -> bool:
+        """Whether the engine thread is alive and accepting work (readiness)."""
+        thread = self._thread
+        return thread is not None and thread.is_alive() and not self._stop
+
+    @property
     def waiting(self) -> int:
         with self._cond:
             return len(self._waiting)
@@ -297,6 +309,7 @@ class InferenceEngine:
             token = sample_token(logits[row], p, seq.generator)
         seq.out_ids.append(token)
         self.tokens_generated += 1
+        TOKENS.inc()
         if seq.first_token_at is None:
             seq.first_token_at = now
             TTFT.observe(now - seq.submitted)
@@ -341,6 +354,9 @@ class InferenceEngine:
         text = self.codec.decode([t for t in seq.out_ids if t not in self.codec.eos_ids])
         cut = find_stop(text, p.stop)
         now = time.monotonic()
+        first = seq.first_token_at or now
+        if len(seq.out_ids) > 1:
+            TPOT.observe((now - first) / (len(seq.out_ids) - 1))
         seq.gen.emit(
             GenerateResult(
                 request_id=seq.gen.request_id,
@@ -349,7 +365,7 @@ class InferenceEngine:
                 revision=seq.gen.revision,
                 prompt_tokens=len(seq.prompt_ids),
                 completion_tokens=len(seq.out_ids),
-                ttft_s=(seq.first_token_at or now) - seq.submitted,
+                ttft_s=first - seq.submitted,
                 total_s=now - seq.submitted,
             )
         )

@@ -13,7 +13,8 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from tessera.events.kafka import ensure_topics
 from tessera.infra.stack import StackInfo
 from tessera.schemas.settings import Settings
-from tessera.workers.metrics import GATE_PASS_RATE, JsonFormatter, record_outcome
+from tessera.workers.json_logs import json_formatter
+from tessera.workers.metrics import GATE_PASS_RATE, record_outcome
 from tessera.workers.train_worker import TrainWorker, WorkerConfig
 from tessera.workers.training_request import TrainingRequest
 
@@ -59,6 +60,6 @@ def test_gate_pass_rate_and_json_logs_carry_ids() -> None:
     record = logging.LogRecord("tessera.workers", logging.INFO, __file__, 1, "trained %s",
                                ("abc",), None)
     record.user_id, record.revision_id = "alice", "rev-1"
-    line = json.loads(JsonFormatter().format(record))
+    line = json.loads(json_formatter().format(record))
     assert line["msg"] == "trained abc"
     assert (line["user_id"], line["revision_id"]) == ("alice", "rev-1")

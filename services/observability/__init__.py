@@ -1,0 +1,1 @@
+"""Operations: HTTP metrics and request ids, readiness checks, the /metrics exposition."""
