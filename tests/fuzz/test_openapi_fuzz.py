@@ -80,6 +80,7 @@ ROUTES = {
     "GET /v1/admin/revisions/{revision_id}", "GET /v1/admin/requests/{request_id}",
     "POST /v1/admin/users/{tenant_id}/{user_id}/rollback",
     "POST /v1/admin/users/{tenant_id}/{user_id}/forget", "GET /admin/users/{tenant_id}/{user_id}",
+    "GET /readyz", "GET /metrics", "GET /v1/models", "GET /v1/models/{model}",
 }
 
 
