@@ -171,8 +171,10 @@ def _usage(r: GenerateResult) -> dict[str, int]:
 async def _run(
     engine: Engine, body: _Common, requests: list[GenerateRequest], kind: str
 ) -> JSONResponse | StreamingResponse:
+    gens: list[Generation] = []
     try:
-        gens = [await submit(engine, request) for request in requests]
+        for request in requests:
+            gens.append(await submit(engine, request))
         gen = gens[0]
         if body.stream:
             with_usage = body.stream_options is not None and body.stream_options.include_usage
@@ -183,6 +185,8 @@ async def _run(
             )
         results = await asyncio.gather(*(g.aresult() for g in gens))
     except EngineError as exc:
+        for started in gens:  # one choice refused (quota, queue): the others stop too
+            started.cancel()
         return error_response(status_for(exc), str(exc), headers=headers_for(exc))
     choices = []
     for index, result in enumerate(results):
