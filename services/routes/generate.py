@@ -12,7 +12,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
@@ -110,11 +110,15 @@ def to_request(body: GenerateBody, tenant_id: str) -> GenerateRequest:
         504: {"description": "The request ran past its timeout."},
     },
 )
-async def generate(body: GenerateBody, tenant_id: TenantCaller, engine: Engine) -> object:
+async def generate(
+    body: GenerateBody, tenant_id: TenantCaller, engine: Engine, response: Response
+) -> object:
     """Generate a continuation of `prompt` with `user_id`'s served revision."""
     try:
         gen = await submit(engine, to_request(body, tenant_id))
         if not body.stream:
+            # as on streams and the OpenAI routes; the access log reads it (revision_id)
+            response.headers["X-Tessera-Revision"] = gen.revision.name
             return GenerateOut.of(await gen.aresult())
     except EngineError as exc:
         raise HTTPException(status_for(exc), str(exc), headers=headers_for(exc)) from None

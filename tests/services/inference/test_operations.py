@@ -43,7 +43,9 @@ def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return out
 
 
-def test_metrics_expose_the_named_series_after_a_request(engine: InferenceEngine) -> None:
+def test_metrics_expose_the_named_series_after_a_request(
+    engine: InferenceEngine, json_log: io.StringIO
+) -> None:
     with http_server(engine) as url:
         before = _samples(httpx.get(f"{url}/metrics").text)
         body = {"user_id": "ann", "prompt": "Hello there", "max_tokens": 6}
@@ -68,6 +70,11 @@ def test_metrics_expose_the_named_series_after_a_request(engine: InferenceEngine
     residency = sum(delta("tessera_adapter_residency_total", event=e) for e in ("hit", "load"))
     assert residency >= 1  # ann's adapter was loaded or already resident
     assert ("tessera_adapter_residency_total", (("event", "miss"),)) in after
+    # the access log line names the request and the revision that answered
+    lines = [json.loads(line) for line in json_log.getvalue().splitlines()]
+    (line,) = [x for x in lines if x.get("route") == "/v1/generate"]
+    assert line["request_id"] == r.headers["x-request-id"]
+    assert line["revision_id"] == r.headers["x-tessera-revision"] == "rev-ann-1"
 
 
 def _ready(app_readiness: Readiness) -> tuple[int, dict[str, Any]]:

@@ -14,17 +14,11 @@ app = typer.Typer(
 infra_app = typer.Typer(help="The local stack: broker and PostgreSQL.", no_args_is_help=True)
 db_app = typer.Typer(help="Event store maintenance.", no_args_is_help=True)
 worker_app = typer.Typer(help="Long-running workers.", no_args_is_help=True)
-bench_app = typer.Typer(
-    help="Benchmarks: print one JSON object as the last line.", no_args_is_help=True
-)
-study_app = typer.Typer(help="Studies on real data.", no_args_is_help=True)
 audit_app = typer.Typer(help="Audit trails: lineage, provenance, requests.", no_args_is_help=True)
 tenant_app = typer.Typer(help="Tenants and their API keys.", no_args_is_help=True)
 
 app.add_typer(infra_app, name="infra")
 app.add_typer(db_app, name="db")
 app.add_typer(worker_app, name="worker")
-app.add_typer(bench_app, name="bench")
-app.add_typer(study_app, name="study")
 app.add_typer(audit_app, name="audit")
 app.add_typer(tenant_app, name="tenant")
