@@ -39,6 +39,8 @@ test: install sysdeps
 
 lint: install
 	$(BIN)/ruff check .
+	# The import contracts (pyproject.toml, [tool.importlinter]): dependencies one way.
+	$(BIN)/lint-imports --no-cache
 
 typecheck: install
 	$(BIN)/python .ci/typecheck.py

@@ -11,11 +11,11 @@ import pytest
 from typer.testing import CliRunner
 
 from tessera.bench.catalog import RESULT_KEYS, CatalogBenchConfig, run_catalog_bench
+from tessera.bench.cli import app
 from tessera.events import bulk_fill, catalog
 from tessera.events.rebuild import rebuild_projections
 from tessera.infra.stack import StackInfo
 from tessera.schemas.settings import get_settings
-from tessera.services.cli import app
 from tessera.workers.scheduler_state import SchedulerState
 
 USERS = 2_000

@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 from typer.testing import CliRunner
 
+from tessera.bench.cli import app
 from tessera.bench.kernel_bench import KernelShape, time_shape
-from tessera.services.cli import app
 
 
 def test_time_shape_times_each_backend() -> None:

@@ -38,7 +38,7 @@ def _no_stack() -> StackInfo:
 def test_serve_refuses_a_public_host_with_the_default_admin_key(
     host: str, default_admin_key: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("tessera.services.commands.serve.stack_info", _no_stack)
+    monkeypatch.setattr("tessera.services.cli.commands.serve.stack_info", _no_stack)
     out = CliRunner().invoke(app, ["serve", "--host", host, "--no-grpc"])
     assert out.exit_code == 1, out.output
     assert "TESSERA_ADMIN_KEY" in out.output and "127.0.0.1" in out.output

@@ -16,7 +16,7 @@ def test_set_quota_stores_the_tenants_limits(
     database_url: str, stack: StackInfo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     info = StackInfo(database_url, stack.kafka_bootstrap, None, None)
-    monkeypatch.setattr("tessera.services.commands.tenant.stack_info", lambda: info)
+    monkeypatch.setattr("tessera.services.cli.commands.tenant.stack_info", lambda: info)
     with psycopg.connect(database_url, autocommit=True) as conn:
         tenants.create_tenant(conn, "acme")
 

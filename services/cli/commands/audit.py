@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, TypeVar
 import typer
 
 from tessera.schemas.settings import get_settings
-from tessera.services.cli_apps import audit_app
-from tessera.services.commands.infra import stack_info
+from tessera.services.cli.apps import audit_app
+from tessera.services.cli.commands.infra import stack_info
 
 if TYPE_CHECKING:
     from tessera.events.postgres_store import PostgresEventStore

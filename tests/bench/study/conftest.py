@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from tessera.bench.chitchat import ContextTurn, Speaker, SpeakerMessage
+from tessera.bench.commands.study import HttpIngest, running_ingest
 from tessera.infra.stack import StackInfo
-from tessera.services.commands.study import HttpIngest, running_ingest
 from tessera.workers.base_model import BaseModelInfo, load_base_model, weight_files, weights_digest
 from tessera.workers.gate import GateConfig
 from tessera.workers.lora_config import LoraTrainConfig

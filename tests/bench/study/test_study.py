@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from tessera.bench.commands.study import HttpIngest
 from tessera.bench.study.design import build_design
 from tessera.bench.study.experiment import StudyConfig, run_study
 from tessera.bench.study.report import plot, table, write_json
 from tessera.events.postgres_store import PostgresEventStore
 from tessera.schemas.events import PRIOR_USER_ID, EventType
-from tessera.services.commands.study import HttpIngest
 from tessera.workers.adapter_store import LocalAdapterStore
 from tessera.workers.pipeline import Engine
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from tessera.services.cli_apps import app
+from tessera.services.cli.apps import app
 
 schemas_app = typer.Typer(help="Public contracts: JSON Schema export.", no_args_is_help=True)
 app.add_typer(schemas_app, name="schemas")

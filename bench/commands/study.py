@@ -21,7 +21,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tessera.services.cli_apps import study_app
+from tessera.bench.commands.apps import study_app
 
 DEFAULT_OUT = Path("bench/results/study.json")
 
@@ -142,7 +142,7 @@ def personalization(
     from tessera.events.migrate import migrate
     from tessera.events.store import EventStoreError
     from tessera.schemas.settings import get_settings
-    from tessera.services.commands.infra import stack_info
+    from tessera.services.cli.commands.infra import stack_info
     from tessera.workers.adapter_store import LocalAdapterStore
     from tessera.workers.metrics import configure_logging
     from tessera.workers.runtime import load_engine, pipeline_config

@@ -14,8 +14,8 @@ from typing import Annotated
 import typer
 
 from tessera.schemas.settings import get_settings
-from tessera.services.cli_apps import worker_app
-from tessera.services.commands.infra import stack_info
+from tessera.services.cli.apps import worker_app
+from tessera.services.cli.commands.infra import stack_info
 
 
 @worker_app.command("webhooks")

@@ -8,8 +8,8 @@ from typing import Annotated, Final
 
 import typer
 
-from tessera.services.cli_apps import bench_app
-from tessera.services.commands.infra import stack_info
+from tessera.bench.commands.apps import bench_app
+from tessera.services.cli.commands.infra import stack_info
 
 DEFAULT_OUT: Final = Path("bench/results/catalog.json")
 DATABASE: Final = "tessera_bench_catalog"

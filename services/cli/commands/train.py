@@ -17,8 +17,8 @@ if TYPE_CHECKING:
     from tessera.workers.training_request import TrainingRequest
 
 from tessera.schemas.settings import get_settings
-from tessera.services.cli_apps import app, worker_app
-from tessera.services.commands.infra import stack_info
+from tessera.services.cli.apps import app, worker_app
+from tessera.services.cli.commands.infra import stack_info
 
 
 def _fail(message: str) -> typer.Exit:

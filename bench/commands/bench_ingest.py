@@ -9,7 +9,7 @@ from typing import Annotated, Final
 
 import typer
 
-from tessera.services.cli_apps import bench_app
+from tessera.bench.commands.apps import bench_app
 
 DEFAULT_OUT: Final = Path("bench/results/ingest.json")
 
@@ -38,7 +38,7 @@ def bench_ingest(
 
     from tessera.bench.ingest_bench import BenchConfig, run_bench
     from tessera.schemas.settings import get_settings
-    from tessera.services.commands.infra import stack_info
+    from tessera.services.cli.commands.infra import stack_info
 
     settings = get_settings()
     config = BenchConfig(

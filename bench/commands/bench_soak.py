@@ -10,7 +10,7 @@ from typing import Annotated, Final
 
 import typer
 
-from tessera.services.cli_apps import bench_app
+from tessera.bench.commands.apps import bench_app
 
 DEFAULT_OUT: Final = Path("bench/results/soak.json")
 

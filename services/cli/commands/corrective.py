@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 import typer
 
 from tessera.schemas.settings import get_settings
-from tessera.services.cli_apps import app
-from tessera.services.commands.infra import stack_info
+from tessera.services.cli.apps import app
+from tessera.services.cli.commands.infra import stack_info
 
 if TYPE_CHECKING:
     from tessera.services.audit.backend import AdminBackend

@@ -18,11 +18,11 @@ import typer
 
 from tessera.bench.demo_learning import step_side_by_side, step_train_days
 from tessera.bench.demo_run import DemoRun, Step
-from tessera.services.cli_apps import app
+from tessera.services.cli.apps import app
 
 
 def step_stack(run: DemoRun) -> None:
-    from tessera.services.commands.infra import stack_info
+    from tessera.services.cli.commands.infra import stack_info
 
     info = stack_info()
     run.database_url, run.kafka_bootstrap = info.database_url, info.kafka_bootstrap

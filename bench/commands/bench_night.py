@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from tessera.services.cli_apps import bench_app
+from tessera.bench.commands.apps import bench_app
 
 DEFAULT_OUT = Path("bench/results/night.json")
 

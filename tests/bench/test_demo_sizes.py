@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tessera.services.commands.demo import night_size_problem
+from tessera.bench.commands.demo import night_size_problem
 
 TESSERA = Path(sys.executable).with_name("tessera")
 DEFAULTS = {"holdout_k": 8, "min_train_examples": 8, "min_heldout_examples": 8}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from tessera.services.cli_apps import db_app
-from tessera.services.commands.infra import stack_info
+from tessera.services.cli.apps import db_app
+from tessera.services.cli.commands.infra import stack_info
 
 
 @db_app.command("migrate")

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from tessera.services.cli_apps import tenant_app
-from tessera.services.commands.infra import stack_info
+from tessera.services.cli.apps import tenant_app
+from tessera.services.cli.commands.infra import stack_info
 
 if TYPE_CHECKING:  # psycopg is imported only when a command runs, so --help stays instant
     from tessera.events.tenant_directory import TenantDirectory

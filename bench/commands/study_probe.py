@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tessera.services.cli_apps import study_app
+from tessera.bench.commands.apps import study_app
 
 DEFAULT_ARMS = ('{"lr8e-4": {"lr": 8e-4}, "lr8e-4-prox1": {"lr": 8e-4, "prox_weight": 1.0}, '
                 '"lr4e-4": {"lr": 4e-4}}')

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from tessera.services.cli_apps import bench_app
-from tessera.services.commands.bench_device import (
+from tessera.bench.commands.apps import bench_app
+from tessera.bench.commands.bench_device import (
     DeviceOption,
     DtypeOption,
     describe_device,

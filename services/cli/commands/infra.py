@@ -6,7 +6,7 @@ import typer
 
 from tessera.infra.stack import LocalStack, StackError, StackInfo
 from tessera.schemas.settings import get_settings
-from tessera.services.cli_apps import infra_app
+from tessera.services.cli.apps import infra_app
 
 
 def local_stack() -> LocalStack:
