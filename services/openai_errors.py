@@ -63,7 +63,15 @@ async def http_error(request: Request, exc: Exception) -> Response:
     OpenAI routes, FastAPI's default elsewhere."""
     if not isinstance(exc, StarletteHTTPException):
         raise exc
-    if not is_openai_path(request.url.path):
+    path = request.url.path
+    if exc.status_code == 404 and "route" not in request.scope and path.startswith("/v1/"):
+        # An OpenAI endpoint Tessera lacks (/v1/embeddings, ...): say so in the envelope.
+        message = (
+            f"unknown endpoint {request.method} {path}; this server offers "
+            "/v1/chat/completions, /v1/completions and /v1/models"
+        )
+        return error_response(404, message, code="unknown_url")
+    if not is_openai_path(path):
         return await http_exception_handler(request, exc)
     headers = dict(exc.headers) if exc.headers else None
     return error_response(exc.status_code, str(exc.detail), headers=headers)

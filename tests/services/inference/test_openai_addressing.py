@@ -216,6 +216,9 @@ def test_errors_in_openai_envelope(setup: Setup) -> None:
     limited = codes[-1]
     assert limited.status_code == 429 and "Retry-After" in limited.headers
     assert _envelope(limited)["type"] == "rate_limit_error"
+    with pytest.raises(openai.NotFoundError) as missing:
+        _client(setup).embeddings.create(model="user:ann", input="x")
+    assert missing.value.code == "unknown_url"
     # Tessera's own routes keep FastAPI's shape
     assert "detail" in httpx.post(f"{setup.url}/v1/generate", json={}).json()
 
