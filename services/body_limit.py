@@ -14,6 +14,8 @@ from typing import Final
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tessera.services.openai_errors import error_body, is_openai_path
+
 DEFAULT_MAX_BODY_BYTES: Final = 16 * 1024 * 1024
 
 
@@ -34,7 +36,7 @@ class BodyLimitMiddleware:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
-            await self._refuse(send, f"the body declares {declared} bytes")
+            await self._refuse(scope, send, f"the body declares {declared} bytes")
             return
         seen = 0
         started = False
@@ -58,19 +60,18 @@ class BodyLimitMiddleware:
         except BodyTooLarge:
             if started:  # too late to answer; the connection is dropped instead
                 raise
-            await self._refuse(send, f"the body exceeds {self.max_bytes} bytes")
+            await self._refuse(scope, send, f"the body exceeds {self.max_bytes} bytes")
 
-    async def _refuse(self, send: Send, what: str) -> None:
+    async def _refuse(self, scope: Scope, send: Send, what: str) -> None:
         limit = self.max_bytes
         detail = f"request body too large: {what}; the limit is {limit} bytes"
-        body = json.dumps(
-            {
-                "detail": detail,
-                "errors": [
-                    {"index": None, "field": "body", "problem": detail, "type": "too_long"}
-                ],
-            }
-        ).encode()
+        answer: dict[str, object] = {
+            "detail": detail,
+            "errors": [{"index": None, "field": "body", "problem": detail, "type": "too_long"}],
+        }
+        if is_openai_path(str(scope.get("path", ""))):  # OpenAI clients read their envelope
+            answer = error_body(413, detail)
+        body = json.dumps(answer).encode()
         await send(
             {
                 "type": "http.response.start",

@@ -5,8 +5,11 @@
 from __future__ import annotations
 
 import copy
+import json
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import openai
@@ -190,6 +193,25 @@ def _envelope(resp: httpx.Response) -> dict[str, object]:
     return dict(body["error"])
 
 
+def _declared_too_large(base: str, path: str) -> dict[str, Any]:
+    """POST declaring a 64 MiB body without sending it (httpx will not): the 413's JSON."""
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer key-t1\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {64 * 1024 * 1024}\r\n\r\n"
+        )
+        sock.sendall(head.encode())
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    status_line, _, rest = raw.partition(b"\r\n")
+    assert b" 413 " in status_line, status_line
+    body: dict[str, Any] = json.loads(rest.partition(b"\r\n\r\n")[2])
+    assert set(body) == {"error"}
+    return body
+
+
 def test_errors_in_openai_envelope(setup: Setup) -> None:
     with pytest.raises(openai.AuthenticationError) as auth:
         _client(setup, "nope").models.list()
@@ -216,6 +238,8 @@ def test_errors_in_openai_envelope(setup: Setup) -> None:
     limited = codes[-1]
     assert limited.status_code == 429 and "Retry-After" in limited.headers
     assert _envelope(limited)["type"] == "rate_limit_error"
+    huge = _declared_too_large(setup.url, "/v1/completions")
+    assert huge["error"]["code"] == "request_too_large"
     with pytest.raises(openai.NotFoundError) as missing:
         _client(setup).embeddings.create(model="user:ann", input="x")
     assert missing.value.code == "unknown_url"
