@@ -47,7 +47,7 @@ def http_ingest(run: DemoRun, api_key: str, stall_s: float = 120.0) -> Any:
     newly stored. The API accepts a replayed event id too (idempotent), so "new" is
     counted in the log: only this run writes to its own days tenant."""
     from tessera.bench.ingest_client import IngestClient
-    from tessera.services.log_summary import count_events, wait_until_committed
+    from tessera.bench.log_summary import count_events, wait_until_committed
 
     tenant = run.days_tenant
 

@@ -103,7 +103,7 @@ def step_wait_committed(run: DemoRun, stall_s: float = 120.0) -> None:
     """Wait while the worker makes progress; give up only after `stall_s` without any."""
     from tqdm import tqdm
 
-    from tessera.services.log_summary import wait_until_committed
+    from tessera.bench.log_summary import wait_until_committed
 
     with tqdm(total=len(run.accepted), unit="event", desc="  committed") as bar:
         try:
@@ -120,7 +120,7 @@ def step_wait_committed(run: DemoRun, stall_s: float = 120.0) -> None:
 
 
 def step_summary(run: DemoRun) -> None:
-    from tessera.services.log_summary import summarise
+    from tessera.bench.log_summary import summarise
 
     typer.echo(summarise(run.database_url, tenant_id=run.tenant_id).render(indent="  "))
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import uuid
 
+from tessera.bench.log_summary import count_events, count_present, summarise
 from tessera.events.postgres_store import PostgresEventStore
-from tessera.services.log_summary import count_events, count_present, summarise
 from tests.events.factories import exchange
 
 
