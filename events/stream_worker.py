@@ -23,7 +23,7 @@ import logging
 import os
 import uuid
 from dataclasses import replace
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import faust
 from aiokafka.errors import KafkaError
@@ -327,9 +327,16 @@ def tracking_topic_name(topic: str, topic_id: str | None) -> str:
 
 
 def run_worker(
-    settings: Settings, *, bootstrap: str, store: EventStore, loglevel: str = "info"
+    settings: Settings,
+    *,
+    bootstrap: str,
+    store: EventStore,
+    loglevel: str = "info",
+    logging_config: dict[str, Any] | None = None,
 ) -> None:
-    """Create the topics if needed and run the worker until SIGINT/SIGTERM."""
+    """Create the topics if needed and run the worker until SIGINT/SIGTERM. faust's
+    Worker sets up logging again when it starts: `logging_config` (a dictConfig dict,
+    e.g. JSON lines) is what it sets up instead of its own colored text."""
     ensure_topics(bootstrap, settings)
     topic = settings.topic_interactions
     current_id = topic_id(bootstrap, topic)
@@ -351,5 +358,7 @@ def run_worker(
     app, sink = build_app(settings, bootstrap=bootstrap, store=store, tracking_name=name)
     if settings.ingest_metrics_port is not None:
         serve_metrics(sink.stats, settings.ingest_metrics_port)
-    worker = faust.Worker(app, loglevel=loglevel, redirect_stdouts=False, quiet=True)
+    worker = faust.Worker(
+        app, loglevel=loglevel, redirect_stdouts=False, quiet=True, logging_config=logging_config
+    )
     worker.execute_from_commandline()

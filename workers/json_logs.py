@@ -13,12 +13,15 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Final, TextIO
+from typing import Any, Final, TextIO
 
 from pythonjsonlogger.json import JsonFormatter
 
 _CONTEXT: ContextVar[dict[str, str]] = ContextVar("tessera_log_context", default={})  # noqa: B039
 TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s %(message)s"
+# kafka-python logs every connection step at INFO, APScheduler every poll of the threshold
+# trigger (our own lines say what it did): their warnings and errors only.
+QUIETED: Final = ("kafka", "apscheduler.executors")
 
 
 @contextmanager
@@ -55,20 +58,36 @@ def json_formatter() -> logging.Formatter:
     )
 
 
+def make_handler(json_logs: bool = True, stream: TextIO | None = None) -> logging.Handler:
+    """A stderr (or `stream`) handler, JSON lines unless `json_logs` is false, with the
+    context ids."""
+    handler: logging.Handler = logging.StreamHandler(stream)
+    handler.setFormatter(json_formatter() if json_logs else logging.Formatter(TEXT_FORMAT))
+    handler.addFilter(ContextFilter())
+    return handler
+
+
+def logging_dict(*, json_logs: bool, level: int | str = logging.INFO) -> dict[str, Any]:
+    """The same set-up as a `logging.config.dictConfig` dict, for frameworks that configure
+    logging themselves when they start (faust's Worker takes `logging_config`)."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "handlers": {"default": {"()": f"{__name__}.make_handler", "json_logs": json_logs}},
+        "root": {"level": level, "handlers": ["default"]},
+        "loggers": {name: {"level": "WARNING"} for name in QUIETED},
+    }
+
+
 def configure_logging(
     *, json_logs: bool = True, level: int | str = logging.INFO, stream: TextIO | None = None
 ) -> logging.Handler:
     """Route the root logger to stderr (or `stream`), as JSON lines unless `json_logs` is
     false; returns the handler."""
-    handler: logging.Handler = logging.StreamHandler(stream)
-    handler.setFormatter(json_formatter() if json_logs else logging.Formatter(TEXT_FORMAT))
-    handler.addFilter(ContextFilter())
+    handler = make_handler(json_logs, stream)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    numeric = root.level
-    # kafka-python logs every connection step at INFO; keep its warnings and errors only.
-    logging.getLogger("kafka").setLevel(max(numeric, logging.WARNING))
-    # APScheduler logs every poll of the threshold trigger; our own logs say what it did.
-    logging.getLogger("apscheduler.executors").setLevel(max(numeric, logging.WARNING))
+    for name in QUIETED:
+        logging.getLogger(name).setLevel(max(root.level, logging.WARNING))
     return handler

@@ -23,7 +23,7 @@ def ingest(
     from tessera.events.kafka import KafkaSetupError
     from tessera.events.postgres_store import PostgresEventStore
     from tessera.events.stream_worker import run_worker
-    from tessera.workers.json_logs import configure_logging
+    from tessera.workers.json_logs import configure_logging, logging_dict
 
     settings = get_settings()
     # TESSERA_JSON_LOGS: one JSON object per line; kafka-python kept to its warnings.
@@ -35,7 +35,13 @@ def ingest(
         f"{info.database_url} (group {settings.stream_group})"
     )
     try:
-        run_worker(settings, bootstrap=info.kafka_bootstrap, store=store, loglevel=loglevel)
+        run_worker(
+            settings,
+            bootstrap=info.kafka_bootstrap,
+            store=store,
+            loglevel=loglevel,
+            logging_config=logging_dict(json_logs=settings.json_logs, level=loglevel.upper()),
+        )
     except KafkaSetupError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(1) from exc

@@ -4,18 +4,20 @@ tenants table."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
 from tessera.bench.subprocesses import TesseraProcess
-from tessera.infra.stack import StackInfo
+from tessera.infra.stack import StackInfo, free_port
 from tessera.schemas.settings import Settings
 from tessera.services.auth import authenticator_from_database
 from tessera.services.ingest.service import IngestService
@@ -24,6 +26,7 @@ from tessera.services.tenant_admin import ensure_tenant_with_key
 from .conftest import ingest_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+METRICS_PORT = free_port()
 
 
 @pytest.fixture()
@@ -36,6 +39,8 @@ def worker(
         "TESSERA_TOPIC_INTERACTIONS": settings.topic_interactions,
         "TESSERA_TOPIC_INTERACTIONS_DLQ": settings.topic_interactions_dlq,
         "TESSERA_STREAM_GROUP": f"test-{uuid.uuid4().hex[:8]}",
+        "TESSERA_INGEST_METRICS_PORT": str(METRICS_PORT),
+        "TESSERA_JSON_LOGS": "1",
     }
     with TesseraProcess(
         "ingest worker", ["worker", "ingest"], log_path=tmp_path / "worker.log", env=env
@@ -97,6 +102,15 @@ def test_http_batches_land_in_postgres_exactly_once_in_user_order(
     rows = _rows(database_url)
 
     assert sorted(r[0] for r in rows) == sorted(accepted)  # all of them, once each
+    # the worker's /metrics counts what it stored (the retried batch is not stored again)
+    page = httpx.get(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=10).text
+    assert f'tessera_ingest_records_total{{outcome="stored"}} {len(accepted)}.0' in page
+    assert "tessera_ingest_consumer_lag" in page
+    # TESSERA_JSON_LOGS: faust's own lines too, after it set up logging at start
+    lines = worker.log_path.read_text().splitlines()[1:]  # [0]: the command's echo
+    assert any("Worker" in line for line in lines)
+    for line in lines:
+        assert isinstance(json.loads(line), dict), line
     assert {r[1] for r in rows} == {"acme"}
     texts = [str(item["text"]) for batch in sent for item in batch]
     for user in users:
