@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 import pytest
 from fastapi.testclient import TestClient
@@ -107,7 +108,9 @@ def test_exported_adapter_imported_elsewhere_is_promoted_and_announced(
         outcome = handle_request(here, request)
         assert outcome.outcome == "promoted", outcome.reasons
         assert outcome.revision_id == answer.json()["revision_id"]
-        dispatcher = WebhookDispatcher(here.store, here_api.hooks,
+        # The deployment's store is the MemoryEventStore built above (typed as the
+        # pipeline's narrower RevisionLog).
+        dispatcher = WebhookDispatcher(cast(MemoryEventStore, here.store), here_api.hooks,
                                        WebhookSender(here_api.hooks,
                                                      RetryPolicy(allow_private_hosts=True)))
         assert dispatcher.run_once() == 1

@@ -4,6 +4,7 @@ signed; a failing receiver is retried with backoff and every try is in the deliv
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -36,7 +37,7 @@ def _sleeps() -> list[float]:
 
 
 def _dispatcher(store: MemoryEventStore, hooks: MemoryWebhookStore,
-                sleeps: list[float], **policy: float) -> WebhookDispatcher:
+                sleeps: list[float], **policy: Any) -> WebhookDispatcher:
     sender = WebhookSender(hooks, RetryPolicy(allow_private_hosts=True, **policy),
                            sleep=sleeps.append)
     return WebhookDispatcher(store, hooks, sender)
