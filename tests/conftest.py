@@ -7,6 +7,12 @@ other's rows; the broker is shared and tests use unique topic names or groups.
 from __future__ import annotations
 
 import os
+
+# Triton decides at decoration time whether a kernel is compiled or interpreted, so
+# TRITON_INTERPRET must be set before anything imports `tessera.kernels.triton_sgmv`:
+# here, the first conftest collected, since bench tests (collected before tests/kernels)
+# import it too. CPU runs interpret; bf16 `tl.dot` is wrong there, so kernels upcast.
+os.environ.setdefault("TRITON_INTERPRET", "1")
 import uuid
 from collections.abc import Iterator
 from pathlib import Path

@@ -1,8 +1,8 @@
 """Kernel tests run the Triton kernels on CPU through the interpreter.
 
 TRITON_INTERPRET must be set before `tessera.kernels.triton_sgmv` is imported (Triton
-decides at decoration time whether a kernel is compiled or interpreted), so it is set
-here, at collection, before any test module imports the kernels.
+decides at decoration time whether a kernel is compiled or interpreted). The root
+tests/conftest.py sets it for the whole session; this repeats it for runs that start here.
 """
 
 from __future__ import annotations
