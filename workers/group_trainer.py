@@ -22,8 +22,7 @@ import hashlib
 import math
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,7 +35,13 @@ from tessera.workers.dataset import EncodedExample, Example, collate, encode_exa
 from tessera.workers.group_lora import GroupLora, group_lora_attached, length_chunks, row_target_nll
 from tessera.workers.lora_attach import lora_attached
 from tessera.workers.lora_config import SHAPE_FIELDS, LoraTrainConfig
-from tessera.workers.trainer import BLOB_NAME, TrainResult, check_warm_start, epoch_batches
+from tessera.workers.trainer import (
+    BLOB_NAME,
+    TrainResult,
+    check_warm_start,
+    deterministic,
+    epoch_batches,
+)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -83,16 +88,6 @@ class _Run:
     optimizer: torch.optim.Optimizer
     losses: list[tuple[int, float]] = field(default_factory=list)  # (epoch, loss) per step
     error: str | None = None
-
-
-@contextmanager
-def _deterministic() -> Iterator[None]:
-    previous = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(previous)
 
 
 def check_group(members: Sequence[GroupMember]) -> LoraTrainConfig:
@@ -231,7 +226,7 @@ def train_group(
     states = [initial_state(model, member, base_digest) for member in members]
     folder = out_dir or Path(tempfile.mkdtemp(prefix="tessera-group-"))
     blob_cfg = AdapterBlobConfig(shape.rank, shape.alpha, shape.target_modules, base_digest)
-    with _deterministic(), group_lora_attached(
+    with deterministic(), group_lora_attached(
         model, states, scale=shape.scaling, targets=shape.target_modules,
         dropout=shape.dropout, generator=_group_generator(members),
     ) as group:

@@ -61,7 +61,8 @@ class TrainResult:
 
 
 @contextmanager
-def _deterministic() -> Iterator[None]:
+def deterministic() -> Iterator[None]:
+    """torch's deterministic algorithms for the block (the group trainer uses it too)."""
     import torch
 
     previous = torch.are_deterministic_algorithms_enabled()
@@ -182,7 +183,7 @@ def train_adapter(
     torch.manual_seed(seed)
     steps = 0
     last_epoch_losses: list[float] = []
-    with _deterministic(), lora_attached(
+    with deterministic(), lora_attached(
         model, rank=config.rank, alpha=config.alpha, target_modules=config.target_modules,
         dropout=config.dropout, state_dict=init_state,
     ) as peft_model:

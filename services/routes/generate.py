@@ -44,7 +44,11 @@ class GenerateBody(BaseModel):
         default_factory=list, max_length=MAX_STOP_STRINGS
     )
     stream: bool = Field(False, description="Answer as server-sent events.")
-    timeout_s: float | None = Field(None, gt=0, description="Default: the server's.")
+    # Below a tenth of a second a request cannot even be scheduled: refuse it (422)
+    # rather than answer a certain 504.
+    timeout_s: float | None = Field(
+        None, ge=0.1, description="Seconds the request may take (at least 0.1; default and "
+        "ceiling: the server's).")
 
 
 class RevisionOut(BaseModel):

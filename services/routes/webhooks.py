@@ -26,8 +26,11 @@ router = APIRouter(tags=["webhooks"])
 
 class WebhookBody(BaseModel):
     url: AnyHttpUrl = Field(description="http(s) URL that receives the POSTs.")
-    secret: str = Field(min_length=16, max_length=256,
-                        description="HMAC-SHA256 key; keep it in the receiving app too.")
+    # Printable characters only: the secret is stored as text (PostgreSQL refuses NUL)
+    # and is typed into the receiving app's configuration.
+    secret: str = Field(min_length=16, max_length=256, pattern=r"^[\x20-\x7e]+$",
+                        description="HMAC-SHA256 key (printable ASCII); keep it in the "
+                        "receiving app too.")
 
 
 class WebhookInfo(BaseModel):

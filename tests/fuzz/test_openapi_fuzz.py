@@ -81,6 +81,15 @@ ROUTES = {
     "POST /v1/admin/users/{tenant_id}/{user_id}/rollback",
     "POST /v1/admin/users/{tenant_id}/{user_id}/forget", "GET /admin/users/{tenant_id}/{user_id}",
     "GET /readyz", "GET /metrics", "GET /v1/models", "GET /v1/models/{model}",
+    # The training API, portable adapters and webhooks.
+    "POST /v1/admin/users/{tenant_id}/{user_id}/revisions",
+    "GET /v1/admin/users/{tenant_id}/{user_id}/revisions",
+    "GET /v1/admin/users/{tenant_id}/{user_id}/revisions/{revision_id}",
+    "GET /v1/admin/revisions/{revision_id}/adapter",
+    "POST /v1/admin/users/{tenant_id}/{user_id}/adapters",
+    "PUT /v1/admin/tenants/{tenant_id}/webhook", "GET /v1/admin/tenants/{tenant_id}/webhook",
+    "DELETE /v1/admin/tenants/{tenant_id}/webhook",
+    "GET /v1/admin/tenants/{tenant_id}/webhook/deliveries",
 }
 
 
@@ -96,7 +105,10 @@ NEGATIVE_ROUTES = {
     "POST /v1/admin/users/{tenant_id}/{user_id}/rollback",
     "POST /v1/admin/users/{tenant_id}/{user_id}/forget",
 }
-CASES = [(route, GenerationMode.POSITIVE) for route in sorted(ROUTES)] + [
+# Bodies schemathesis cannot build: an adapter import is a tar archive (its refusals of
+# misfit and malformed archives are tested in tests/services/training).
+NOT_GENERATED = {"POST /v1/admin/users/{tenant_id}/{user_id}/adapters"}
+CASES = [(route, GenerationMode.POSITIVE) for route in sorted(ROUTES - NOT_GENERATED)] + [
     (route, GenerationMode.NEGATIVE) for route in sorted(NEGATIVE_ROUTES)
 ]
 

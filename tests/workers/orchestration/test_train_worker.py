@@ -91,8 +91,9 @@ def worker_env(database_url: str, stack: StackInfo, tiny_model_dir: Path,
         "TESSERA_TOPIC_REVISIONS": f"test.revisions.{suffix}",
         "TESSERA_TOPIC_PARTITIONS": "1",  # both members compete for the one partition
         "TESSERA_TRAIN_GROUP": f"trainers-{suffix}",
-        # Long enough to be killed in the middle of it.
-        "TESSERA_TRAIN_OVERRIDES": json.dumps({"rank": 4, "alpha": 8, "epochs": 20,
+        # Long enough to be killed in the middle of it: ~7 s on a quiet 2-core machine
+        # (20 epochs took 1.4 s, under the kill's 1 s wait plus the log polling).
+        "TESSERA_TRAIN_OVERRIDES": json.dumps({"rank": 4, "alpha": 8, "epochs": 100,
                                                "batch_size": 4, "max_length": 48}),
         "TESSERA_HOLDOUT_K": "4",
         "TESSERA_MIN_TRAIN_EXAMPLES": "4",
