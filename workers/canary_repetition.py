@@ -11,24 +11,16 @@ says something about the candidate.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
-_WORD = re.compile(r"\w+")
+from tessera.workers.repetition import repeated_word_ngrams
 
 
 def repeated_trigrams(text: str) -> int:
     """How many of `text`'s word 3-grams (lowercased) already occurred earlier in it:
-    "I did a lot of things. I did a lot of things." has 4."""
-    words = _WORD.findall(text.lower())
-    seen: set[tuple[str, str, str]] = set()
-    repeats = 0
-    for gram in zip(words, words[1:], words[2:], strict=False):
-        if gram in seen:
-            repeats += 1
-        else:
-            seen.add(gram)
-    return repeats
+    "I did a lot of things. I did a lot of things." has 4 (the study's count, so the gate
+    and the study flag the same replies)."""
+    return repeated_word_ngrams(text, 3)
 
 
 def repetition_failures(
