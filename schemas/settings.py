@@ -168,7 +168,8 @@ class Settings(BaseSettings):
         description='LoraTrainConfig fields as JSON, e.g. {"rank": 8, "epochs": 2}.',
     )
     personal_train_overrides: dict[str, Any] = Field(
-        default_factory=lambda: {"lr": 8e-4},  # = workers.lora_config.PERSONAL_DEFAULTS
+        # = workers.lora_config.PERSONAL_DEFAULTS
+        default_factory=lambda: {"lr": 8e-4, "prox_weight": 0.3},
         description='LoraTrainConfig fields personal revisions change, e.g. {"lr": 8e-4} '
         "(JSON, on top of train_overrides; {}: train like the prior). Not rank/alpha/targets.",
     )

@@ -93,6 +93,20 @@ def _ints(text: str, option: str) -> list[int]:
     return values
 
 
+def _floats(text: str | None) -> tuple[float, ...]:
+    """`--penalty-sweep`: comma-separated positive numbers (none: no sweep)."""
+    if not text:
+        return ()
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError as exc:
+        raise typer.BadParameter(f"--penalty-sweep takes comma-separated numbers, got {text!r}"
+                                 ) from exc
+    if any(not 0 < v < 10 for v in values):
+        raise typer.BadParameter(f"--penalty-sweep values must be within (0, 10), got {text!r}")
+    return values
+
+
 @study_app.command("personalization")
 def personalization(
     speakers: Annotated[str | None, typer.Option(
@@ -126,6 +140,9 @@ def personalization(
     ] = 32,
     repetition_penalty: Annotated[float, typer.Option(
         min=0.01, help="Generation: HF repetition_penalty (1 = off).")] = 1.0,
+    penalty_sweep: Annotated[str | None, typer.Option(
+        help="Comma-separated other repetition penalties whose attribution/repetition "
+        "figures are also reported (generation_sweep), e.g. 1.1,1.3.")] = None,
     no_repeat_ngram: Annotated[int, typer.Option(
         min=0, help="Generation: forbid repeating token n-grams of this size (0 = off).")
     ] = 0,
@@ -196,7 +213,8 @@ def personalization(
                 database_url=info.database_url, ingest=ingest, tenant_prefix=f"{tag}-{run_id}",
                 generation=GenerationConfig(max_new_tokens=gen_tokens,
                                             repetition_penalty=repetition_penalty,
-                                            no_repeat_ngram_size=no_repeat_ngram),
+                                            no_repeat_ngram_size=no_repeat_ngram,
+                                            sweep_penalties=_floats(penalty_sweep)),
                 progress=True)
     except (RuntimeError, EventStoreError) as exc:
         # The stack, a child process, the base model or the log failed: say which, no trace.

@@ -22,7 +22,12 @@ from tessera.bench.study.generate import GenerationConfig, Replies
 from tessera.bench.study.measure import Measurer, SpeakerFigures, speaker_figures
 from tessera.bench.study.report import aggregates
 from tessera.bench.study.runner import STUDY_SCHEDULE, Ingest, NightRecord, Replay, replay
-from tessera.bench.study.style import fit_classifier, style_figures
+from tessera.bench.study.style import (
+    ServedDigests,
+    fit_classifier,
+    penalty_sweep,
+    style_figures,
+)
 from tessera.events.postgres_store import PostgresEventStore
 from tessera.schemas.events import PRIOR_USER_ID
 from tessera.workers.adapter_store import AdapterStore
@@ -51,6 +56,7 @@ class RunResult:
     aggregates: dict[str, Any]
     prior_nights: list[dict[str, Any]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    generation_sweep: list[dict[str, float | None]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -62,6 +68,7 @@ class RunResult:
             "holdout_k": self.config.holdout_k, "seed": self.config.seed,
             "speakers": [s.to_json() for s in self.speakers], **self.aggregates,
             "prior_nights": self.prior_nights,
+            "generation_sweep": self.generation_sweep,
             "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
         }
 
@@ -78,15 +85,17 @@ def _measure_speakers(
     design: StudyDesign, result: Replay, pipeline: RevisionPipeline, tenant_id: str, *,
     label: str, engine: Engine, adapters: AdapterStore, max_length: int,
     generation: GenerationConfig, progress: bool,
-) -> tuple[list[SpeakerFigures], float, float]:
-    """Every speaker's figures (the from-base ablation trained on the way), and the
-    seconds spent on the ablation and on measuring."""
+) -> tuple[list[SpeakerFigures], list[dict[str, float | None]], float, float]:
+    """Every speaker's figures (the from-base ablation trained on the way), the style
+    aggregates at the sweep's other repetition penalties, and the seconds spent on the
+    ablation and on measuring."""
     measurer = Measurer(engine, adapters, max_length=max_length)
     replies = Replies(engine.model, engine.tokenizer, adapters, generation)
     classifier = fit_classifier(design, seed=pipeline.config.seed)
     general = examples_of(design.general, "general")
     scratch = Path(tempfile.mkdtemp(prefix="tessera-study-"))
     figures: list[SpeakerFigures] = []
+    served: list[ServedDigests] = []
     ablation_s = measure_s = 0.0
     try:
         for speaker in tqdm(design.speakers, desc=f"  {label}: measure", unit="speaker",
@@ -101,16 +110,21 @@ def _measure_speakers(
                 n_train=len(speaker.history), test=test, general=general,
                 from_base=ablation.blob, from_base_seconds=ablation.seconds,
             )
-            style = style_figures(
-                replies, classifier, speaker_id=speaker.speaker_id, test=test,
-                shared=result.nights[-1].prior.adapter_digest,
+            digests = ServedDigests(
+                speaker.speaker_id, test, shared=result.nights[-1].prior.adapter_digest,
                 served=result.nights[-1].served[speaker.speaker_id].adapter_digest)
+            style = style_figures(replies, classifier, speaker_id=digests.speaker_id,
+                                  test=test, shared=digests.shared, served=digests.served)
             figures.append(dataclasses.replace(nll, style=style))
+            served.append(digests)
             ablation_s += t1 - t0
             measure_s += time.perf_counter() - t1
+        t2 = time.perf_counter()
+        sweep = penalty_sweep(replies, classifier, served, generation.sweep_penalties)
+        measure_s += time.perf_counter() - t2
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return figures, ablation_s, measure_s
+    return figures, sweep, ablation_s, measure_s
 
 
 def run_arm(
@@ -140,7 +154,7 @@ def run_arm(
         seconds["ingest"] = result.ingest_seconds
         seconds["nights"] = time.perf_counter() - started - result.ingest_seconds
 
-        figures, ablation_s, measure_s = _measure_speakers(
+        figures, sweep, ablation_s, measure_s = _measure_speakers(
             design, result, pipeline, tenant_id, label=arm.label, engine=engine,
             adapters=adapters, max_length=arm.pipeline.eval_max_length,
             generation=generation, progress=progress)
@@ -148,7 +162,7 @@ def run_arm(
     finally:
         store.close()
     return RunResult(arm.label, tenant_id, arm.pipeline, figures, aggregates(figures),
-                     [_prior_night(n) for n in result.nights], seconds)
+                     [_prior_night(n) for n in result.nights], seconds, sweep)
 
 
 def run_study(

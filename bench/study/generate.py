@@ -33,12 +33,16 @@ class GenerationConfig:
     batch_size: int = 16
     repetition_penalty: float = 1.0  # HF semantics: > 1 discourages any repeated token
     no_repeat_ngram_size: int = 0  # > 0 forbids repeating any n-gram of tokens
+    # Other repetition penalties whose style figures are also reported (`generation_sweep`)
+    sweep_penalties: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1 or self.max_prompt_tokens < 1 or self.batch_size < 1:
             raise ValueError(f"generation sizes must be positive: {self}")
         if self.repetition_penalty <= 0:
             raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        if any(p <= 0 for p in self.sweep_penalties):
+            raise ValueError(f"sweep penalties must be > 0, got {self.sweep_penalties}")
         if self.no_repeat_ngram_size < 0:
             raise ValueError(f"no_repeat_ngram_size must be >= 0, got {self.no_repeat_ngram_size}")
 
@@ -123,6 +127,10 @@ class Replies:
         self._adapters = adapters
         self.config = config
         self._cache: dict[tuple[str, str], list[str]] = {}
+
+    def with_config(self, config: GenerationConfig) -> Replies:
+        """The same model and store generating with another config (its own cache)."""
+        return Replies(self._model, self._tokenizer, self._adapters, config)
 
     def of(self, data_key: str, examples: Sequence[Example], digest: str | None) -> list[str]:
         """Replies of the base (`digest` None) or a stored adapter to `examples`."""

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tessera.bench.study.measure import SpeakerFigures
+from tessera.bench.study.style import style_aggregates_of
 
 WORSE_THAN_PRIOR = 1.01  # served test NLL more than 1% above the final prior's
 
@@ -70,14 +71,9 @@ def aggregates(speakers: Sequence[SpeakerFigures]) -> dict[str, Any]:
 
 def style_aggregates(speakers: Sequence[SpeakerFigures]) -> dict[str, float | None]:
     """Means over speakers of the generated replies' attribution and repetition shares."""
-    out: dict[str, float | None] = {}
-    for model in ("base", "shared", "personal", "real"):
-        out[f"mean_attribution_{model}"] = _mean(
-            [getattr(s.style, f"attribution_{model}") for s in speakers])
-    for model in ("base", "shared", "personal"):
-        out[f"mean_repetition_{model}"] = _mean(
-            [getattr(s.style, f"repetition_{model}") for s in speakers])
-    return out
+    return style_aggregates_of([s.style for s in speakers])
+
+
 
 
 def table(label: str, speakers: Sequence[SpeakerFigures], agg: dict[str, Any]) -> str:

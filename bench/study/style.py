@@ -13,7 +13,9 @@ is served after the last night (`personal`), as for the NLL figures.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -76,3 +78,46 @@ def style_figures(
         repetition_personal=repetition_share(generated["personal"]),
         sample_replies={m: list(texts[:SAMPLES]) for m, texts in generated.items()},
     )
+
+
+@dataclass(frozen=True)
+class ServedDigests:
+    """What one speaker's style figures compare: the final prior and the served model."""
+
+    speaker_id: str
+    test: Sequence[Example]
+    shared: str | None
+    served: str | None
+
+
+def penalty_sweep(
+    replies: Replies, classifier: SpeakerClassifier | None, served: Sequence[ServedDigests],
+    penalties: Sequence[float],
+) -> list[dict[str, float | None]]:
+    """The style aggregates again at each other repetition penalty (same models, same
+    prompts), so a serving default can be chosen from one run with every arm's figures."""
+    sweep: list[dict[str, float | None]] = []
+    for penalty in penalties:
+        other = replies.with_config(dataclasses.replace(
+            replies.config, repetition_penalty=penalty, sweep_penalties=()))
+        figures = [style_figures(other, classifier, speaker_id=s.speaker_id, test=s.test,
+                                 shared=s.shared, served=s.served) for s in served]
+        sweep.append({"repetition_penalty": penalty, **style_aggregates_of(figures)})
+    return sweep
+
+
+def style_aggregates_of(figures: Sequence[StyleFigures]) -> dict[str, float | None]:
+    """Means over speakers of the generated replies' attribution and repetition shares
+    (non-finite skipped; None when no speaker has the figure)."""
+    def mean(values: Sequence[float]) -> float | None:
+        finite = [v for v in values if math.isfinite(v)]
+        return round(statistics.fmean(finite), 5) if finite else None
+
+    out: dict[str, float | None] = {}
+    for model in ("base", "shared", "personal", "real"):
+        out[f"mean_attribution_{model}"] = mean(
+            [getattr(f, f"attribution_{model}") for f in figures])
+    for model in ("base", "shared", "personal"):
+        out[f"mean_repetition_{model}"] = mean(
+            [getattr(f, f"repetition_{model}") for f in figures])
+    return out

@@ -12,6 +12,7 @@ import pytest
 from tessera.bench.commands.study import HttpIngest
 from tessera.bench.study.design import build_design
 from tessera.bench.study.experiment import StudyConfig, run_study
+from tessera.bench.study.generate import GenerationConfig
 from tessera.bench.study.report import plot, table, write_json
 from tessera.events.postgres_store import PostgresEventStore
 from tessera.schemas.events import PRIOR_USER_ID, EventType
@@ -37,7 +38,8 @@ def test_study_replays_speakers_through_the_system(
     arms = [StudyConfig("r4", tiny_study_config(4)), StudyConfig("r2", tiny_study_config(2))]
     runs, doc = run_study(design, arms, engine=study_engine,
                           adapters=LocalAdapterStore(tmp_path / "adapters"),
-                          database_url=database_url, ingest=http_ingest, tenant_prefix="st")
+                          database_url=database_url, ingest=http_ingest, tenant_prefix="st",
+                          generation=GenerationConfig(sweep_penalties=(1.0, 1.5)))
 
     assert [r["label"] for r in doc["runs"]] == ["r4", "r2"]
     assert doc["speakers"] == doc["runs"][0]["speakers"]
@@ -51,6 +53,12 @@ def test_study_replays_speakers_through_the_system(
     # prior, trained on both, answers alike for both: the classifier tells the difference.
     assert doc["mean_attribution_personal"] > doc["mean_attribution_shared"]
     assert doc["generation"]["max_new_tokens"] == 32
+    # The sweep regenerates at each other penalty; at 1.0 it reproduces the main figures.
+    sweep = doc["runs"][0]["generation_sweep"]
+    assert [p["repetition_penalty"] for p in sweep] == [1.0, 1.5]
+    for key in SHARES:
+        assert sweep[0][f"mean_{key}"] == doc[f"mean_{key}"], key
+        assert 0.0 <= sweep[1][f"mean_{key}"] <= 1.0, key
     with PostgresEventStore(database_url) as store:
         for run in runs:
             for s in run.speakers:
