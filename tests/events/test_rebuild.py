@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from tessera.events.postgres_store import PostgresEventStore
 from tessera.events.rebuild import rebuild_projections
 from tessera.schemas.events import PRIOR_USER_ID, RevisionState
@@ -68,7 +70,10 @@ def random_step(store: PostgresEventStore, rng: random.Random, step: int) -> Non
         store.forget_user(T, user, actor="admin", reason=f"step {step}")
 
 
-def test_rebuilt_projections_equal_live(database_url: str) -> None:
+# 1: every stream is written on its own (the smallest bound on memory); the default: the
+# whole scenario in one batch.
+@pytest.mark.parametrize("streams_per_flush", [1, 10_000])
+def test_rebuilt_projections_equal_live(database_url: str, streams_per_flush: int) -> None:
     rng = random.Random(20261122)
     with PostgresEventStore(database_url) as store:
         for step in range(300):
@@ -81,7 +86,12 @@ def test_rebuilt_projections_equal_live(database_url: str) -> None:
         assert heads and any(u.forgotten_at for u in users)
         assert store.read(event_types=["revision.superseded_by_prior"], limit=1)
 
-        report = rebuild_projections(database_url)
+        report = rebuild_projections(database_url, streams_per_flush=streams_per_flush)
 
         assert report.events == store.head_position()
         assert store.projection_state().rows() == live.rows()
+        assert (report.users, report.revisions, report.heads) == tuple(map(len, live.rows()))
+        # Streamed: no more than the bound of streams held at once, one write per batch.
+        streams = len({(T, u) for u in USERS if store.read(tenant_id=T, user_id=u, limit=1)})
+        assert report.max_streams_held == min(streams, streams_per_flush)
+        assert report.flushes == -(-streams // streams_per_flush)
