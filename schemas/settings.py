@@ -281,6 +281,11 @@ class Settings(BaseSettings):
         ge=0,
         description="How long a resolved served revision is reused without the follower.",
     )
+    # The default of requests that give none; the bounds are services/inference/sampling's
+    # (schemas imports nothing of ours). Chosen on the study's generation figures.
+    serve_repetition_penalty: float = Field(
+        1.0, ge=1.0, le=2.0, description="Repetition penalty (Hugging Face semantics; 1 = off) "
+        "of requests that give none.")
 
     # webhooks (services.webhooks): tries per event, backoff first_delay, 2x, 4x, ... <= max
     webhook_max_attempts: int = Field(6, ge=1, le=20, description="Tries per event and tenant.")

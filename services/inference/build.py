@@ -62,6 +62,7 @@ def build_engine(
         max_prompt_tokens=settings.inference_max_prompt_tokens,
         max_tokens=settings.inference_max_tokens,
         model_id=model_id,
+        repetition_penalty=settings.serve_repetition_penalty,
     )
     return InferenceEngine(
         runner, residency, resolver, codec, config=config, request_log=request_log, quotas=quotas

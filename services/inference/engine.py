@@ -22,8 +22,15 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import torch
-from prometheus_client import Counter, Gauge, Histogram
 
+from tessera.services.inference.engine_metrics import (
+    QUEUE_DEPTH,
+    REQUESTS,
+    RUNNING,
+    TOKENS,
+    TPOT,
+    TTFT,
+)
 from tessera.services.inference.model_runner import ModelRunner
 from tessera.services.inference.request_log import RequestLog
 from tessera.services.inference.requests import (
@@ -41,32 +48,19 @@ from tessera.services.inference.requests import (
 from tessera.services.inference.residency import AdapterResidency, SlotsBusyError
 from tessera.services.inference.revisions import RevisionResolver
 from tessera.services.inference.sampling import (
+    apply_repetition_penalty,
+    check_repetition_penalty,
     find_stop,
     greedy_tokens,
     make_generator,
     safe_prefix_len,
     sample_token,
+    token_history,
 )
 from tessera.services.inference.tokens import TextCodec
 from tessera.services.quotas import QuotaExceeded, TenantQuotas
 
 log = logging.getLogger(__name__)
-
-REQUESTS = Counter("tessera_inference_requests", "Inference requests by outcome.", ["outcome"])
-QUEUE_DEPTH = Gauge("tessera_inference_queue_depth", "Requests waiting for admission.")
-RUNNING = Gauge("tessera_inference_running", "Sequences in the running batch.")
-TTFT = Histogram(
-    "tessera_inference_ttft_seconds",
-    "Time to first token.",
-    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10),
-)
-TOKENS = Counter("tessera_inference_tokens_generated", "Tokens generated, all requests.")
-TPOT = Histogram(
-    "tessera_inference_time_per_output_token_seconds",
-    "Per finished request: (total - time to first token) / (output tokens - 1).",
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
-)
-
 
 @dataclass
 class _Seq:
@@ -76,6 +70,10 @@ class _Seq:
     deadline: float
     submitted: float
     generator: torch.Generator | None
+    # The repetition penalty in force (request's, else the server's) and, when it is on
+    # (not 1), the token record it reads (sampling.token_history); None costs nothing.
+    penalty: float = 1.0
+    history: torch.Tensor | None = None
     out_ids: list[int] = field(default_factory=list)
     emitted: int = 0  # characters of text already streamed
     first_token_at: float | None = None
@@ -89,6 +87,11 @@ class EngineConfig:
     max_prompt_tokens: int = 2048
     max_tokens: int = 512
     model_id: str = "base"  # the base model's name, as `/v1/models` lists it
+    # For requests that give none (settings.serve_repetition_penalty); 1.0 is off.
+    repetition_penalty: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_repetition_penalty(self.repetition_penalty)
 
 
 class InferenceEngine:
@@ -176,6 +179,9 @@ class InferenceEngine:
         gen = Generation(request, revision, timeout, loop)
         now = time.monotonic()
         seq = _Seq(gen, prompt_ids, -1, now + timeout, now, make_generator(p))
+        seq.penalty = p.repetition_penalty or self.config.repetition_penalty
+        if seq.penalty != 1.0:
+            seq.history = token_history(prompt_ids, p.max_tokens)
         with self._cond:
             if len(self._waiting) >= self.config.queue_size:
                 REQUESTS.labels("rejected").inc()
@@ -281,6 +287,8 @@ class InferenceEngine:
         goes wrong for one sequence here (its sampling, its text) fails that request
         only: the others in the batch carry on."""
         self.steps += 1
+        # before any choice, greedy or sampled; rows without a penalty are not touched
+        apply_repetition_penalty(logits, [s.history for s in seqs], [s.penalty for s in seqs])
         greedy = greedy_tokens(logits)
         now = time.monotonic()
         done: set[int] = set()
@@ -308,6 +316,8 @@ class InferenceEngine:
         else:
             token = sample_token(logits[row], p, seq.generator)
         seq.out_ids.append(token)
+        if seq.history is not None:
+            seq.history[len(seq.prompt_ids) + len(seq.out_ids) - 1] = token
         self.tokens_generated += 1
         TOKENS.inc()
         if seq.first_token_at is None:

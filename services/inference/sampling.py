@@ -1,4 +1,5 @@
-"""Next-token choice and incremental text: greedy, seeded temperature / top-p, stop strings."""
+"""Next-token choice and incremental text: repetition penalty, greedy, seeded temperature /
+top-p, stop strings."""
 
 from __future__ import annotations
 
@@ -18,6 +19,20 @@ MAX_TEMPERATURE: Final = 5.0
 # a few short ones keep that cost (and a tenant's share of the engine thread) small.
 MAX_STOP_STRINGS: Final = 4
 MAX_STOP_CHARS: Final = 64
+# A repetition penalty below 1 rewards repeating (the opposite of its use), and past 2
+# it mangles every reply: a prompt's own words become nearly unsayable. 1 is off.
+MIN_REPETITION_PENALTY: Final = 1.0
+MAX_REPETITION_PENALTY: Final = 2.0
+
+
+def check_repetition_penalty(value: float) -> float:
+    """`value` if it is a finite penalty within [1, 2]; else ValueError."""
+    if not (math.isfinite(value) and MIN_REPETITION_PENALTY <= value <= MAX_REPETITION_PENALTY):
+        raise ValueError(
+            f"repetition_penalty must be within [{MIN_REPETITION_PENALTY:g}, "
+            f"{MAX_REPETITION_PENALTY:g}] (1 = off), got {value!r}"
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -25,14 +40,17 @@ class SamplingParams:
     """How one request picks tokens. A temperature below `GREEDY_BELOW` (0 included) is
     greedy; otherwise the request's own generator (seeded with `seed`) draws from the
     top-p nucleus, so the same seed and prompt give the same text whatever else shares
-    the batch. Invalid values (NaN, inf, out of range) raise ValueError here, for every
-    API alike."""
+    the batch. `repetition_penalty` (Hugging Face semantics, applied before the token
+    choice; None: the server's default) makes every token already in the prompt or the
+    reply less likely. Invalid values (NaN, inf, out of range) raise ValueError here, for
+    every API alike."""
 
     max_tokens: int = 64
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    repetition_penalty: float | None = None
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
@@ -47,6 +65,8 @@ class SamplingParams:
             raise ValueError(f"at most {MAX_STOP_STRINGS} stop strings")
         if any(not 0 < len(s) <= MAX_STOP_CHARS for s in self.stop):
             raise ValueError(f"stop strings must have 1 to {MAX_STOP_CHARS} characters")
+        if self.repetition_penalty is not None:
+            check_repetition_penalty(self.repetition_penalty)
 
     @property
     def greedy(self) -> bool:
@@ -60,6 +80,46 @@ def make_generator(params: SamplingParams) -> torch.Generator | None:
     gen = torch.Generator()
     gen.manual_seed(params.seed if params.seed is not None else int(torch.seed()) % (2**63))
     return gen
+
+
+def token_history(prompt_ids: Sequence[int], max_tokens: int) -> Tensor:
+    """A sequence's token record for `apply_repetition_penalty`: room for the prompt and
+    `max_tokens` replies, the unwritten tail holding the prompt's first id (a token the
+    sequence already has, so it changes nothing). Kept on the CPU; the engine writes each
+    new token at `len(prompt) + i`, so no step rebuilds it from Python lists."""
+    history = torch.full((len(prompt_ids) + max_tokens,), int(prompt_ids[0]), dtype=torch.long)
+    history[: len(prompt_ids)] = torch.tensor(list(prompt_ids), dtype=torch.long)
+    return history
+
+
+def apply_repetition_penalty(
+    logits: Tensor, histories: Sequence[Tensor | None], penalties: Sequence[float]
+) -> Tensor:
+    """Hugging Face's RepetitionPenaltyLogitsProcessor on `logits [B, V]`, in place
+    (returns `logits`): for every id `t` in row r's history (prompt and reply), when
+    `histories[r]` is not None, `logits[r, t] /= p[r]` if `logits[r, t] > 0`, else
+    `logits[r, t] *= p[r]`.
+
+    One gather and one scatter over the penalised rows together; a row whose history is
+    None is neither read nor written, so a request without a penalty gets bit-identical
+    logits and costs nothing. An id that occurs more than once is penalised once (every
+    duplicate writes the same value), as in transformers."""
+    rows = [r for r, h in enumerate(histories) if h is not None]
+    if not rows:
+        return logits
+    device = logits.device
+    # histories differ in length: pad with each row's own first id (already present)
+    padded = torch.nn.utils.rnn.pad_sequence(
+        [h for h in histories if h is not None], batch_first=True, padding_value=-1
+    )
+    ids = torch.where(padded < 0, padded[:, :1], padded).to(device)  # [k, L]
+    row_idx = torch.tensor(list(rows), dtype=torch.long, device=device).unsqueeze(1)  # [k, 1]
+    p = torch.tensor([penalties[r] for r in rows], dtype=logits.dtype, device=device)[:, None]
+    # logits made under inference_mode may only be written in place under it
+    with torch.inference_mode():
+        score = logits[row_idx, ids]  # [k, L]
+        logits[row_idx, ids] = torch.where(score < 0, score * p, score / p)
+    return logits
 
 
 def greedy_tokens(logits: Tensor) -> list[int]:
