@@ -104,6 +104,9 @@ class Generation:
         self._events: queue.Queue[Event] = queue.Queue()
         self._aevents: asyncio.Queue[Event] | None = asyncio.Queue() if loop else None
         self.cancelled = threading.Event()
+        # set by the engine when the request waited for its adapter to be read from the
+        # store (store -> CPU cache -> device slot), in seconds; None when it was resident
+        self.cold_load_s: float | None = None
 
     @property
     def request_id(self) -> str:

@@ -9,9 +9,15 @@
 - `purge(digests)` (forgetting) drops adapters from the CPU cache at once and zeroes their
   device slots as soon as no sequence pins them.
 
-Counters: `hits`/`misses` (device slot found or not), `loads` (blobs read from the
-store), `evictions` (device slots taken from another adapter), also exported to
-Prometheus as `tessera_adapter_residency_total{event}`.
+The engine never reads the store on its own thread: it calls `try_acquire`, which
+places an adapter already in memory and returns None for one that needs a store read;
+that read runs on the `AdapterLoader`'s threads, and `place` puts the loaded adapter
+into a slot once it is ready. `acquire` is both in one blocking call (follower, tests).
+
+Counters: `hits`/`misses` (device slot found or not); of the misses, `cpu_hits` (the CPU
+cache had it) and `cpu_misses` (a cold load from the store); `loads` (blobs read from
+the store, prefetches included), `evictions` (device slots taken from another adapter),
+also exported to Prometheus as `tessera_adapter_residency_total{event}`.
 """
 
 from __future__ import annotations
@@ -65,6 +71,7 @@ class AdapterResidency:
         )
         self._purged: set[str] = set()
         self.hits = self.misses = self.loads = self.evictions = 0
+        self.cpu_hits = self.cpu_misses = 0
 
     # ---- CPU tier -------------------------------------------------------------------
 
@@ -97,8 +104,18 @@ class AdapterResidency:
     # ---- device tier ----------------------------------------------------------------
 
     def acquire(self, digest: str) -> int:
-        """A pinned device slot holding `digest`. Raises SlotsBusyError when every slot is
-        pinned by other adapters; store and format errors pass through."""
+        """A pinned device slot holding `digest`, reading the store if need be (blocking).
+        Raises SlotsBusyError when every slot is pinned by other adapters; store and
+        format errors pass through, and nothing is evicted for a blob that fails."""
+        slot = self.try_acquire(digest)
+        if slot is not None:
+            return slot
+        return self.place(self.load_cpu(digest))
+
+    def try_acquire(self, digest: str) -> int | None:
+        """A pinned slot for an adapter on a slot or in the CPU cache; None when it needs
+        a store read (counted as a cold miss: do the read off the decode thread, then
+        `place`). Raises SlotsBusyError when every slot is pinned; never reads the store."""
         with self._lock:
             slot = self._slot_of.get(digest)
             if slot is not None:
@@ -108,30 +125,43 @@ class AdapterResidency:
                 return slot
             if self._free_slot() is None:
                 raise SlotsBusyError(f"all {self._table.n_slots} adapter slots are in use")
-        adapter = self.load_cpu(digest)  # verified and checked before anything is evicted
-        with self._lock:
-            slot = self._slot_of.get(digest)  # another thread may have placed it meanwhile
-            if slot is not None:
-                self.hits += 1
-                RESIDENCY_EVENTS.labels("hit").inc()
-                self._pin(slot)
-                return slot
-            slot = self._free_slot()
-            if slot is None:
-                raise SlotsBusyError(f"all {self._table.n_slots} adapter slots are in use")
             self.misses += 1
             RESIDENCY_EVENTS.labels("miss").inc()
-            old = self._occupant[slot]
-            if old is not None:
-                del self._slot_of[old]
-                self.evictions += 1
-                RESIDENCY_EVENTS.labels("eviction").inc()
-            self._table.load(slot, adapter)
-            self._occupant[slot] = digest
-            self._slot_of[digest] = slot
-            self._pin(slot)
-            RESIDENT_ADAPTERS.labels("device").set(len(self._slot_of))
-            return slot
+            cached = self._cpu.get(digest)
+            if cached is None:
+                self.cpu_misses += 1
+                RESIDENCY_EVENTS.labels("cpu_miss").inc()
+                return None
+            self.cpu_hits += 1
+            RESIDENCY_EVENTS.labels("cpu_hit").inc()
+            self._cpu.move_to_end(digest)
+            return self._place_locked(cached)
+
+    def place(self, adapter: LoadedAdapter) -> int:
+        """A pinned slot holding `adapter` (already verified and checked by `load_cpu`).
+        Raises SlotsBusyError when every slot is pinned by other adapters."""
+        with self._lock:
+            slot = self._slot_of.get(adapter.digest)  # placed meanwhile by another request
+            if slot is not None:
+                self._pin(slot)
+                return slot
+            return self._place_locked(adapter)
+
+    def _place_locked(self, adapter: LoadedAdapter) -> int:
+        slot = self._free_slot()
+        if slot is None:
+            raise SlotsBusyError(f"all {self._table.n_slots} adapter slots are in use")
+        old = self._occupant[slot]
+        if old is not None:
+            del self._slot_of[old]
+            self.evictions += 1
+            RESIDENCY_EVENTS.labels("eviction").inc()
+        self._table.load(slot, adapter)
+        self._occupant[slot] = adapter.digest
+        self._slot_of[adapter.digest] = slot
+        self._pin(slot)
+        RESIDENT_ADAPTERS.labels("device").set(len(self._slot_of))
+        return slot
 
     def release(self, slot: int) -> None:
         """Unpin one use of `slot`; a purged adapter's slot is zeroed at its last release."""
@@ -156,6 +186,14 @@ class AdapterResidency:
                 else:
                     self._purged.add(digest)
             RESIDENT_ADAPTERS.labels("cpu").set(len(self._cpu))
+
+    def touch(self, digest: str) -> bool:
+        """Mark `digest` recently used in the CPU cache; False when it is not cached."""
+        with self._lock:
+            if digest not in self._cpu:
+                return False
+            self._cpu.move_to_end(digest)
+            return True
 
     def resident(self, digest: str) -> tuple[bool, bool]:
         """(in the CPU cache, on a device slot) for `digest`."""
