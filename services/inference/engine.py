@@ -5,7 +5,8 @@ yields their first token) or runs one decode step for every running sequence; so
 requests join between decode steps and never wait for a batch to drain. A sequence pins
 its adapter's device slot from admission to finish. The revision that answers is fixed at
 submit time (`RevisionResolver`), so a hot swap affects new requests only and never a
-running one.
+running one. A request whose adapter must be read from the store waits apart (`ColdLoads`,
+no batch row) while a loader thread reads it, so a cold load never stalls decoding.
 
 Back-pressure: `submit` raises `QueueFullError` once `queue_size` requests wait. Every
 request has a deadline; one still running past it fails with `RequestTimeoutError`.
@@ -23,6 +24,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from tessera.services.inference.adapter_loader import AdapterLoader
+from tessera.services.inference.cold_loads import ColdLoads
 from tessera.services.inference.engine_metrics import (
     QUEUE_DEPTH,
     REQUESTS,
@@ -107,8 +110,11 @@ class InferenceEngine:
         config: EngineConfig,
         request_log: RequestLog | None = None,
         quotas: TenantQuotas | None = None,
+        loader: AdapterLoader | None = None,
     ) -> None:
         self.runner = runner
+        self.loader = loader or AdapterLoader(residency)
+        self.loader.on_done = self._wake
         self.quotas = quotas  # per-tenant requests and generated tokens per second
         self.residency = residency
         self.resolver = resolver
@@ -117,6 +123,7 @@ class InferenceEngine:
         self.request_log = request_log
         self._waiting: deque[_Seq] = deque()
         self._running: list[_Seq] = []
+        self._cold: ColdLoads[_Seq] = ColdLoads(self.loader)  # waiting for a store read
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stop = False
@@ -128,6 +135,7 @@ class InferenceEngine:
     def start(self) -> InferenceEngine:
         if self._thread is None:
             self._stop = False
+            self.loader.start()
             self._thread = threading.Thread(target=self._loop, name="inference-engine", daemon=True)
             self._thread.start()
         return self
@@ -139,6 +147,7 @@ class InferenceEngine:
         if self._thread is not None:
             self._thread.join(timeout_s)
             self._thread = None
+        self.loader.stop()
 
     def submit(
         self, request: GenerateRequest, *, loop: asyncio.AbstractEventLoop | None = None
@@ -183,7 +192,7 @@ class InferenceEngine:
         if seq.penalty != 1.0:
             seq.history = token_history(prompt_ids, p.max_tokens)
         with self._cond:
-            if len(self._waiting) >= self.config.queue_size:
+            if len(self._waiting) + len(self._cold) >= self.config.queue_size:
                 REQUESTS.labels("rejected").inc()
                 raise QueueFullError(
                     f"the inference queue is full ({self.config.queue_size} waiting); retry later"
@@ -213,7 +222,8 @@ class InferenceEngine:
     def _loop(self) -> None:
         while True:
             with self._cond:
-                while not self._stop and not self._waiting and not self._running:
+                # a finished cold load wakes us too (the loader's on_done)
+                while not (self._stop or self._waiting or self._running or self._cold.ready):
                     self._cond.wait(0.5)
                 if self._stop:
                     break
@@ -231,45 +241,65 @@ class InferenceEngine:
         self._fail_all(EngineStoppedError("the inference engine stopped"))
 
     def _admit(self) -> list[_Seq]:
-        """Move waiting requests into the batch while room and adapter slots allow."""
-        admitted: list[_Seq] = []
+        """Move read-in, then waiting requests into the batch while room and adapter
+        slots allow; one whose adapter is not in memory waits apart for a loader."""
         now = time.monotonic()
+        self._cold.sweep(lambda seq: self._expired(seq, now, "waited for its adapter past"))
+        admitted, failed = self._cold.take(self.config.max_batch - len(self._running))
+        for seq, exc in failed:
+            self._adapter_failed(seq, exc)
         while len(self._running) + len(admitted) < self.config.max_batch:
             with self._cond:
                 if not self._waiting:
                     break
                 seq = self._waiting.popleft()
                 QUEUE_DEPTH.set(len(self._waiting))
-            if seq.gen.cancelled.is_set():
-                continue
-            if now > seq.deadline:
-                self._finish_error(
-                    seq,
-                    RequestTimeoutError(
-                        f"request {seq.gen.request_id} waited past its "
-                        f"{seq.gen.timeout_s:.0f} s timeout"
-                    ),
-                )
+            if self._expired(seq, now, "waited past"):
                 continue
             digest = seq.gen.revision.adapter_digest
             if digest is not None:
                 try:
-                    seq.slot = self.residency.acquire(digest)
+                    slot = self.residency.try_acquire(digest)
                 except SlotsBusyError:
                     with self._cond:
                         self._waiting.appendleft(seq)  # keeps its place in line
                     break
-                except Exception as exc:  # missing / corrupt blob: fail this request only
-                    self._finish_error(
-                        seq,
-                        InvalidRequestError(
-                            f"adapter {digest[:12]} of revision {seq.gen.revision.name} "
-                            f"cannot be served: {exc}"
-                        ),
-                    )
+                except Exception as exc:
+                    self._adapter_failed(seq, exc)
                     continue
+                if slot is None:  # a loader thread reads the store; the batch decodes on
+                    self._cold.park(seq, digest)
+                    continue
+                seq.slot = slot
             admitted.append(seq)
         return admitted
+
+    def _expired(self, seq: _Seq, now: float, what: str) -> bool:
+        """Drop a cancelled request, or fail one past its deadline; True if dropped."""
+        if seq.gen.cancelled.is_set():
+            return True
+        if now > seq.deadline:
+            self._finish_error(
+                seq,
+                RequestTimeoutError(
+                    f"request {seq.gen.request_id} {what} its {seq.gen.timeout_s:.0f} s timeout"
+                ),
+            )
+        return now > seq.deadline
+
+    def _adapter_failed(self, seq: _Seq, exc: Exception) -> None:
+        """A missing or corrupt blob fails this request only."""
+        self._finish_error(
+            seq,
+            InvalidRequestError(
+                f"adapter {(seq.gen.revision.adapter_digest or '')[:12]} of revision "
+                f"{seq.gen.revision.name} cannot be served: {exc}"
+            ),
+        )
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
 
     def _prefill(self, seqs: list[_Seq]) -> None:
         logits = self.runner.prefill([s.prompt_ids for s in seqs], [s.slot for s in seqs])
@@ -399,7 +429,7 @@ class InferenceEngine:
     def _fail_all(self, error: EngineError) -> None:
         with self._cond:
             waiting, self._waiting = list(self._waiting), deque()
-        for seq in [*self._running, *waiting]:
+        for seq in [*self._running, *self._cold.drain(), *waiting]:
             self._finish_error(seq, error)
         self._running = []
         self.runner.keep([])
