@@ -153,6 +153,19 @@ class Settings(BaseSettings):
     prior_wait_s: float = Field(
         3600.0, ge=0, description="Nightly job waits this long for the prior before users."
     )
+    # the night's plan (workers.night_plan): budget, tenant fairness, groups of K users
+    night_group_size: int = Field(
+        1, ge=1, description="K: users trained together in one batched pass at night (same "
+        "tenant, prior and config); 1 sends one request per user, as the threshold trigger.")
+    night_max_users: int | None = Field(
+        None, ge=0, description="Most users given a revision per night (None: no cap); shared "
+        "round-robin across tenants, the rest deferred to the next night.")
+    night_max_seconds: float | None = Field(
+        None, ge=0, description="Most estimated training seconds per night (None: no cap).")
+    night_seconds_per_user: float = Field(
+        30.0, ge=0, description="Estimated fixed seconds of one user's revision in a group.")
+    night_seconds_per_event: float = Field(
+        0.5, ge=0, description="Estimated extra seconds per new event of a user.")
     prior_max_events_per_user: int = Field(
         200, ge=1, description="Cap per user in the prior's balanced sample."
     )
@@ -257,6 +270,15 @@ class Settings(BaseSettings):
     inference_cpu_adapters: int = Field(
         64, ge=1, description="Loaded adapters kept in the CPU LRU behind the device slots."
     )
+    inference_loader_threads: int = Field(
+        2, ge=1, description="Threads reading adapters from the store into the CPU cache "
+        "(off the decode thread: a cold load never stalls the running batch).")
+    inference_prefetch: Literal["off", "all", "seen"] = Field(
+        "all", description="Warm a user's adapter into the CPU cache when their interaction "
+        "events arrive: all users, only users this replica has answered (many replicas "
+        "behind the consistent-hash proxy), or off.")
+    inference_prefetch_queue: int = Field(
+        256, ge=0, description="Prefetch hints waiting for a loader thread; more are dropped.")
     inference_target_modules: list[str] = Field(
         ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         description="Linear layers replaced by multi-LoRA layers (adapters may use fewer).",

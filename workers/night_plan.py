@@ -10,9 +10,10 @@ from and the training config they use) and a budget:
    user per tenant per round, tenants in id order, so a tenant with ten thousand users
    cannot take the night from one with ten; a user who does not fit the remaining seconds
    is deferred and the round goes on with cheaper ones;
-4. group the chosen users by (prior, config) into groups of at most `group_size`, in the
-   order they were chosen: a group trains in one batched pass (`group_trainer`), which
-   needs one adapter shape and warm-start lineage per group.
+4. group the chosen users by (tenant, prior, config) into groups of at most `group_size`,
+   in the order they were chosen: a group trains in one batched pass (`group_trainer`),
+   which needs one adapter shape and warm-start lineage per group; and each revision's
+   provenance lists its group, which one tenant's audit must not show another's users in.
 Deferred users keep their events: they are candidates again the next night, older by then,
 so they move up the order.
 """
@@ -60,6 +61,7 @@ class PlanConfig(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class PlannedGroup:
+    tenant_id: str
     prior_id: str | None
     config_key: str
     members: tuple[NightCandidate, ...]
@@ -68,13 +70,10 @@ class PlannedGroup:
 @dataclass(frozen=True, slots=True)
 class NightPlan:
     groups: tuple[PlannedGroup, ...]
+    chosen: tuple[NightCandidate, ...]  # in the order the budget took them
     deferred: tuple[NightCandidate, ...]  # enough signal, but over tonight's budget
     skipped: tuple[tuple[NightCandidate, str], ...]  # (candidate, why), not enough signal
     estimated_seconds: float
-
-    @property
-    def chosen(self) -> tuple[NightCandidate, ...]:
-        return tuple(m for g in self.groups for m in g.members)
 
 
 def _order_key(c: NightCandidate) -> tuple[int, float, int, str]:
@@ -107,11 +106,11 @@ def _round_robin(queues: dict[str, deque[NightCandidate]], config: PlanConfig
 
 
 def _groups(chosen: Sequence[NightCandidate], size: int) -> list[PlannedGroup]:
-    by_key: dict[tuple[str | None, str], list[NightCandidate]] = defaultdict(list)
-    for candidate in chosen:  # dicts keep insertion order: keys in order of first choice
-        by_key[(candidate.prior_id, candidate.config_key)].append(candidate)
-    return [PlannedGroup(prior, key, tuple(members[i:i + size]))
-            for (prior, key), members in by_key.items()
+    by_key: dict[tuple[str, str | None, str], list[NightCandidate]] = defaultdict(list)
+    for c in chosen:  # dicts keep insertion order: keys in order of first choice
+        by_key[(c.tenant_id, c.prior_id, c.config_key)].append(c)
+    return [PlannedGroup(tenant, prior, key, tuple(members[i:i + size]))
+            for (tenant, prior, key), members in by_key.items()
             for i in range(0, len(members), size)]
 
 
@@ -130,5 +129,5 @@ def plan_night(candidates: Sequence[NightCandidate], config: PlanConfig) -> Nigh
             queues[c.tenant_id].append(c)
     ordered = {t: deque(sorted(q, key=_order_key)) for t, q in queues.items()}
     chosen, deferred, spent = _round_robin(ordered, config)
-    return NightPlan(groups=tuple(_groups(chosen, config.group_size)),
+    return NightPlan(groups=tuple(_groups(chosen, config.group_size)), chosen=tuple(chosen),
                      deferred=tuple(deferred), skipped=tuple(skipped), estimated_seconds=spent)

@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from tessera.events.forget_guard import ForgottenDataRefused
 from tessera.events.projections import RevisionRow
@@ -99,6 +101,11 @@ class RevisionPipeline:
         self._evaluator = PlanEvaluator(engine, config, self._regression, self._cache)
 
     @property
+    def regression(self) -> RegressionSet:
+        """The shared regression set every candidate of this worker is gated on."""
+        return self._regression
+
+    @property
     def metrics_cache(self) -> MetricsCache:
         """Figures of models that do not change, shared by every check of this worker."""
         return self._cache
@@ -146,28 +153,56 @@ class RevisionPipeline:
     # --- shared: train, record, evaluate, decide, publish -----------------------------
 
     def run_plan(self, plan: RevisionPlan) -> RevisionOutcome:
-        ids = {"tenant_id": plan.tenant_id, "user_id": plan.user_id,
-               "revision_id": plan.revision_id}
         seconds: dict[str, float] = {"dataset": plan.dataset_seconds}
-        existing = self.store.get_revision(plan.revision_id)
-        if existing is not None and self.adapters.exists(existing.adapter_digest):
+        recorded = self.recorded_candidate(plan)
+        if recorded is not None:
             # A crashed attempt recorded the candidate already: decide it, do not retrain.
-            digest, n_bytes = existing.adapter_digest, self.adapters.path(
-                existing.adapter_digest).stat().st_size
-            log.info("resuming recorded candidate %s", digest[:12], extra=ids)
+            digest, n_bytes = recorded
         else:
             # Through the methods (not the functions): tests replace them on the instance.
             digest, n_bytes, train_s, store_s = train_and_store(
-                self.train_candidate, self.adapters, plan, ids)
+                self.train_candidate, self.adapters, plan, _plan_ids(plan))
             seconds["train"], seconds["store"] = train_s, store_s
-            try:
-                self.store.append([trained_event(self.engine, self.config, self._regression,
-                                                 plan, digest, n_bytes, train_s)])
-            except ForgottenDataRefused as exc:
-                return forgotten_meanwhile(self.adapters, plan, digest, str(exc))
+            refused = self.record_trained(plan, digest, n_bytes, train_s)
+            if refused is not None:
+                return refused
+        return self.decide(plan, digest, n_bytes, seconds)
+
+    def recorded_candidate(self, plan: RevisionPlan) -> tuple[str, int] | None:
+        """(digest, bytes) of the plan's candidate when a crashed attempt recorded it (its
+        `RevisionTrained` is in the log and its blob in the store), else None."""
+        existing = self.store.get_revision(plan.revision_id)
+        if existing is None or not self.adapters.exists(existing.adapter_digest):
+            return None
+        digest = existing.adapter_digest
+        log.info("resuming recorded candidate %s", digest[:12], extra=_plan_ids(plan))
+        return digest, self.adapters.path(digest).stat().st_size
+
+    def record_trained(self, plan: RevisionPlan, digest: str, n_bytes: int, train_s: float,
+                       *, group: dict[str, Any] | None = None) -> RevisionOutcome | None:
+        """Append the candidate's `RevisionTrained` (with its group, when trained in one);
+        the skipped outcome when the forget guard refuses it (its blob is deleted)."""
+        try:
+            self.store.append([trained_event(self.engine, self.config, self._regression,
+                                             plan, digest, n_bytes, train_s, group=group)])
+        except ForgottenDataRefused as exc:
+            return forgotten_meanwhile(self.adapters, plan, digest, str(exc))
+        return None
+
+    def decide(self, plan: RevisionPlan, digest: str, n_bytes: int, seconds: dict[str, float],
+               *, measured: Mapping[Path | None, EvalMetrics] | None = None) -> RevisionOutcome:
+        """Measure the recorded candidate `digest` and its baseline (figures in `measured`,
+        by adapter file, are taken as given: a group's, measured together), gate, record
+        the decision, publish a promotion."""
+        ids = _plan_ids(plan)
+        known = measured or {}
+
+        def evaluate_with(adapter: Path | None, of: RevisionPlan) -> EvalMetrics:
+            figures = known.get(adapter)
+            return figures if figures is not None else self._evaluate(adapter, of)
 
         started = time.perf_counter()
-        figures = measure(plan, digest, evaluate_with=self._evaluate, engine=self.engine,
+        figures = measure(plan, digest, evaluate_with=evaluate_with, engine=self.engine,
                           adapters=self.adapters, config=self.config)
         decision = gate_decision(figures, self.config)
         seconds["evaluate"] = time.perf_counter() - started
@@ -209,3 +244,8 @@ class RevisionPipeline:
 
 def _ids(request: TrainingRequest) -> dict[str, str]:
     return {"tenant_id": request.tenant_id, "user_id": request.user_id}
+
+
+def _plan_ids(plan: RevisionPlan) -> dict[str, str]:
+    return {"tenant_id": plan.tenant_id, "user_id": plan.user_id,
+            "revision_id": plan.revision_id}

@@ -7,6 +7,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tessera.schemas.events import EventEnvelope, EventType
 from tessera.schemas.revisions import RevisionTrained
@@ -63,9 +64,11 @@ def train_and_store(
 
 def trained_event(
     engine: Engine, config: PipelineConfig, regression: RegressionSet, plan: RevisionPlan,
-    digest: str, n_bytes: int, train_s: float,
+    digest: str, n_bytes: int, train_s: float, *, group: dict[str, Any] | None = None,
 ) -> EventEnvelope:
-    """`RevisionTrained` with the full provenance: enough to train the same bytes again."""
+    """`RevisionTrained` with the full provenance: enough to train the same bytes again
+    (for a revision trained in a group, `group` names the group and every member's
+    inputs: re-training the group gives the same bytes, workers/reproduce.py)."""
     import torch  # heavy: importers of the pipeline without a model never load it
 
     cfg = config.train_config(plan.kind)
@@ -89,6 +92,7 @@ def trained_event(
             "torch_version": torch.__version__,
             "parent_adapter_digest": (plan.parent.adapter_digest
                                       if plan.parent is not None else None),
+            **({"group": group} if group is not None else {}),
         },
         seed=config.seed, dataset_from=plan.dataset_from, dataset_to=plan.dataset_to,
         dataset_digest=plan.dataset_digest,

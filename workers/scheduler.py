@@ -4,8 +4,10 @@ Two triggers, both sending `TrainingRequest`s through a `Dispatch` (Kafka in pro
 in-process in the demo):
 - nightly (cron, time-zone aware): first a new tenant prior for every tenant with enough
   new events, or whose served prior learned from a user forgotten since (and a bounded
-  wait for it to be decided, so first personal revisions start from it), then every
-  user with at least N new events since their last revision;
+  wait for it to be decided, so first personal revisions start from it), then the night's
+  plan (workers/night_schedule.py): users with at least N new events since their last
+  revision, ordered, within the night's budget fairly across tenants, sent alone or in
+  groups of K (`TrainingGroup`, through `send_groups`);
 - threshold (polled): a user passing M new events is requested at once.
 
 A nightly slot runs once. Slots are claimed in PostgreSQL with a conditional UPDATE
@@ -29,13 +31,16 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from tessera.schemas.settings import Settings
+from tessera.workers.night_plan import PlanConfig
+from tessera.workers.night_schedule import config_key, plan_requests
 from tessera.workers.scheduler_state import Due, SchedulerState
-from tessera.workers.training_request import TrainingRequest, Trigger
+from tessera.workers.training_request import TrainingGroup, TrainingRequest, Trigger
 
 log = logging.getLogger(__name__)
 
 NIGHTLY_JOB = "nightly"
 Dispatch = Callable[[list[TrainingRequest]], None]
+GroupDispatch = Callable[[list[TrainingGroup]], None]
 _MAX_SLOTS_SCANNED = 100_000  # bounds the catch-up scan after very long downtime
 
 
@@ -49,6 +54,21 @@ class ScheduleConfig:
     prior_min_new_events: int = 200
     prior_wait_s: float = 3600.0
     prior_poll_s: float = 2.0
+    # the night's plan: K, budget (None: none), cost estimate, which training config
+    group_size: int = 1
+    max_users: int | None = None
+    max_seconds: float | None = None
+    seconds_per_user: float = 30.0
+    seconds_per_event: float = 0.5
+    config_key: str = "default"
+
+    @property
+    def plan(self) -> PlanConfig:
+        """The planner's config (N, K, budget) for the nightly users."""
+        return PlanConfig(
+            min_new_events=self.min_new_events, max_users=self.max_users,
+            max_seconds=self.max_seconds, seconds_per_user=self.seconds_per_user,
+            seconds_per_event=self.seconds_per_event, group_size=self.group_size)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ScheduleConfig:
@@ -60,6 +80,12 @@ class ScheduleConfig:
             threshold_check_every_s=settings.threshold_check_every_s,
             prior_min_new_events=settings.prior_min_new_events,
             prior_wait_s=settings.prior_wait_s,
+            group_size=settings.night_group_size,
+            max_users=settings.night_max_users,
+            max_seconds=settings.night_max_seconds,
+            seconds_per_user=settings.night_seconds_per_user,
+            seconds_per_event=settings.night_seconds_per_event,
+            config_key=config_key(settings.train_overrides, settings.personal_train_overrides),
         )
 
     def trigger(self) -> CronTrigger:
@@ -78,7 +104,8 @@ def _requests(due: list[Due], trigger: Trigger) -> list[TrainingRequest]:
 
 
 class TrainingScheduler:
-    """Decides what to train and when; `dispatch` sends the requests."""
+    """Decides what to train and when; `dispatch` sends the requests, `send_groups` the
+    night's groups (needed when `config.group_size` > 1)."""
 
     def __init__(
         self,
@@ -86,10 +113,14 @@ class TrainingScheduler:
         dispatch: Dispatch,
         config: ScheduleConfig,
         *,
+        send_groups: GroupDispatch | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        if config.group_size > 1 and send_groups is None:
+            raise ValueError(f"group_size {config.group_size} needs send_groups to send groups")
         self._state = state
         self._dispatch = dispatch
+        self._send_groups = send_groups
         self._config = config
         self._trigger = config.trigger()
         self._clock = clock
@@ -124,18 +155,22 @@ class TrainingScheduler:
 
     def nightly(self, *, tenant_id: str | None = None) -> list[TrainingRequest]:
         """Request priors that have enough new events, wait (bounded) for them to be
-        decided, then request every user with at least N new events."""
+        decided, then the users of tonight's plan (at least N new events, within budget),
+        alone or in groups of K."""
         priors = _requests(
             self._state.priors_due(self._config.prior_min_new_events, tenant_id=tenant_id),
             "nightly",
         )
         self._send(priors)
         self._wait_for(priors)
-        users = _requests(
-            self._state.users_due(self._config.min_new_events, tenant_id=tenant_id), "nightly"
-        )
-        self._send(users)
-        return priors + users
+        night = plan_requests(self._state, self._config.plan, key=self._config.config_key,
+                              trigger="nightly", tenant_id=tenant_id)
+        self._send(night.singles)
+        if night.groups and self._send_groups is not None:
+            self._send_groups(night.groups)
+            # As `_send`: recorded after the send, a re-send is a no-op per member.
+            self._record([m for g in night.groups for m in g.members])
+        return priors + night.requests
 
     def _wait_for(self, requests: list[TrainingRequest]) -> None:
         deadline = time.monotonic() + self._config.prior_wait_s
@@ -171,6 +206,9 @@ class TrainingScheduler:
         self._dispatch(requests)
         # Recorded after the send: a crash in between re-sends, which is harmless because
         # the pipeline skips a (user, position) that already has a revision.
+        self._record(requests)
+
+    def _record(self, requests: list[TrainingRequest]) -> None:
         self._state.record_requests(requests)
         for r in requests:
             log.info(

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from tessera.events.night_reads import NightReads, PostgresNightReads
 from tessera.events.scheduler_runs import (
     Due,
     PostgresSchedulerRuns,
@@ -24,10 +25,12 @@ __all__ = ["Due", "SchedulerState"]
 
 
 class SchedulerState:
-    """The scheduler's state over `runs`, or over PostgreSQL when given a database URL."""
+    """The scheduler's state over `runs` (and the planner's reads over `night`), or over
+    PostgreSQL when given a database URL."""
 
-    def __init__(self, runs: str | SchedulerRuns) -> None:
+    def __init__(self, runs: str | SchedulerRuns, night: NightReads | None = None) -> None:
         self._runs: SchedulerRuns = PostgresSchedulerRuns(runs) if isinstance(runs, str) else runs
+        self._night = night or (PostgresNightReads(runs) if isinstance(runs, str) else None)
 
     def users_due(self, min_new_events: int, *, tenant_id: str | None = None) -> list[Due]:
         """Users (not priors) with at least `min_new_events` new interaction events."""
@@ -45,6 +48,19 @@ class SchedulerState:
                         due[t].up_to_position if t in due else 0)
             due[t] = Due(t, PRIOR_USER_ID, due[t].new_events if t in due else 0, up_to)
         return [due[t] for t in sorted(due)]
+
+    def last_revision_times(self, tenant_id: str | None = None) -> dict[tuple[str, str], datetime]:
+        """(tenant, user) -> when the user's latest personal revision was trained."""
+        return self._night_reads().last_revision_times(tenant_id)
+
+    def prior_heads(self, tenant_id: str | None = None) -> dict[str, str]:
+        """tenant -> the revision id of the prior it serves."""
+        return self._night_reads().prior_heads(tenant_id)
+
+    def _night_reads(self) -> NightReads:
+        if self._night is None:
+            raise ValueError("this SchedulerState was built without NightReads: pass night=")
+        return self._night
 
     def user_head_position(self, tenant_id: str, user_id: str) -> int | None:
         """Position of the user's latest interaction event (None without any)."""

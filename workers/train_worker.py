@@ -1,12 +1,13 @@
 """`tessera worker train`: a Kafka consumer group sharing the training requests.
 
-Each member takes one request at a time from `tessera.training-requests`, hands it to a
-handler (the revision pipeline) and commits the record's offset only after the handler
-returned, i.e. after the revision's outcome is committed in PostgreSQL. A member killed
-mid-training never commits, so after the group rebalances another member receives the
-same request and trains it; the pipeline's idempotency (one revision per
-`(user, up_to_position)`, deterministic event ids) makes the retry produce exactly one
-revision.
+Each member takes one message at a time from `tessera.training-requests` (a request for
+one user, or a night's group of users trained together), hands it to a handler (the
+revision pipeline) and commits the record's offset only after the handler returned, i.e.
+after every outcome is committed in PostgreSQL. A member killed mid-training never
+commits, so after the group rebalances (or the member restarts) the same message is
+handled again; the pipeline's idempotency (one revision per `(user, up_to_position)`,
+deterministic event ids, recorded candidates resumed rather than retrained) makes the
+retry produce exactly one revision per user, in a group as alone.
 
 Broker limits (Tansu): group joins are slow, so the session timeout is ~6 s with a 1 s
 heartbeat. kafka-python heartbeats from a background thread, so a long training does not
@@ -20,7 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
@@ -31,13 +32,17 @@ from pydantic import ValidationError
 
 from tessera.events.kafka_no_autocreate import NO_AUTO_CREATE
 from tessera.workers import metrics
-from tessera.workers.training_request import TrainingRequest
+from tessera.workers.training_request import (
+    TrainingGroup,
+    TrainingMessage,
+    decode_message,
+)
 
 log = logging.getLogger(__name__)
 
 # The handler returns the outcome label: "promoted", "rejected", "skipped" (it counts its
 # own outcomes in `metrics`; the worker counts only requests it gives up on).
-Handler = Callable[[TrainingRequest], str]
+Handler = Callable[[TrainingMessage], str]
 
 
 @dataclass(frozen=True)
@@ -122,14 +127,16 @@ class TrainWorker:
         """Handle one record; True when its offset may be committed (done or skipped)."""
         where = f"{tp.topic}/{tp.partition}@{record.offset}"
         try:
-            request = TrainingRequest.decode(record.value)
+            request = decode_message(record.value)
         except ValidationError as exc:
             # A malformed request can never succeed: log it and move past it.
             log.error("malformed training request at %s: %s", where, exc.errors()[:3])
             metrics.record_outcome("failed")
             self._commit(tp, record.offset)
             return True
-        ids = {"tenant_id": request.tenant_id, "user_id": request.user_id}
+        ids = ({"tenant_id": request.tenant_id, "group_id": request.group_id}
+               if isinstance(request, TrainingGroup)
+               else {"tenant_id": request.tenant_id, "user_id": request.user_id})
         for attempt in range(1, self._config.max_attempts + 1):
             try:
                 outcome = self._handler(request)
@@ -176,8 +183,9 @@ class TrainWorker:
         metrics.QUEUE_DEPTH.set(depth)
 
 
-def send_requests(bootstrap: str, topic: str, requests: list[TrainingRequest]) -> None:
-    """Produce training requests keyed `tenant/user` and wait until the broker has them."""
+def send_requests(bootstrap: str, topic: str, requests: Sequence[TrainingMessage]) -> None:
+    """Produce training requests (keyed `tenant/user`) or groups (keyed `tenant/group id`)
+    and wait until the broker has them."""
     from tessera.events.kafka import make_producer
 
     producer = make_producer(bootstrap, client_id="tessera-scheduler")

@@ -75,6 +75,15 @@ def test_groups_share_prior_and_config_and_hold_at_most_k() -> None:
     assert all(len(g.members) <= 2 for g in plan.groups)
 
 
+def test_tenants_without_a_prior_never_share_a_group() -> None:
+    # Same (no) prior and config: still one group per tenant, since a revision's
+    # provenance lists its group and one tenant must not see another's users.
+    users = [_c("a", "a0", prior=None), _c("b", "b0", prior=None), _c("a", "a1", prior=None)]
+    plan = plan_night(users, PlanConfig(group_size=4))
+    assert [(g.tenant_id, _ids(g.members)) for g in plan.groups] == [
+        ("a", ["a0", "a1"]), ("b", ["b0"])]
+
+
 def test_a_user_listed_twice_is_refused() -> None:
     with pytest.raises(ValueError, match="twice"):
         plan_night([_c("a", "u"), _c("a", "u")], PlanConfig())

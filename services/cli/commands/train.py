@@ -106,7 +106,7 @@ def worker_train(
     killed worker's request is taken over by another member. SIGINT/SIGTERM stop cleanly
     after the request in hand."""
     from tessera.events.kafka import ensure_topics
-    from tessera.workers.adapter_import import handle_request
+    from tessera.workers.group_night import handle_message
     from tessera.workers.metrics import configure_logging, start_metrics_server
     from tessera.workers.runtime import open_pipeline
     from tessera.workers.train_worker import TrainWorker, WorkerConfig
@@ -122,8 +122,9 @@ def worker_train(
         config = WorkerConfig(bootstrap=info.kafka_bootstrap,
                               topic=settings.topic_training_requests,
                               group_id=group or settings.train_group)
-        # Imported adapters arrive on the same topic and meet the same gate.
-        worker = TrainWorker(config, lambda request: handle_request(pipeline, request).outcome)
+        # Imported adapters and the night's groups arrive on the same topic and meet the
+        # same gate.
+        worker = TrainWorker(config, lambda message: handle_message(pipeline, message))
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: worker.stop())
         typer.echo(f"trainer ready: {config.topic} @ {config.bootstrap} (group {config.group_id})",
@@ -137,7 +138,8 @@ def worker_schedule(
 ) -> None:
     """Run the nightly cron and the threshold trigger (see `TESSERA_NIGHTLY_CRON`,
     `TESSERA_SCHEDULER_TIMEZONE`, `TESSERA_NIGHTLY_MIN_NEW_EVENTS`,
-    `TESSERA_THRESHOLD_NEW_EVENTS`). A night missed while down runs once at start."""
+    `TESSERA_THRESHOLD_NEW_EVENTS`; the night's budget and groups: `TESSERA_NIGHT_*`). A
+    night missed while down runs once at start."""
     from apscheduler.schedulers.blocking import BlockingScheduler
 
     from tessera.events.kafka import ensure_topics
@@ -156,11 +158,12 @@ def worker_schedule(
     except (ValueError, KeyError) as exc:
         raise _fail(f"bad schedule ({settings.nightly_cron!r} in "
                     f"{settings.scheduler_timezone!r}): {exc}") from exc
+    topic = settings.topic_training_requests
     scheduler = TrainingScheduler(
         SchedulerState(info.database_url),
-        lambda requests: send_requests(info.kafka_bootstrap, settings.topic_training_requests,
-                                       requests),
+        lambda requests: send_requests(info.kafka_bootstrap, topic, requests),
         config,
+        send_groups=lambda groups: send_requests(info.kafka_bootstrap, topic, groups),
     )
     blocking = BlockingScheduler(timezone=config.timezone)
     scheduler.install(blocking)

@@ -1,5 +1,6 @@
 """The trainer group member's loop against the real broker, without a model: malformed
-requests are skipped, failing ones retried, offsets committed only after the handler."""
+requests are skipped, failing ones retried, a night's group handed over as one message,
+offsets committed only after the handler."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from tessera.schemas.settings import Settings
 from tessera.workers.json_logs import json_formatter
 from tessera.workers.metrics import GATE_PASS_RATE, record_outcome
 from tessera.workers.train_worker import TrainWorker, WorkerConfig
-from tessera.workers.training_request import TrainingRequest
+from tessera.workers.training_request import TrainingGroup, TrainingMessage, TrainingRequest
 
 pytestmark = pytest.mark.integration
 
@@ -26,15 +27,18 @@ def test_malformed_skipped_failure_retried_offsets_committed(stack: StackInfo) -
     ensure_topics(stack.kafka_bootstrap, Settings(topic_training_requests=topic,
                                                   topic_partitions=1))
     good = TrainingRequest(tenant_id="acme", user_id="alice", up_to_position=42)
+    night = TrainingGroup.of([TrainingRequest(tenant_id="acme", user_id=u, up_to_position=50)
+                              for u in ("bob", "carol")])
     producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
-    for value in (b"{not json", json.dumps({"tenant_id": "acme"}).encode(), good.encode()):
+    for value in (b"{not json", json.dumps({"tenant_id": "acme"}).encode(), good.encode(),
+                  night.encode()):
         producer.send(topic, key=b"acme/alice", value=value)
     producer.flush()
     producer.close()
 
-    calls: list[TrainingRequest] = []
+    calls: list[TrainingMessage] = []
 
-    def handler(request: TrainingRequest) -> str:
+    def handler(request: TrainingMessage) -> str:
         calls.append(request)
         if len(calls) == 1:
             raise RuntimeError("database briefly away")  # transient: retried
@@ -43,13 +47,13 @@ def test_malformed_skipped_failure_retried_offsets_committed(stack: StackInfo) -
     group = f"g-{uuid.uuid4().hex[:8]}"
     config = WorkerConfig(bootstrap=stack.kafka_bootstrap, topic=topic, group_id=group,
                           retry_backoff_s=0.1)
-    handled = TrainWorker(config, handler).run(max_requests=3)
+    handled = TrainWorker(config, handler).run(max_requests=4)
 
-    assert handled == 3
-    assert calls == [good, good]
+    assert handled == 4
+    assert calls == [good, good, night]
     probe = KafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, group_id=group,
                           enable_auto_commit=False)
-    assert probe.committed(TopicPartition(topic, 0)) == 3  # all three done, none pending
+    assert probe.committed(TopicPartition(topic, 0)) == 4  # all four done, none pending
     probe.close()
 
 
