@@ -82,6 +82,9 @@ class InferenceServicer(tessera_pb2_grpc.InferenceServicer):
                 top_p=request.top_p if request.HasField("top_p") else 1.0,
                 seed=request.seed if request.HasField("seed") else None,
                 stop=tuple(request.stop),
+                repetition_penalty=(
+                    request.repetition_penalty if request.HasField("repetition_penalty") else None
+                ),
             )
             # The client's deadline bounds the request too: past it nobody reads the answer.
             timeout_s: float | None = request.timeout_s or None

@@ -76,7 +76,7 @@ class IngestResponse(_message.Message):
     def __init__(self, accepted: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("user_id", "prompt", "max_tokens", "temperature", "top_p", "seed", "stop", "timeout_s")
+    __slots__ = ("user_id", "prompt", "max_tokens", "temperature", "top_p", "seed", "stop", "timeout_s", "repetition_penalty")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -85,6 +85,7 @@ class GenerateRequest(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     STOP_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    REPETITION_PENALTY_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     prompt: str
     max_tokens: int
@@ -93,7 +94,8 @@ class GenerateRequest(_message.Message):
     seed: int
     stop: _containers.RepeatedScalarFieldContainer[str]
     timeout_s: float
-    def __init__(self, user_id: _Optional[str] = ..., prompt: _Optional[str] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., seed: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., timeout_s: _Optional[float] = ...) -> None: ...
+    repetition_penalty: float
+    def __init__(self, user_id: _Optional[str] = ..., prompt: _Optional[str] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., seed: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., timeout_s: _Optional[float] = ..., repetition_penalty: _Optional[float] = ...) -> None: ...
 
 class ServedRevision(_message.Message):
     __slots__ = ("revision_id", "adapter_digest", "source")

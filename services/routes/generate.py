@@ -22,9 +22,11 @@ from tessera.services.inference.requests import EngineError, GenerateRequest, Ge
 from tessera.services.inference.revisions import Served
 from tessera.services.inference.sampling import (
     GREEDY_BELOW,
+    MAX_REPETITION_PENALTY,
     MAX_STOP_CHARS,
     MAX_STOP_STRINGS,
     MAX_TEMPERATURE,
+    MIN_REPETITION_PENALTY,
     SamplingParams,
 )
 
@@ -43,6 +45,11 @@ class GenerateBody(BaseModel):
     stop: list[Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]] = Field(
         default_factory=list, max_length=MAX_STOP_STRINGS
     )
+    repetition_penalty: float | None = Field(
+        None, ge=MIN_REPETITION_PENALTY, le=MAX_REPETITION_PENALTY,
+        description="Hugging Face's repetition penalty: each token already in the prompt or "
+        "the reply has its logit divided (if positive) or multiplied by it; 1 = off; "
+        "omitted: the server's default (TESSERA_SERVE_REPETITION_PENALTY).")
     stream: bool = Field(False, description="Answer as server-sent events.")
     # Below a tenth of a second a request cannot even be scheduled: refuse it (422)
     # rather than answer a certain 504.
@@ -96,6 +103,7 @@ def to_request(body: GenerateBody, tenant_id: str) -> GenerateRequest:
             top_p=body.top_p,
             seed=body.seed,
             stop=tuple(body.stop),
+            repetition_penalty=body.repetition_penalty,
         )
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None

@@ -37,7 +37,13 @@ from tessera.services.inference.requests import (
     Generation,
     TokenEvent,
 )
-from tessera.services.inference.sampling import MAX_STOP_CHARS, MAX_STOP_STRINGS, SamplingParams
+from tessera.services.inference.sampling import (
+    MAX_REPETITION_PENALTY,
+    MAX_STOP_CHARS,
+    MAX_STOP_STRINGS,
+    MIN_REPETITION_PENALTY,
+    SamplingParams,
+)
 from tessera.services.openai_errors import error_body, error_response
 
 router = APIRouter(tags=["openai-compatible"])
@@ -86,6 +92,11 @@ class _Common(BaseModel):
     stream_options: StreamOptions | None = None
     n: int = Field(1, ge=1, description=f"Choices (at most {MAX_N}; 1 when streaming).")
     user: str | None = Field(None, max_length=128, description="Whose personal model answers.")
+    # Not OpenAI's: an extension field, named and meant as vLLM accepts it.
+    repetition_penalty: float | None = Field(
+        None, ge=MIN_REPETITION_PENALTY, le=MAX_REPETITION_PENALTY,
+        description="Extension (as vLLM's): Hugging Face's repetition penalty, 1 = off; "
+        "omitted: the server's default.")
 
 
 class ChatBody(_Common):
@@ -125,6 +136,7 @@ def _requests(
             top_p=body.top_p,
             seed=None if body.seed is None else body.seed + i,
             stop=tuple(stop),
+            repetition_penalty=body.repetition_penalty,
         )
         out.append(
             GenerateRequest(tenant_id, target.user_id, prompt, params, revision=target.revision)
