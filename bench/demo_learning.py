@@ -91,7 +91,11 @@ def step_train_days(run: DemoRun) -> None:
 
 
 def step_side_by_side(run: DemoRun) -> None:
-    """Every demo-days user plus the base model answer one prompt in the same batch."""
+    """Every demo-days user plus the base model answer one prompt in the same batch, as
+    the server would: the engine's sampling path with the server's default repetition
+    penalty (settings.serve_repetition_penalty). Identical personal answers and answers
+    that repeat themselves are flagged (demo_flags)."""
+    from tessera.bench.demo_flags import Answer, side_by_side_warnings
     from tessera.events.postgres_store import PostgresEventStore
     from tessera.schemas.events import PRIOR_USER_ID
     from tessera.schemas.settings import get_settings
@@ -116,7 +120,7 @@ def step_side_by_side(run: DemoRun) -> None:
     prompt = str(
         tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     )
-    params = SamplingParams(max_tokens=32)
+    params = SamplingParams(max_tokens=32)  # no repetition_penalty: the server's default
     who = [(BASE_TENANT, "anyone")] + [(run.days_tenant, u) for u in users]
     engine.start()
     try:
@@ -125,7 +129,11 @@ def step_side_by_side(run: DemoRun) -> None:
             engine.submit(GenerateRequest(tenant_id=t, user_id=u, prompt=prompt, params=params))
             for t, u in who
         ]
-        typer.echo(f"  prompt: {SIDE_BY_SIDE_PROMPT!r} ({len(gens)} requests, one batch)")
+        typer.echo(
+            f"  prompt: {SIDE_BY_SIDE_PROMPT!r} ({len(gens)} requests, one batch; greedy, "
+            f"repetition penalty {engine.config.repetition_penalty:g})"
+        )
+        answers: list[Answer] = []
         for (tenant, user), gen in zip(who, gens, strict=True):
             result: GenerateResult = gen.result()
             served = result.revision
@@ -133,5 +141,8 @@ def step_side_by_side(run: DemoRun) -> None:
             revision = served.revision_id or "base"
             typer.echo(f"  {label:<18} [{served.source}: {revision}]")
             typer.echo(f"  {'':<18} {result.text.strip()!r}")
+            answers.append(Answer(label, revision, result.text, tenant != BASE_TENANT))
+        for line in side_by_side_warnings(answers):
+            typer.echo(f"  {line}")
     finally:
         engine.stop()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 _WORD = re.compile(r"\w+")
 
@@ -21,20 +21,24 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-def repeated_word_ngrams(text: str, n: int = 3) -> int:
-    """How many of `text`'s word `n`-grams already occurred earlier in it (overlapping
-    occurrences count: "a a a a" has one repeated 3-gram, "a a a")."""
+def repeated_ngrams(text: str, n: int = 3) -> Iterator[tuple[str, ...]]:
+    """Each word `n`-gram of `text` that already occurred earlier in it, in order
+    (overlapping occurrences count: "a a a a" yields ("a", "a", "a") once)."""
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
     tokens = words(text)
     seen: set[tuple[str, ...]] = set()
-    repeats = 0
     for i in range(len(tokens) - n + 1):
         gram = tuple(tokens[i:i + n])
         if gram in seen:
-            repeats += 1
+            yield gram
         seen.add(gram)
-    return repeats
+
+
+def repeated_word_ngrams(text: str, n: int = 3) -> int:
+    """How many of `text`'s word `n`-grams already occurred earlier in it (overlapping
+    occurrences count: "a a a a" has one repeated 3-gram, "a a a")."""
+    return sum(1 for _ in repeated_ngrams(text, n))
 
 
 def repeats_word_ngram(text: str, n: int = 3) -> bool:
