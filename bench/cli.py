@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "bench_soak",
     "bench_catalog",
     "study_probe",
+    "bench_residency",
 ]
 
 for _name in COMMAND_MODULES:

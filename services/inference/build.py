@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from tessera.schemas.settings import Settings
+from tessera.services.inference.adapter_loader import AdapterLoader
 from tessera.services.inference.engine import EngineConfig, InferenceEngine
 from tessera.services.inference.lora_layers import wrap_model
 from tessera.services.inference.model_runner import ModelRunner
@@ -64,8 +65,20 @@ def build_engine(
         model_id=model_id,
         repetition_penalty=settings.serve_repetition_penalty,
     )
+    loader = AdapterLoader(
+        residency,
+        threads=settings.inference_loader_threads,
+        prefetch_queue=settings.inference_prefetch_queue,
+    )
     return InferenceEngine(
-        runner, residency, resolver, codec, config=config, request_log=request_log, quotas=quotas
+        runner,
+        residency,
+        resolver,
+        codec,
+        config=config,
+        request_log=request_log,
+        quotas=quotas,
+        loader=loader,
     )
 
 

@@ -13,6 +13,7 @@ import logging
 from tessera.events.kafka import ensure_topics
 from tessera.services.components import Component, ServerContext
 from tessera.services.inference.build import build_engine, torch_dtype
+from tessera.services.inference.prefetch import KafkaPrefetcher, Prefetcher
 from tessera.services.inference.request_log import PostgresRequestLog
 from tessera.services.inference.revision_follower import KafkaRevisionFollower, RevisionFollower
 from tessera.services.inference.revisions import Lookup, PinLookup, Served
@@ -88,9 +89,18 @@ def build_component(ctx: ServerContext) -> Component:
         bootstrap=ctx.stack.kafka_bootstrap,
         topic=settings.topic_revisions,
     ).start()
+    prefetch: KafkaPrefetcher | None = None
+    if settings.inference_prefetch != "off":
+        prefetch = KafkaPrefetcher(
+            Prefetcher(engine.resolver, engine.loader, scope=settings.inference_prefetch),
+            bootstrap=ctx.stack.kafka_bootstrap,
+            topic=settings.topic_interactions,
+        ).start()
     log.info("inference: %s with %d adapter slots", info.model_id, settings.inference_device_slots)
 
     def close() -> None:
+        if prefetch is not None:
+            prefetch.stop()
         follower.stop()
         engine.stop()
         request_log.close()

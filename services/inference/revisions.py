@@ -102,6 +102,12 @@ class RevisionResolver:
         if served.adapter_digest is not None and served.source == "personal":
             self._seen.setdefault(key, set()).add(served.adapter_digest)
 
+    def knows(self, tenant_id: str, user_id: str) -> bool:
+        """Whether this process has resolved the user before (fresh or not): behind the
+        consistent-hash proxy, a user this replica answers."""
+        with self._lock:
+            return (tenant_id, user_id) in self._cache
+
     def cached_users(self, tenant_id: str) -> set[str]:
         """Users of `tenant_id` with a cached answer (re-resolved when the prior changes)."""
         with self._lock:
