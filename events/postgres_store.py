@@ -7,7 +7,7 @@ transient ones are retried there, the whole transaction at a time.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
@@ -54,6 +54,22 @@ class PostgresEventStore:
         """A pooled connection in a transaction (committed on success), errors translated."""
         with translated(what), self._pool.connection() as conn:
             yield conn
+
+    @contextmanager
+    def statement(self, what: str = "database read") -> Iterator[Connection]:
+        """A pooled connection in autocommit, for a read that is one statement (its own
+        snapshot). In a transaction the same read costs BEGIN and COMMIT round trips
+        besides its own, and on a loaded machine every round trip is a chance to wait for
+        the scheduler: at 10^6 users the serving resolver's head lookup had a p99 of 25 ms
+        for a 0.5 ms query (`tessera bench catalog`)."""
+        with translated(what), self._pool.connection() as conn:
+            conn.autocommit = True
+            try:
+                yield conn
+            finally:
+                # a broken connection refuses the switch; the pool discards it anyway
+                with suppress(Exception):
+                    conn.autocommit = False
 
     # --- the log ---
 
@@ -151,7 +167,7 @@ class PostgresEventStore:
         with_retry(once)
 
     def read_rejected(self, *, limit: int | None = None) -> list[RejectedInput]:
-        with self.connection("read rejected input") as conn:
+        with self.statement("read rejected input") as conn:
             rows = conn.execute(
                 "SELECT source, reason, payload, received_at, tenant_id, user_id "
                 "FROM rejected_inputs ORDER BY id LIMIT %s",
@@ -162,23 +178,23 @@ class PostgresEventStore:
     # --- projections ---
 
     def get_user(self, tenant_id: str, user_id: str) -> UserRow | None:
-        with self.connection("read user") as conn:
+        with self.statement("read user") as conn:
             return catalog.get_user(conn, tenant_id, user_id)
 
     def list_users(self, tenant_id: str) -> list[UserRow]:
-        with self.connection("list users") as conn:
+        with self.statement("list users") as conn:
             return catalog.list_users(conn, tenant_id)
 
     def get_head(self, tenant_id: str, user_id: str) -> HeadRow | None:
-        with self.connection("read head") as conn:
+        with self.statement("read head") as conn:
             return catalog.get_head(conn, tenant_id, user_id)
 
     def get_revision(self, revision_id: str) -> RevisionRow | None:
-        with self.connection("read revision") as conn:
+        with self.statement("read revision") as conn:
             return catalog.get_revision(conn, revision_id)
 
     def list_revisions(self, tenant_id: str, user_id: str) -> list[RevisionRow]:
-        with self.connection("list revisions") as conn:
+        with self.statement("list revisions") as conn:
             return catalog.list_revisions(conn, tenant_id, user_id)
 
     def projection_state(self) -> ProjectionState:
@@ -237,7 +253,7 @@ class PostgresEventStore:
         with_retry(once)
 
     def get_request(self, request_id: str) -> RequestRecord | None:
-        with self.connection("read request") as conn:
+        with self.statement("read request") as conn:
             row = conn.execute(
                 "SELECT request_id, tenant_id, user_id, revision_id, adapter_digest, source, at "
                 "FROM request_log WHERE request_id = %s",

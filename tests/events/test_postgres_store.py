@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import cast
 
 import psycopg
 import pytest
+from psycopg import pq
 
 from tessera.events.db import connect, translated, with_retry
 from tessera.events.postgres_store import PostgresEventStore
@@ -94,6 +96,42 @@ def test_errors_are_translated_and_only_transient_ones_retried(database_url: str
     calls = -100
     with pytest.raises(TransientStoreError):
         with_retry(flaky, attempts=3, first_delay_s=0.001)
+
+
+def _statements_sent(store: PostgresEventStore, trace: Path, call: object) -> list[str]:
+    """The simple-protocol queries and parsed statements the store's (only) pooled
+    connection sends to the server while `call()` runs, from libpq's protocol trace,
+    leaving out the pool's liveness checks (an empty query at each checkout)."""
+    with trace.open("w") as out:
+        with store.connection() as conn:  # sends nothing: no statement, so no BEGIN
+            conn.pgconn.trace(out.fileno())
+            conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+        try:
+            assert callable(call)
+            call()
+        finally:
+            with store.connection() as conn:
+                conn.pgconn.untrace()
+    fields = [line.split("\t") for line in trace.read_text().splitlines()]
+    sent = [f[3].strip() for f in fields
+            if len(f) > 3 and f[0] == "F" and f[2] in ("Query", "Parse")]
+    assert sent.count('""') == 2, sent  # the checkouts of `call` and of the untrace
+    return [s for s in sent if s != '""']
+
+
+def test_one_statement_reads_send_no_begin_or_commit(database_url: str, tmp_path: Path) -> None:
+    """A head lookup (the serving resolver's cache miss) is its one statement on the wire:
+    no BEGIN and COMMIT round trips around it. Appends on the same connection afterwards
+    are still transactions."""
+    with PostgresEventStore(database_url, pool_size=1) as store:
+        store.append([exchange("t", "u", 0)])
+        trace = tmp_path / "libpq.trace"
+        read = _statements_sent(store, trace, lambda: store.get_head("t", "u"))
+        assert len(read) == 1 and 'FROM "heads"' in read[0], read
+        write = _statements_sent(store, trace, lambda: store.append([exchange("t", "u", 1)]))
+        assert write[0] == '"BEGIN"' and write[-1] == '"COMMIT"', write
+        assert store.get_user("t", "u") is not None
+        assert [e.stream_version for e in store.read()] == [1, 2]
 
 
 def test_unreachable_database_is_transient() -> None:
