@@ -25,7 +25,7 @@ def bench_catalog(
     promotions: Annotated[int, typer.Option(min=1, help="Promotions timed.")] = 400,
     forgets: Annotated[int, typer.Option(min=1, help="Forgets timed.")] = 200,
     rebuild: Annotated[bool, typer.Option(
-        help="Also time a rebuild of the projections (holds every row in memory).")] = True,
+        help="Also time a rebuild of the projections (streamed: bounded memory).")] = True,
     keep: Annotated[bool, typer.Option(help="Keep the filled database afterwards.")] = False,
     out: Annotated[Path, typer.Option(help="Where to write the JSON result.")] = DEFAULT_OUT,
 ) -> None:
