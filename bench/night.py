@@ -140,8 +140,11 @@ def run_night_bench(
     base_digest: str,
     device: str,
     progress: Progress | None = None,
+    checkpoint: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Run every K of `config.ks` (K = 1 included) over the same users; the JSON report."""
+    """Run every K of `config.ks` (K = 1 included) over the same users; the JSON report.
+    `checkpoint` gets the report so far after each K (`"partial": true` until the last),
+    so a run stopped on a starved machine still leaves the K values it finished."""
     say = progress or (lambda _line: None)
     ks = sorted({1, *config.ks})
     cache = MetricsCache()
@@ -170,21 +173,30 @@ def run_night_bench(
                         prior, config, base_digest=base_digest, regression=regression,
                         cache=cache, folder=part)
                 say(f"k={k}: {len(outcomes)}/{len(users)} users, "
-                    f"{time.perf_counter() - started:.1f}s")
+                    f"{time.perf_counter() - started:.1f}s wall, "
+                    f"{time.process_time() - cpu_started:.1f}s cpu")
             results.append(_summary(k, time.perf_counter() - started,
                                     time.process_time() - cpu_started, outcomes))
+            if checkpoint is not None and k != ks[-1]:
+                checkpoint({**_report(results, splits, config, device=device, setup=setup),
+                            "partial": True})
+    return _report(results, splits, config, device=device, setup=setup)
+
+
+def _report(results: Sequence[dict[str, Any]], splits: Sequence[DatasetSplit],
+            config: NightBenchConfig, *, device: str, setup: float) -> dict[str, Any]:
     base_rate = results[0]["users_per_hour"]
     return {
         "bench": "night",
         "device": device,
-        "users": len(users),
+        "users": len(splits),
         "train_examples": [len(s.train) for s in splits],
         "heldout_examples": [len(s.heldout) for s in splits],
         "lora": config.lora.as_provenance(),
         "gate": config.gate.as_provenance(),
         "chunk_tokens": config.chunk_tokens,
         "setup_seconds": round(setup, 2),
-        "results": results,
+        "results": list(results),
         "speedup": {str(r["k"]): round(r["users_per_hour"] / base_rate, 3) for r in results},
         "cpu_speedup": {str(r["k"]): round(results[0]["cpu_seconds"] / r["cpu_seconds"], 3)
                         for r in results},

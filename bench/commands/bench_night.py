@@ -42,7 +42,7 @@ def bench_night(
 ) -> None:
     """Train and gate one revision per user warm-started from a shared adapter, first one
     user at a time (K = 1), then K at a time; the last line printed is the JSON result
-    (also written to --out)."""
+    (also written to --out, and after each K with "partial": true)."""
     import torch
 
     from tessera.bench.night import NightBenchConfig, run_night_bench
@@ -65,6 +65,10 @@ def bench_night(
                                       "min_heldout_examples": holdout_k})
     config = NightBenchConfig(ks=_ks(k), lora=lora, gate=gate, chunk_tokens=chunk_tokens,
                               canaries=canaries)
+    def save(report: dict[str, object]) -> None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+
     try:
         info = resolve_base_model(settings)
         model, tokenizer = load_base_model(info)
@@ -74,11 +78,11 @@ def bench_night(
             model, tokenizer, splits, users=[s[0].envelope.user_id for s in streams],
             config=config, regression=load_regression_set(), base_digest=info.digest,
             device=f"cpu ({torch.get_num_threads()} torch threads)",
-            progress=lambda line: typer.echo(line, err=True))
+            progress=lambda line: typer.echo(line, err=True),
+            checkpoint=lambda partial: save({**partial, "model_id": info.model_id}))
     except (BaseModelError, ValueError) as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(1) from exc
     report["model_id"] = info.model_id
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    save(report)
     typer.echo(json.dumps(report))

@@ -49,9 +49,14 @@ def test_night_bench_report_and_group_gains_equal_single_user_gains(
     config = NightBenchConfig(ks=(3,), lora=lora, gate=GateConfig(min_heldout_examples=2),
                               prior_examples_per_user=2, chunk_tokens=256)
     splits = [_split(topic, 3 + i) for i, topic in enumerate(TOPICS)]
+    partials: list[dict[str, Any]] = []
     report = run_night_bench(model, tokenizer, splits, users=list(TOPICS), config=config,
-                             regression=regression, base_digest="0" * 64, device="cpu")
+                             regression=regression, base_digest="0" * 64, device="cpu",
+                             checkpoint=partials.append)
     json.dumps(report)  # JSON-ready
+    # after K = 1, the report so far (a run stopped later keeps it); none after the last K
+    assert [p["partial"] for p in partials] == [True] and "partial" not in report
+    assert partials[0]["results"] == report["results"][:1]
     assert report["device"] == "cpu" and report["users"] == len(TOPICS)
     by_k = {r["k"]: r for r in report["results"]}
     assert sorted(by_k) == [1, 3]  # K = 1 runs even when not asked for
