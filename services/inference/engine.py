@@ -318,7 +318,9 @@ class InferenceEngine:
         only: the others in the batch carry on."""
         self.steps += 1
         # before any choice, greedy or sampled; rows without a penalty are not touched
-        apply_repetition_penalty(logits, [s.history for s in seqs], [s.penalty for s in seqs])
+        logits = apply_repetition_penalty(
+            logits, [s.history for s in seqs], [s.penalty for s in seqs]
+        )
         greedy = greedy_tokens(logits)
         now = time.monotonic()
         done: set[int] = set()

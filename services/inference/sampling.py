@@ -84,9 +84,9 @@ def make_generator(params: SamplingParams) -> torch.Generator | None:
 
 def token_history(prompt_ids: Sequence[int], max_tokens: int) -> Tensor:
     """A sequence's token record for `apply_repetition_penalty`: room for the prompt and
-    `max_tokens` replies, the unwritten tail holding the prompt's first id (a token the
-    sequence already has, so it changes nothing). Kept on the CPU; the engine writes each
-    new token at `len(prompt) + i`, so no step rebuilds it from Python lists."""
+    `max_tokens` reply tokens, the unwritten tail holding the prompt's first id (a token
+    the sequence already has, so it changes nothing). Kept on the CPU; the engine writes
+    reply token i at `len(prompt) + i`, so no step rebuilds it from Python lists."""
     history = torch.full((len(prompt_ids) + max_tokens,), int(prompt_ids[0]), dtype=torch.long)
     history[: len(prompt_ids)] = torch.tensor(list(prompt_ids), dtype=torch.long)
     return history
@@ -95,30 +95,35 @@ def token_history(prompt_ids: Sequence[int], max_tokens: int) -> Tensor:
 def apply_repetition_penalty(
     logits: Tensor, histories: Sequence[Tensor | None], penalties: Sequence[float]
 ) -> Tensor:
-    """Hugging Face's RepetitionPenaltyLogitsProcessor on `logits [B, V]`, in place
-    (returns `logits`): for every id `t` in row r's history (prompt and reply), when
-    `histories[r]` is not None, `logits[r, t] /= p[r]` if `logits[r, t] > 0`, else
-    `logits[r, t] *= p[r]`.
+    """Hugging Face's RepetitionPenaltyLogitsProcessor on `logits [B, V]`: for every id
+    `t` in row r's history (prompt and reply), when `histories[r]` is not None,
+    `logits[r, t] /= p[r]` if `logits[r, t] > 0`, else `logits[r, t] *= p[r]`. In place
+    when `logits` is contiguous (it is returned either way).
 
-    One gather and one scatter over the penalised rows together; a row whose history is
-    None is neither read nor written, so a request without a penalty gets bit-identical
-    logits and costs nothing. An id that occurs more than once is penalised once (every
-    duplicate writes the same value), as in transformers."""
+    One gather and one scatter over the penalised rows together (on the flattened
+    logits: no copy of a row); a row whose history is None is neither read nor written,
+    so a request without a penalty gets bit-identical logits and costs nothing. An id
+    that occurs more than once is penalised once (every duplicate writes the same
+    value), as in transformers."""
     rows = [r for r, h in enumerate(histories) if h is not None]
     if not rows:
         return logits
-    device = logits.device
+    logits = logits.contiguous()
+    device, vocab = logits.device, logits.shape[1]
     # histories differ in length: pad with each row's own first id (already present)
     padded = torch.nn.utils.rnn.pad_sequence(
         [h for h in histories if h is not None], batch_first=True, padding_value=-1
     )
     ids = torch.where(padded < 0, padded[:, :1], padded).to(device)  # [k, L]
-    row_idx = torch.tensor(list(rows), dtype=torch.long, device=device).unsqueeze(1)  # [k, 1]
+    row_idx = torch.tensor(rows, dtype=torch.long, device=device).unsqueeze(1)  # [k, 1]
+    flat_idx = row_idx * vocab + ids  # [k, L] into logits.view(-1)
     p = torch.tensor([penalties[r] for r in rows], dtype=logits.dtype, device=device)[:, None]
     # logits made under inference_mode may only be written in place under it
     with torch.inference_mode():
-        score = logits[row_idx, ids]  # [k, L]
-        logits[row_idx, ids] = torch.where(score < 0, score * p, score / p)
+        flat = logits.view(-1)
+        score = flat.take(flat_idx)  # [k, L]
+        penalised = torch.where(score < 0, score * p, score / p)
+        flat.scatter_(0, flat_idx.view(-1), penalised.view(-1))
     return logits
 
 

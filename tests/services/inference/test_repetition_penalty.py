@@ -122,6 +122,10 @@ def test_apply_matches_the_logits_processor_and_skips_other_rows() -> None:
         expected = processor(torch.tensor([seen]), before[row : row + 1].clone())
         torch.testing.assert_close(logits[row], expected[0], rtol=0, atol=0)
     assert apply_repetition_penalty(logits, [None, None, None, None], penalties) is logits
+    # a non-contiguous view (a column-major copy) gets the same values back
+    strided = before.t().contiguous().t()
+    out = apply_repetition_penalty(strided, [histories[0], None, histories[2], None], penalties)
+    assert torch.equal(out, logits)
 
 
 @pytest.mark.parametrize("bad", [0.0, 0.5, 0.999, 2.001, 10.0, -1.0, math.nan, math.inf])
