@@ -90,7 +90,8 @@ def test_rebuilt_projections_equal_live(database_url: str, streams_per_flush: in
 
         assert report.events == store.head_position()
         assert store.projection_state().rows() == live.rows()
-        assert (report.users, report.revisions, report.heads) == tuple(map(len, live.rows()))
+        assert (report.users, report.revisions, report.heads) == (
+            len(users), len(revisions), len(heads))
         # Streamed: no more than the bound of streams held at once, one write per batch.
         streams = len({(T, u) for u in USERS if store.read(tenant_id=T, user_id=u, limit=1)})
         assert report.max_streams_held == min(streams, streams_per_flush)
