@@ -55,7 +55,8 @@ def test_cli_prints_and_writes_the_study(
     assert "personal beats base" in proc.stdout
     assert doc["generation"] == {"max_new_tokens": 8, "max_prompt_tokens": 192,
                                  "batch_size": 16, "repetition_penalty": 1.3,
-                                 "no_repeat_ngram_size": 3, "decoding": "greedy"}
+                                 "no_repeat_ngram_size": 3, "decoding": "greedy",
+                                 "sweep_penalties": []}
     for key in ("attribution_base", "attribution_shared", "attribution_personal",
                 "attribution_real", "repetition_base", "repetition_personal"):
         assert 0.0 <= doc[f"mean_{key}"] <= 1.0, key
