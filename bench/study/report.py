@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import math
-import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from tessera.bench.study.measure import SpeakerFigures
-from tessera.bench.study.style import style_aggregates_of
+from tessera.bench.study.style import finite_mean, style_aggregates_of
 
 WORSE_THAN_PRIOR = 1.01  # served test NLL more than 1% above the final prior's
 
@@ -23,9 +22,7 @@ def _gain(new: float, old: float) -> float:
     return (old - new) / old if old else math.nan
 
 
-def _mean(values: Sequence[float]) -> float | None:
-    finite = [v for v in values if math.isfinite(v)]
-    return round(statistics.fmean(finite), 5) if finite else None
+_mean = finite_mean
 
 
 def aggregates(speakers: Sequence[SpeakerFigures]) -> dict[str, Any]:

@@ -109,15 +109,17 @@ def penalty_sweep(
 def style_aggregates_of(figures: Sequence[StyleFigures]) -> dict[str, float | None]:
     """Means over speakers of the generated replies' attribution and repetition shares
     (non-finite skipped; None when no speaker has the figure)."""
-    def mean(values: Sequence[float]) -> float | None:
-        finite = [v for v in values if math.isfinite(v)]
-        return round(statistics.fmean(finite), 5) if finite else None
-
     out: dict[str, float | None] = {}
     for model in ("base", "shared", "personal", "real"):
-        out[f"mean_attribution_{model}"] = mean(
+        out[f"mean_attribution_{model}"] = finite_mean(
             [getattr(f, f"attribution_{model}") for f in figures])
     for model in ("base", "shared", "personal"):
-        out[f"mean_repetition_{model}"] = mean(
+        out[f"mean_repetition_{model}"] = finite_mean(
             [getattr(f, f"repetition_{model}") for f in figures])
     return out
+
+
+def finite_mean(values: Sequence[float]) -> float | None:
+    """The mean of the finite values, rounded for the JSON (None when there are none)."""
+    finite = [v for v in values if math.isfinite(v)]
+    return round(statistics.fmean(finite), 5) if finite else None
