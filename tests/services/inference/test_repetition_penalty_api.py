@@ -4,10 +4,8 @@ default, a given one (1 = off) wins, an invalid one is refused with a message na
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -15,20 +13,11 @@ import httpx
 import openai
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tessera.bench.tiny_model import build_tiny_model
 from tessera.schemas.proto_gen import tessera_pb2, tessera_pb2_grpc
-from tessera.services.grpc_inference import inference_grpc_service
-from tessera.services.grpc_server import start_grpc_server
-from tessera.services.inference.build import build_engine
-from tessera.services.inference.engine import InferenceEngine
-from tessera.services.inference.revisions import BASE, Served
-from tessera.services.inference.tokens import HFTokenizer, as_hf_tokenizer
 
 from .conftest import engine_settings
-from .helpers import DirStore
-from .servers import authenticator, http_server
+from .servers import TinyServers, tiny_model_servers
 
 AUTH = {"Authorization": "Bearer key-t1"}
 MD = (("authorization", "Bearer key-t1"),)
@@ -38,68 +27,44 @@ PROMPT = "Hello, how are you today? I am fine"
 BAD = [0.5, 0.0, -1.0, 2.5, 1e308, float("nan"), float("inf")]
 
 
-@dataclass
-class Api:
-    url: str
-    grpc_target: str
-    engine: InferenceEngine
-    tokenizer: HFTokenizer
-    base: torch.nn.Module
-
-
-def _lookup(tenant: str, user: str) -> Served:
-    return BASE
-
-
 @pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    root = tmp_path_factory.mktemp("penalty-api")
-    folder = build_tiny_model(root / "tiny")
-    base = AutoModelForCausalLM.from_pretrained(folder)
-    base.eval()  # type: ignore[no-untyped-call]  # transformers leaves eval() unannotated
-    tokenizer = as_hf_tokenizer(AutoTokenizer.from_pretrained(folder))
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TinyServers]:
     settings = engine_settings(inference_max_tokens=N, serve_repetition_penalty=DEFAULT)
-    engine = build_engine(
-        copy.deepcopy(base), tokenizer, DirStore(root / "blobs"), _lookup, settings=settings
-    ).start()
-    grpc_server = start_grpc_server(
-        [inference_grpc_service(engine=engine, auth=authenticator())], host="127.0.0.1", port=0
-    )
-    try:
-        with http_server(engine) as url:
-            yield Api(url, f"127.0.0.1:{grpc_server.port}", engine, tokenizer, base)
-    finally:
-        grpc_server.stop(0.5)
-        engine.stop()
+    with tiny_model_servers(tmp_path_factory.mktemp("penalty-api"), settings) as running:
+        yield running
 
 
-def reference(api: Api, prompt: str, penalty: float) -> str:
+def reference(api: TinyServers, prompt: str, penalty: float) -> str:
     """transformers' greedy generate with `repetition_penalty`, decoded as the server does."""
     ids = torch.tensor([api.tokenizer.encode(prompt)])
     with torch.no_grad():
         out = api.base.generate(  # type: ignore[operator]  # causal LMs have generate()
-            input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=N,
-            do_sample=False, repetition_penalty=penalty,
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=N,
+            do_sample=False,
+            repetition_penalty=penalty,
         )
-    return api.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+    return api.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
 
 
 @pytest.fixture(scope="module")
-def expected(api: Api) -> dict[float, str]:
+def expected(api: TinyServers) -> dict[float, str]:
     texts = {p: reference(api, PROMPT, p) for p in (1.0, DEFAULT, 2.0)}
     assert len(set(texts.values())) == 3, "the penalty must change this prompt's reply"
     return texts
 
 
-def _post(api: Api, path: str, body: dict[str, Any]) -> httpx.Response:
+def _post(api: TinyServers, path: str, body: dict[str, Any]) -> httpx.Response:
     """JSON as Python writes it, NaN and Infinity included (the server's parser takes them)."""
     headers = {**AUTH, "Content-Type": "application/json"}
     return httpx.post(f"{api.url}{path}", content=json.dumps(body), headers=headers, timeout=60)
 
 
 @pytest.mark.parametrize(("given", "used"), [(None, DEFAULT), (1.0, 1.0), (2.0, 2.0)])
-def test_http_generate(api: Api, expected: dict[float, str], given: float | None,
-                       used: float) -> None:
+def test_http_generate(
+    api: TinyServers, expected: dict[float, str], given: float | None, used: float
+) -> None:
     body: dict[str, Any] = {"user_id": "ann", "prompt": PROMPT, "max_tokens": N}
     if given is not None:
         body["repetition_penalty"] = given
@@ -109,7 +74,7 @@ def test_http_generate(api: Api, expected: dict[float, str], given: float | None
 
 
 @pytest.mark.parametrize("bad", BAD)
-def test_http_generate_refuses_invalid(api: Api, bad: float) -> None:
+def test_http_generate_refuses_invalid(api: TinyServers, bad: float) -> None:
     r = _post(api, "/v1/generate", {"user_id": "ann", "prompt": PROMPT, "repetition_penalty": bad})
     assert r.status_code == 422, r.text
     assert r.json()["detail"][0]["loc"] == ["body", "repetition_penalty"]
@@ -117,7 +82,7 @@ def test_http_generate_refuses_invalid(api: Api, bad: float) -> None:
 
 @pytest.mark.parametrize(("given", "used"), [(None, DEFAULT), (1.0, 1.0), (2.0, 2.0)])
 def test_openai_completions_extension_field(
-    api: Api, expected: dict[float, str], given: float | None, used: float
+    api: TinyServers, expected: dict[float, str], given: float | None, used: float
 ) -> None:
     client = openai.OpenAI(base_url=f"{api.url}/v1", api_key="key-t1", max_retries=0)
     extra = {} if given is None else {"repetition_penalty": given}
@@ -127,7 +92,7 @@ def test_openai_completions_extension_field(
     assert out.choices[0].text == expected[used]
 
 
-def test_openai_chat_extension_field(api: Api) -> None:
+def test_openai_chat_extension_field(api: TinyServers) -> None:
     """The chat route passes it too: the same text as the completion of its chat prompt."""
     messages = [{"role": "user", "content": "What did you do last weekend?"}]
     prompt = api.engine.codec.chat_prompt(messages)
@@ -137,14 +102,17 @@ def test_openai_chat_extension_field(api: Api) -> None:
     client = openai.OpenAI(base_url=f"{api.url}/v1", api_key="key-t1", max_retries=0)
     for penalty in (1.0, 2.0):
         out = client.chat.completions.create(
-            model="tessera", messages=[{"role": "user", "content": messages[0]["content"]}],
-            max_tokens=N, temperature=0, extra_body={"repetition_penalty": penalty},
+            model="tessera",
+            messages=[{"role": "user", "content": messages[0]["content"]}],
+            max_tokens=N,
+            temperature=0,
+            extra_body={"repetition_penalty": penalty},
         )
         assert out.choices[0].message.content == reference(api, prompt, penalty)
 
 
 @pytest.mark.parametrize("bad", BAD)
-def test_openai_refuses_invalid(api: Api, bad: float) -> None:
+def test_openai_refuses_invalid(api: TinyServers, bad: float) -> None:
     for path, body in (
         ("/v1/completions", {"prompt": PROMPT}),
         ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}),
@@ -156,7 +124,9 @@ def test_openai_refuses_invalid(api: Api, bad: float) -> None:
 
 
 @pytest.mark.parametrize(("given", "used"), [(None, DEFAULT), (1.0, 1.0), (2.0, 2.0)])
-def test_grpc(api: Api, expected: dict[float, str], given: float | None, used: float) -> None:
+def test_grpc(
+    api: TinyServers, expected: dict[float, str], given: float | None, used: float
+) -> None:
     fields: dict[str, Any] = {"user_id": "ann", "prompt": PROMPT, "max_tokens": N}
     if given is not None:
         fields["repetition_penalty"] = given
@@ -169,7 +139,7 @@ def test_grpc(api: Api, expected: dict[float, str], given: float | None, used: f
 
 
 @pytest.mark.parametrize("bad", BAD)
-def test_grpc_refuses_invalid(api: Api, bad: float) -> None:
+def test_grpc_refuses_invalid(api: TinyServers, bad: float) -> None:
     request = tessera_pb2.GenerateRequest(user_id="ann", prompt=PROMPT, repetition_penalty=bad)
     with grpc.insecure_channel(api.grpc_target) as channel:
         stub = tessera_pb2_grpc.InferenceStub(channel)

@@ -12,29 +12,21 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import grpc
 import httpx
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tessera.bench.tiny_model import build_tiny_model
 from tessera.schemas.proto_gen import tessera_pb2, tessera_pb2_grpc
-from tessera.services.grpc_inference import inference_grpc_service
-from tessera.services.grpc_server import start_grpc_server
 from tessera.services.inference.build import build_engine
-from tessera.services.inference.engine import InferenceEngine
 from tessera.services.inference.requests import EngineError, GenerateRequest
-from tessera.services.inference.revisions import BASE, Served
 from tessera.services.inference.sampling import SamplingParams, choose_tokens
-from tessera.services.inference.tokens import HFTokenizer, as_hf_tokenizer
 
 from .conftest import engine_settings
 from .helpers import DirStore
-from .servers import authenticator, http_server
+from .servers import TinyServers, base_for_everyone, tiny_model_servers
 
 NORMAL_TOKENS = 96  # long enough that the bad request lands while this one runs
 BAD = {"Authorization": "Bearer key-t1"}
@@ -43,42 +35,11 @@ NAN, INF = float("nan"), float("inf")
 pytestmark = pytest.mark.slow  # about a hundred requests, each beside a 96-token stream
 
 
-@dataclass
-class Servers:
-    url: str
-    grpc_target: str
-    engine: InferenceEngine
-    base: torch.nn.Module
-    tokenizer: HFTokenizer
-    blobs: Path
-
-
-def _lookup(tenant: str, user: str) -> Served:
-    return BASE
-
-
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
-    root = tmp_path_factory.mktemp("isolation")
-    folder = build_tiny_model(root / "tiny")
-    base = AutoModelForCausalLM.from_pretrained(folder)
-    base.eval()  # type: ignore[no-untyped-call]  # transformers leaves eval() unannotated
-    tokenizer = as_hf_tokenizer(AutoTokenizer.from_pretrained(folder))
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TinyServers]:
     settings = engine_settings(inference_max_tokens=NORMAL_TOKENS)
-    engine = build_engine(
-        copy.deepcopy(base), tokenizer, DirStore(root / "blobs"), _lookup, settings=settings
-    ).start()
-    grpc_server = start_grpc_server(
-        [inference_grpc_service(engine=engine, auth=authenticator())], host="127.0.0.1", port=0
-    )
-    try:
-        with http_server(engine) as url:
-            yield Servers(
-                url, f"127.0.0.1:{grpc_server.port}", engine, base, tokenizer, root / "blobs"
-            )
-    finally:
-        grpc_server.stop(0.5)
-        engine.stop()
+    with tiny_model_servers(tmp_path_factory.mktemp("isolation"), settings) as running:
+        yield running
 
 
 @dataclass
@@ -93,11 +54,14 @@ class _Normal:
 
 
 def _run_normal(url: str, out: _Normal) -> None:
-    body = {"user_id": "norm", "prompt": "Once upon a time", "max_tokens": NORMAL_TOKENS,
-            "stream": True}
+    body = {
+        "user_id": "norm",
+        "prompt": "Once upon a time",
+        "max_tokens": NORMAL_TOKENS,
+        "stream": True,
+    }
     try:
-        with httpx.stream("POST", f"{url}/v1/generate", json=body, headers=GOOD,
-                          timeout=60) as r:
+        with httpx.stream("POST", f"{url}/v1/generate", json=body, headers=GOOD, timeout=60) as r:
             out.status = r.status_code
             for line in r.iter_lines():
                 if line.startswith("event: error"):
@@ -114,7 +78,7 @@ def _run_normal(url: str, out: _Normal) -> None:
         out.started.set()
 
 
-def _beside_a_normal_request(servers: Servers, bad: Callable[[], object]) -> object:
+def _beside_a_normal_request(servers: TinyServers, bad: Callable[[], object]) -> object:
     """Run `bad` while tenant t2's stream is under way; check t2's stream ran whole and
     was still running when `bad` was answered. Returns what `bad` returned."""
     normal = _Normal()
@@ -134,13 +98,31 @@ def _beside_a_normal_request(servers: Servers, bad: Callable[[], object]) -> obj
 # (field, value) pairs: 0, tiny, huge, NaN / inf for floats; edges and overflows for ints;
 # empty, many and long stop strings.
 HTTP_CASES: list[tuple[str, Any]] = [
-    ("temperature", 0.0), ("temperature", 1e-38), ("temperature", 1e-300),
-    ("temperature", 5.0), ("temperature", 1e308), ("temperature", NAN), ("temperature", INF),
-    ("top_p", 0.0), ("top_p", 1e-38), ("top_p", 1.0), ("top_p", 1e308), ("top_p", NAN),
-    ("max_tokens", 0), ("max_tokens", 10**12),
-    ("seed", 0), ("seed", 2**64 - 1), ("seed", 2**64), ("seed", 10**40),
-    ("timeout_s", 0.0), ("timeout_s", 1e-9), ("timeout_s", 1e308), ("timeout_s", NAN),
-    ("stop", [""]), ("stop", ["x"] * 100), ("stop", ["y" * 10_000]),
+    ("temperature", 0.0),
+    ("temperature", 1e-38),
+    ("temperature", 1e-300),
+    ("temperature", 5.0),
+    ("temperature", 1e308),
+    ("temperature", NAN),
+    ("temperature", INF),
+    ("top_p", 0.0),
+    ("top_p", 1e-38),
+    ("top_p", 1.0),
+    ("top_p", 1e308),
+    ("top_p", NAN),
+    ("max_tokens", 0),
+    ("max_tokens", 10**12),
+    ("seed", 0),
+    ("seed", 2**64 - 1),
+    ("seed", 2**64),
+    ("seed", 10**40),
+    ("timeout_s", 0.0),
+    ("timeout_s", 1e-9),
+    ("timeout_s", 1e308),
+    ("timeout_s", NAN),
+    ("stop", [""]),
+    ("stop", ["x"] * 100),
+    ("stop", ["y" * 10_000]),
 ]
 # Sampled cases also carry a temperature, so top_p and seed really take part.
 SAMPLED = {"top_p", "seed"}
@@ -160,27 +142,28 @@ def _ok_http(r: httpx.Response) -> None:
 
 
 @pytest.mark.parametrize(("name", "value"), HTTP_CASES)
-def test_http_generate_extremes_fail_alone(servers: Servers, name: str, value: Any) -> None:
+def test_http_generate_extremes_fail_alone(servers: TinyServers, name: str, value: Any) -> None:
     body: dict[str, Any] = {"user_id": "bad", "prompt": "hi", "max_tokens": 4, name: value}
     if name in SAMPLED:
         body["temperature"] = 1e-38
-    r = _beside_a_normal_request(
-        servers, lambda: _post(f"{servers.url}/v1/generate", body)
-    )
+    r = _beside_a_normal_request(servers, lambda: _post(f"{servers.url}/v1/generate", body))
     assert isinstance(r, httpx.Response)
     _ok_http(r)
 
 
 OPENAI_CASES: list[tuple[str, Any]] = [
     *[(n, v) for n, v in HTTP_CASES if n != "timeout_s"],
-    ("max_completion_tokens", 0), ("max_completion_tokens", 10**12),
+    ("max_completion_tokens", 0),
+    ("max_completion_tokens", 10**12),
 ]
 
 
 @pytest.mark.parametrize(("name", "value"), OPENAI_CASES)
-def test_openai_chat_extremes_fail_alone(servers: Servers, name: str, value: Any) -> None:
+def test_openai_chat_extremes_fail_alone(servers: TinyServers, name: str, value: Any) -> None:
     body: dict[str, Any] = {
-        "model": "tessera", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4,
+        "model": "tessera",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 4,
         name: value,
     }
     if name in SAMPLED:
@@ -194,19 +177,37 @@ def test_openai_chat_extremes_fail_alone(servers: Servers, name: str, value: Any
 
 
 GRPC_CASES: list[tuple[str, Any]] = [
-    ("temperature", 0.0), ("temperature", 1e-38), ("temperature", 3e38),
-    ("temperature", NAN), ("temperature", INF), ("temperature", -1.0),
-    ("top_p", 0.0), ("top_p", 1e-38), ("top_p", 3e38), ("top_p", NAN),
+    ("temperature", 0.0),
+    ("temperature", 1e-38),
+    ("temperature", 3e38),
+    ("temperature", NAN),
+    ("temperature", INF),
+    ("temperature", -1.0),
+    ("top_p", 0.0),
+    ("top_p", 1e-38),
+    ("top_p", 3e38),
+    ("top_p", NAN),
     ("max_tokens", 2**32 - 1),
-    ("seed", 0), ("seed", 2**64 - 1),
-    ("timeout_s", 1e-38), ("timeout_s", 3e38), ("timeout_s", NAN), ("timeout_s", -1.0),
+    ("seed", 0),
+    ("seed", 2**64 - 1),
+    ("timeout_s", 1e-38),
+    ("timeout_s", 3e38),
+    ("timeout_s", NAN),
+    ("timeout_s", -1.0),
     ("timeout_s", INF),
-    ("stop", [""]), ("stop", ["x"] * 100), ("stop", ["y" * 10_000]),
+    ("stop", [""]),
+    ("stop", ["x"] * 100),
+    ("stop", ["y" * 10_000]),
 ]
 GRPC_OK = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.DEADLINE_EXCEEDED}
 # GenerateStream shares Generate's validation; a few cases show it fails alone too.
-GRPC_STREAMED = [("temperature", 1e-38), ("temperature", NAN), ("top_p", NAN),
-                 ("timeout_s", 3e38), ("stop", ["x"] * 100)]
+GRPC_STREAMED = [
+    ("temperature", 1e-38),
+    ("temperature", NAN),
+    ("top_p", NAN),
+    ("timeout_s", 3e38),
+    ("stop", ["x"] * 100),
+]
 
 
 @pytest.mark.parametrize(
@@ -214,7 +215,7 @@ GRPC_STREAMED = [("temperature", 1e-38), ("temperature", NAN), ("top_p", NAN),
     [(n, v, False) for n, v in GRPC_CASES] + [(n, v, True) for n, v in GRPC_STREAMED],
 )
 def test_grpc_extremes_fail_alone(
-    servers: Servers, name: str, value: Any, streamed: bool
+    servers: TinyServers, name: str, value: Any, streamed: bool
 ) -> None:
     fields: dict[str, Any] = {"user_id": "bad", "prompt": "hi", "max_tokens": 4, name: value}
     if name in SAMPLED:
@@ -250,7 +251,7 @@ def test_tiny_temperature_is_greedy() -> None:
             SamplingParams(temperature=bad)
 
 
-def test_an_error_in_one_sequences_step_fails_only_it(servers: Servers) -> None:
+def test_an_error_in_one_sequences_step_fails_only_it(servers: TinyServers) -> None:
     """A request whose own step raises (here: parameters that slipped past validation)
     fails alone; the sequences sharing its batch run on to their end."""
     engine = servers.engine
@@ -277,13 +278,16 @@ def test_nan_logits_sample_a_real_token() -> None:
     assert tokens[1] == 0  # +inf is the only candidate
 
 
-def test_a_cancelled_waiting_request_frees_its_blocked_caller(servers: Servers) -> None:
+def test_a_cancelled_waiting_request_frees_its_blocked_caller(servers: TinyServers) -> None:
     """A blocking caller (a gRPC handler thread) whose client went away while its request
     still waited for a batch row returns at once, not after its timeout: one tenant's
     abandoned calls cannot hold the threads every tenant's calls need."""
     settings = engine_settings(inference_max_batch=1, inference_max_tokens=NORMAL_TOKENS)
     engine = build_engine(
-        copy.deepcopy(servers.base), servers.tokenizer, DirStore(servers.blobs), _lookup,
+        copy.deepcopy(servers.base),
+        servers.tokenizer,
+        DirStore(servers.blobs),
+        base_for_everyone,
         settings=settings,
     ).start()
     try:
