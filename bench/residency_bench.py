@@ -68,6 +68,7 @@ class ResidencyConfig:
     rank: int = 8
     targets: tuple[str, ...] = ("q_proj", "v_proj")
     seed: int = 0
+    cold_load_grace_ms: float = 10.0  # the engine's wait at a boundary for reads it started
 
 
 @dataclass
@@ -169,7 +170,9 @@ class Bench:
         self.codec = TextCodec(as_hf_tokenizer(tokenizer))
         self.dtype = next(model.parameters()).dtype
 
-    def engine(self, adapter_of: dict[int, int]) -> tuple[InferenceEngine, AdapterLoader]:
+    def engine(
+        self, adapter_of: dict[int, int], grace_ms: float
+    ) -> tuple[InferenceEngine, AdapterLoader]:
         """A started engine where user `u` is served adapter `adapter_of[u]`."""
         for slot in range(self.table.n_slots):
             self.table.clear(slot)
@@ -181,7 +184,11 @@ class Bench:
         loader = AdapterLoader(residency, threads=self.cfg.loader_threads)
         runner = ModelRunner(self.model, self.table, pad_token_id=self.codec.pad_id)
         config = EngineConfig(
-            max_batch=self.cfg.max_batch, queue_size=100_000, timeout_s=3600, max_tokens=4096
+            max_batch=self.cfg.max_batch,
+            queue_size=100_000,
+            timeout_s=3600,
+            max_tokens=4096,
+            cold_load_grace_s=grace_ms / 1000,
         )
         engine = InferenceEngine(
             runner, residency, resolver, self.codec, config=config, loader=loader
@@ -196,9 +203,12 @@ class Bench:
         *,
         warm: Sequence[int] = (),
         prefetch_lead_s: float | None = None,
+        grace_ms: float | None = None,
     ) -> ArmResult:
-        """Replay `users` at `rate` requests/s; the `warm` adapters are placed first."""
-        engine, loader = self.engine(adapter_of)
+        """Replay `users` at `rate` requests/s; the `warm` adapters are placed first; the
+        engine's cold-load grace is `grace_ms` (default: the config's)."""
+        grace = self.cfg.cold_load_grace_ms if grace_ms is None else grace_ms
+        engine, loader = self.engine(adapter_of, grace)
         try:
             for a in warm:
                 engine.residency.release(engine.residency.acquire(self.digests[a]))
@@ -268,7 +278,11 @@ def capacity_rps(bench: Bench, users: list[int]) -> float:
 
 
 def summarize(
-    resident: ArmResult, zipf: ArmResult, prefetch: ArmResult | None, cfg: ResidencyConfig
+    resident: ArmResult,
+    zipf: ArmResult,
+    prefetch: ArmResult | None,
+    cfg: ResidencyConfig,
+    no_grace: ArmResult | None = None,
 ) -> dict[str, object]:
     c = zipf.counters
     out: dict[str, object] = {
@@ -293,4 +307,12 @@ def summarize(
         out["cold_share_without_prefetch"] = round(zipf.cold_share, 3)
         out["prefetch_tok_s"] = round(prefetch.tok_s, 2)
         out["prefetch_counters"] = prefetch.counters
+    out["cold_load_grace_ms"] = cfg.cold_load_grace_ms
+    if no_grace is not None:  # the same Zipf load, the engine never waiting for a read
+        out["no_grace"] = {
+            "tok_s": round(no_grace.tok_s, 2),
+            "cold_load_p50_ms": round(1000 * percentile(no_grace.cold_waits, 0.5), 1),
+            "cold_load_p99_ms": round(1000 * percentile(no_grace.cold_waits, 0.99), 1),
+            "cold_ttft_p99_ms": round(1000 * percentile(no_grace.cold_ttfts, 0.99), 1),
+        }
     return out

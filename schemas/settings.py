@@ -273,6 +273,10 @@ class Settings(BaseSettings):
     inference_loader_threads: int = Field(
         2, ge=1, description="Threads reading adapters from the store into the CPU cache "
         "(off the decode thread: a cold load never stalls the running batch).")
+    inference_cold_load_grace_ms: float = Field(
+        10.0, ge=0, le=1000, description="How long a step boundary waits for the adapter "
+        "reads it has just started before the batch steps on: a read that lands in time "
+        "joins this step instead of the next; 0 never waits.")
     inference_prefetch: Literal["off", "all", "seen"] = Field(
         "all", description="Warm a user's adapter into the CPU cache when their interaction "
         "events arrive: all users, only users this replica has answered (many replicas "

@@ -32,6 +32,15 @@ def bench_residency(
     max_tokens: Annotated[int, typer.Option(min=1, help="Tokens generated per request.")] = 8,
     max_batch: Annotated[int, typer.Option(min=1)] = 32,
     loader_threads: Annotated[int, typer.Option(min=1)] = 1,
+    cold_load_grace_ms: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            max=1000,
+            help="The engine's wait at a step boundary for the reads it started; above 0, "
+            "the Zipf load also runs with 0 (reported as no_grace).",
+        ),
+    ] = 10.0,
     prefetch: Annotated[
         bool, typer.Option(help="Also run the Zipf load with prefetch from the event stream.")
     ] = False,
@@ -82,6 +91,7 @@ def bench_residency(
         rank,
         tuple(t.strip() for t in targets.split(",") if t.strip()),
         seed,
+        cold_load_grace_ms,
     )
     load_before = os.getloadavg()
     info = resolve_base_model(Settings(base_model=model) if model else None)
@@ -104,8 +114,9 @@ def bench_residency(
         warmed = (
             bench.run(users, own, req_rate, prefetch_lead_s=prefetch_lead_s) if prefetch else None
         )
+        no_grace = bench.run(users, own, req_rate, grace_ms=0.0) if cold_load_grace_ms else None
         result = {
-            **rb.summarize(resident, zipf, warmed, cfg),
+            **rb.summarize(resident, zipf, warmed, cfg, no_grace),
             "benchmark": "residency",
             "model": info.model_id,
             "device": describe_device(torch.device("cpu")),

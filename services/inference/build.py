@@ -64,6 +64,7 @@ def build_engine(
         max_tokens=settings.inference_max_tokens,
         model_id=model_id,
         repetition_penalty=settings.serve_repetition_penalty,
+        cold_load_grace_s=settings.inference_cold_load_grace_ms / 1000,
     )
     loader = AdapterLoader(
         residency,

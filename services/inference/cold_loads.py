@@ -5,6 +5,12 @@ CPU cache; a loader thread reads it (`AdapterLoader.load`) while the batch keeps
 decoding, and between two steps the engine `take`s the requests whose read finished,
 each placed into a device slot. The wait (store -> CPU cache -> slot) is recorded on the
 request (`Generation.cold_load_s`) and in `tessera_adapter_cold_load_seconds`.
+
+Requests are parked at a step boundary, so without more a cold load would cost a whole
+step even when the read takes a millisecond (a CPU decode step of a full batch takes
+~100 ms): the engine gives the reads it has just started a short grace (`await_fresh`,
+`TESSERA_INFERENCE_COLD_LOAD_GRACE_MS`) before the batch steps on; a read that lands in
+time joins this boundary, a slow one (a slow disk) costs the batch only the grace.
 Engine thread only, except `__len__` (submit's back-pressure reads it).
 """
 
@@ -12,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, wait
 from typing import Generic, Protocol, TypeVar
 
 from prometheus_client import Histogram
@@ -43,6 +49,7 @@ class ColdLoads(Generic[S]):
     def __init__(self, loader: AdapterLoader) -> None:
         self.loader = loader
         self._parked: list[tuple[S, Future[LoadedAdapter], float]] = []
+        self._fresh: list[Future[LoadedAdapter]] = []  # reads parked since `await_fresh`
 
     def __len__(self) -> int:
         return len(self._parked)
@@ -53,7 +60,17 @@ class ColdLoads(Generic[S]):
         return any(load.done() for _, load, _ in self._parked)
 
     def park(self, seq: S, digest: str) -> None:
-        self._parked.append((seq, self.loader.load(digest), time.monotonic()))
+        load = self.loader.load(digest)
+        self._parked.append((seq, load, time.monotonic()))
+        self._fresh.append(load)
+
+    def await_fresh(self, grace_s: float) -> bool:
+        """Wait up to `grace_s` for the reads parked since the last call; True when some
+        were parked (so a `take` may now place them)."""
+        fresh, self._fresh = self._fresh, []
+        if fresh and grace_s > 0:
+            wait(fresh, timeout=grace_s)
+        return bool(fresh)
 
     def sweep(self, dead: Callable[[S], bool]) -> None:
         """Forget the requests `dead` says are gone (it finishes them: cancelled, expired)."""
@@ -86,5 +103,5 @@ class ColdLoads(Generic[S]):
     def drain(self) -> list[S]:
         """Every parked request, forgotten (the engine is failing them all)."""
         seqs = [p[0] for p in self._parked]
-        self._parked = []
+        self._parked, self._fresh = [], []
         return seqs

@@ -20,67 +20,39 @@ import math
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from tessera.services.inference.adapter_loader import AdapterLoader
 from tessera.services.inference.cold_loads import ColdLoads
-from tessera.services.inference.engine_metrics import (
-    QUEUE_DEPTH,
-    REQUESTS,
-    RUNNING,
-    TOKENS,
-    TPOT,
-    TTFT,
-)
+from tessera.services.inference.engine_metrics import QUEUE_DEPTH, REQUESTS, RUNNING
 from tessera.services.inference.model_runner import ModelRunner
 from tessera.services.inference.request_log import RequestLog
 from tessera.services.inference.requests import (
     EngineError,
     EngineStoppedError,
     GenerateRequest,
-    GenerateResult,
     Generation,
     InvalidRequestError,
     QueueFullError,
     QuotaExceededError,
     RequestTimeoutError,
-    TokenEvent,
 )
 from tessera.services.inference.residency import AdapterResidency, SlotsBusyError
 from tessera.services.inference.revisions import RevisionResolver
 from tessera.services.inference.sampling import (
     apply_repetition_penalty,
     check_repetition_penalty,
-    find_stop,
     greedy_tokens,
     make_generator,
-    safe_prefix_len,
-    sample_token,
     token_history,
 )
+from tessera.services.inference.sequence import RequestSequence
 from tessera.services.inference.tokens import TextCodec
 from tessera.services.quotas import QuotaExceeded, TenantQuotas
 
 log = logging.getLogger(__name__)
-
-@dataclass
-class _Seq:
-    gen: Generation
-    prompt_ids: list[int]
-    slot: int
-    deadline: float
-    submitted: float
-    generator: torch.Generator | None
-    # The repetition penalty in force (request's, else the server's) and, when it is on
-    # (not 1), the token record it reads (sampling.token_history); None costs nothing.
-    penalty: float = 1.0
-    history: torch.Tensor | None = None
-    out_ids: list[int] = field(default_factory=list)
-    emitted: int = 0  # characters of text already streamed
-    first_token_at: float | None = None
-
 
 @dataclass(frozen=True)
 class EngineConfig:
@@ -92,6 +64,9 @@ class EngineConfig:
     model_id: str = "base"  # the base model's name, as `/v1/models` lists it
     # For requests that give none (settings.serve_repetition_penalty); 1.0 is off.
     repetition_penalty: float = 1.0
+    # how long a step boundary waits for the adapter reads it just started
+    # (settings.inference_cold_load_grace_ms); see cold_loads
+    cold_load_grace_s: float = 0.01
 
     def __post_init__(self) -> None:
         check_repetition_penalty(self.repetition_penalty)
@@ -121,9 +96,9 @@ class InferenceEngine:
         self.codec = codec
         self.config = config
         self.request_log = request_log
-        self._waiting: deque[_Seq] = deque()
-        self._running: list[_Seq] = []
-        self._cold: ColdLoads[_Seq] = ColdLoads(self.loader)  # waiting for a store read
+        self._waiting: deque[RequestSequence] = deque()
+        self._running: list[RequestSequence] = []
+        self._cold: ColdLoads[RequestSequence] = ColdLoads(self.loader)  # waiting for a store read
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stop = False
@@ -187,7 +162,7 @@ class InferenceEngine:
         timeout = min(timeout, self.config.timeout_s)
         gen = Generation(request, revision, timeout, loop)
         now = time.monotonic()
-        seq = _Seq(gen, prompt_ids, -1, now + timeout, now, make_generator(p))
+        seq = RequestSequence(gen, prompt_ids, -1, now + timeout, now, make_generator(p))
         seq.penalty = p.repetition_penalty or self.config.repetition_penalty
         if seq.penalty != 1.0:
             seq.history = token_history(prompt_ids, p.max_tokens)
@@ -240,7 +215,7 @@ class InferenceEngine:
                 self._fail_all(EngineError(f"inference step failed: {exc}"))
         self._fail_all(EngineStoppedError("the inference engine stopped"))
 
-    def _admit(self) -> list[_Seq]:
+    def _admit(self) -> list[RequestSequence]:
         """Move read-in, then waiting requests into the batch while room and adapter
         slots allow; one whose adapter is not in memory waits apart for a loader."""
         now = time.monotonic()
@@ -272,9 +247,16 @@ class InferenceEngine:
                     continue
                 seq.slot = slot
             admitted.append(seq)
+        if self._cold.await_fresh(self.config.cold_load_grace_s):
+            read, failed = self._cold.take(
+                self.config.max_batch - len(self._running) - len(admitted)
+            )
+            admitted += read
+            for seq, error in failed:
+                self._adapter_failed(seq, error)
         return admitted
 
-    def _expired(self, seq: _Seq, now: float, what: str) -> bool:
+    def _expired(self, seq: RequestSequence, now: float, what: str) -> bool:
         """Drop a cancelled request, or fail one past its deadline; True if dropped."""
         if seq.gen.cancelled.is_set():
             return True
@@ -287,7 +269,7 @@ class InferenceEngine:
             )
         return now > seq.deadline
 
-    def _adapter_failed(self, seq: _Seq, exc: Exception) -> None:
+    def _adapter_failed(self, seq: RequestSequence, exc: Exception) -> None:
         """A missing or corrupt blob fails this request only."""
         self._finish_error(
             seq,
@@ -301,7 +283,7 @@ class InferenceEngine:
         with self._cond:
             self._cond.notify_all()
 
-    def _prefill(self, seqs: list[_Seq]) -> None:
+    def _prefill(self, seqs: list[RequestSequence]) -> None:
         logits = self.runner.prefill([s.prompt_ids for s in seqs], [s.slot for s in seqs])
         self._running.extend(seqs)
         self._advance(seqs, logits)
@@ -312,7 +294,7 @@ class InferenceEngine:
         )
         self._advance(self._running, logits)
 
-    def _advance(self, seqs: list[_Seq], logits: torch.Tensor) -> None:
+    def _advance(self, seqs: list[RequestSequence], logits: torch.Tensor) -> None:
         """Sample one token per sequence, stream text, retire finished sequences. What
         goes wrong for one sequence here (its sampling, its text) fails that request
         only: the others in the batch carry on."""
@@ -339,25 +321,16 @@ class InferenceEngine:
         RUNNING.set(len(self._running))
 
     def _step_seq(
-        self, seq: _Seq, logits: torch.Tensor, row: int, greedy: int, now: float
+        self, seq: RequestSequence, logits: torch.Tensor, row: int, greedy: int, now: float
     ) -> bool:
         """Choose and stream `seq`'s next token; True once the sequence is finished."""
-        p = seq.gen.request.params
-        if p.greedy or seq.generator is None:
-            token = greedy
-        else:
-            token = sample_token(logits[row], p, seq.generator)
-        seq.out_ids.append(token)
-        if seq.history is not None:
-            seq.history[len(seq.prompt_ids) + len(seq.out_ids) - 1] = token
+        token = seq.take_token(logits, row, greedy, now)
         self.tokens_generated += 1
-        TOKENS.inc()
-        if seq.first_token_at is None:
-            seq.first_token_at = now
-            TTFT.observe(now - seq.submitted)
-        reason = self._step_text(seq, token)
+        reason = seq.stream(self.codec, token)
         if reason is not None:
-            self._finish_ok(seq, reason)
+            seq.gen.emit(seq.result(self.codec, reason))
+            self._release(seq)
+            REQUESTS.labels("ok").inc()
         elif seq.gen.cancelled.is_set():
             self._finish_error(seq, EngineError("cancelled"))
         elif now > seq.deadline:
@@ -372,54 +345,12 @@ class InferenceEngine:
             return False
         return True
 
-    def _step_text(self, seq: _Seq, token: int) -> str | None:
-        """Stream what became final; returns a finish reason or None to go on."""
-        p = seq.gen.request.params
-        is_eos = token in self.codec.eos_ids
-        text = self.codec.decode(seq.out_ids[:-1] if is_eos else seq.out_ids)
-        cut = find_stop(text, p.stop)
-        if cut is not None:
-            text = text[:cut]
-        final = cut is not None or is_eos or len(seq.out_ids) >= p.max_tokens
-        ready = len(text) if final else safe_prefix_len(text, p.stop)
-        if ready > seq.emitted:
-            seq.gen.emit(TokenEvent(text[seq.emitted : ready], token))
-            seq.emitted = ready
-        if cut is not None or is_eos:
-            return "stop"
-        if len(seq.out_ids) >= p.max_tokens:
-            return "length"
-        return None
-
-    def _finish_ok(self, seq: _Seq, reason: str) -> None:
-        p = seq.gen.request.params
-        text = self.codec.decode([t for t in seq.out_ids if t not in self.codec.eos_ids])
-        cut = find_stop(text, p.stop)
-        now = time.monotonic()
-        first = seq.first_token_at or now
-        if len(seq.out_ids) > 1:
-            TPOT.observe((now - first) / (len(seq.out_ids) - 1))
-        seq.gen.emit(
-            GenerateResult(
-                request_id=seq.gen.request_id,
-                text=text if cut is None else text[:cut],
-                finish_reason="stop" if reason == "stop" else "length",
-                revision=seq.gen.revision,
-                prompt_tokens=len(seq.prompt_ids),
-                completion_tokens=len(seq.out_ids),
-                ttft_s=first - seq.submitted,
-                total_s=now - seq.submitted,
-            )
-        )
-        self._release(seq)
-        REQUESTS.labels("ok").inc()
-
-    def _finish_error(self, seq: _Seq, error: EngineError) -> None:
+    def _finish_error(self, seq: RequestSequence, error: EngineError) -> None:
         seq.gen.emit(error)
         self._release(seq)
         REQUESTS.labels(type(error).__name__).inc()
 
-    def _release(self, seq: _Seq) -> None:
+    def _release(self, seq: RequestSequence) -> None:
         """Once per finished sequence, whatever the outcome: its slot, and its tokens
         charged to the tenant's quota (generated tokens are known only now)."""
         if self.quotas is not None and seq.out_ids:

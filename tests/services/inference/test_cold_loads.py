@@ -7,6 +7,7 @@ import json
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -18,12 +19,13 @@ from tessera.infra.stack import StackInfo
 from tessera.schemas.settings import Settings
 from tessera.services.inference.adapter_loader import AdapterLoader
 from tessera.services.inference.build import build_engine
+from tessera.services.inference.cold_loads import ColdLoads
 from tessera.services.inference.engine import InferenceEngine
 from tessera.services.inference.lora_layers import wrap_model
 from tessera.services.inference.prefetch import KafkaPrefetcher, Prefetcher
-from tessera.services.inference.requests import GenerateRequest
+from tessera.services.inference.requests import GenerateRequest, Generation
 from tessera.services.inference.residency import AdapterResidency
-from tessera.services.inference.revisions import RevisionResolver
+from tessera.services.inference.revisions import RevisionResolver, Served
 from tessera.services.inference.sampling import SamplingParams
 
 from .conftest import Served3, engine_settings
@@ -46,6 +48,24 @@ class GatedStore(DirStore):
             self.entered.set()
             self.gate.wait(30.0)
         return super().path(digest)
+
+
+class SlowStore(DirStore):
+    """A store whose every read takes `delay_s` (a real disk's latency, not a stall)."""
+
+    def __init__(self, root: Path, delay_s: float) -> None:
+        super().__init__(root)
+        self.delay_s = delay_s
+
+    def path(self, digest: str) -> Path:
+        time.sleep(self.delay_s)
+        return super().path(digest)
+
+
+@dataclass
+class _Parked:
+    gen: Generation
+    slot: int = -1
 
 
 def _blobs(folder: Path, n: int) -> list[str]:
@@ -109,6 +129,33 @@ def test_loader_shares_reads_puts_demand_first_and_drops_prefetch_when_full(
             time.sleep(0.01)
         assert res.touch(d[1]) and loader.prefetch(d[1]) is False  # cached: only touched
         assert store.reads == 3 and not res.resident(d[2])[0]
+    finally:
+        loader.stop()
+
+
+@pytest.mark.parametrize("grace_s", [0.0, 5.0])
+def test_a_read_that_lands_within_the_grace_joins_this_boundary(
+    tmp_path: Path, grace_s: float
+) -> None:
+    """Parked at a step boundary, a request whose read takes 50 ms is placed at that same
+    boundary when the engine grants the reads a grace, and only at the next one without."""
+    digest = _blobs(tmp_path, 1)[0]
+    res = _residency(SlowStore(tmp_path, 0.05), slots=1, cpu=1)
+    loader = AdapterLoader(res, threads=1).start()
+    cold: ColdLoads[_Parked] = ColdLoads(loader)
+    request = GenerateRequest("t1", "ann", "hi", SamplingParams(max_tokens=1))
+    seq = _Parked(Generation(request, Served("rev-ann-1", digest, "personal"), 30.0))
+    try:
+        cold.park(seq, digest)
+        assert cold.await_fresh(grace_s) is True  # a read was started at this boundary
+        placed, failed = cold.take(4)
+        assert not failed
+        if grace_s:
+            assert placed == [seq] and seq.slot >= 0 and len(cold) == 0
+            assert seq.gen.cold_load_s is not None and seq.gen.cold_load_s >= 0.05
+        else:
+            assert placed == [] and len(cold) == 1 and seq.gen.cold_load_s is None
+        assert cold.await_fresh(grace_s) is False  # nothing parked since: no wait
     finally:
         loader.stop()
 
