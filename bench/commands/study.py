@@ -93,17 +93,18 @@ def _ints(text: str, option: str) -> list[int]:
     return values
 
 
-def _floats(text: str | None) -> tuple[float, ...]:
-    """`--penalty-sweep`: comma-separated positive numbers (none: no sweep)."""
+def _floats(text: str | None, option: str) -> tuple[float, ...]:
+    """`--penalty-sweep`, `--extrapolation-sweep`: comma-separated numbers within (0, 10)
+    (none: no sweep)."""
     if not text:
         return ()
     try:
         values = tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError as exc:
-        raise typer.BadParameter(f"--penalty-sweep takes comma-separated numbers, got {text!r}"
+        raise typer.BadParameter(f"{option} takes comma-separated numbers, got {text!r}"
                                  ) from exc
     if any(not 0 < v < 10 for v in values):
-        raise typer.BadParameter(f"--penalty-sweep values must be within (0, 10), got {text!r}")
+        raise typer.BadParameter(f"{option} values must be within (0, 10), got {text!r}")
     return values
 
 
@@ -143,6 +144,10 @@ def personalization(
     penalty_sweep: Annotated[str | None, typer.Option(
         help="Comma-separated other repetition penalties whose attribution/repetition "
         "figures are also reported (generation_sweep), e.g. 1.1,1.3.")] = None,
+    extrapolation_sweep: Annotated[str | None, typer.Option(
+        help="Comma-separated strengths s at which each personal adapter is also served as "
+        "delta_personal + s (delta_personal - delta_prior); its attribution, repetition "
+        "and test-NLL figures go in generation_sweep, e.g. 0.5,1,2.")] = None,
     no_repeat_ngram: Annotated[int, typer.Option(
         min=0, help="Generation: forbid repeating token n-grams of this size (0 = off).")
     ] = 0,
@@ -211,10 +216,11 @@ def personalization(
                 design, arms, engine=engine,
                 adapters=LocalAdapterStore(settings.adapter_store_dir),
                 database_url=info.database_url, ingest=ingest, tenant_prefix=f"{tag}-{run_id}",
-                generation=GenerationConfig(max_new_tokens=gen_tokens,
-                                            repetition_penalty=repetition_penalty,
-                                            no_repeat_ngram_size=no_repeat_ngram,
-                                            sweep_penalties=_floats(penalty_sweep)),
+                generation=GenerationConfig(
+                    max_new_tokens=gen_tokens, repetition_penalty=repetition_penalty,
+                    no_repeat_ngram_size=no_repeat_ngram,
+                    sweep_penalties=_floats(penalty_sweep, "--penalty-sweep"),
+                    extrapolations=_floats(extrapolation_sweep, "--extrapolation-sweep")),
                 progress=True)
     except (RuntimeError, EventStoreError) as exc:
         # The stack, a child process, the base model or the log failed: say which, no trace.

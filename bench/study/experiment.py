@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from tessera.bench.study.ablation import train_from_base
 from tessera.bench.study.design import StudyDesign, examples_of
+from tessera.bench.study.extrapolation import extrapolation_sweep
 from tessera.bench.study.generate import GenerationConfig, Replies
 from tessera.bench.study.measure import Measurer, SpeakerFigures, speaker_figures
 from tessera.bench.study.report import aggregates
@@ -87,8 +88,8 @@ def _measure_speakers(
     generation: GenerationConfig, progress: bool,
 ) -> tuple[list[SpeakerFigures], list[dict[str, float | None]], float, float]:
     """Every speaker's figures (the from-base ablation trained on the way), the style
-    aggregates at the sweep's other repetition penalties, and the seconds spent on the
-    ablation and on measuring."""
+    aggregates at the sweep's other repetition penalties and extrapolation strengths, and
+    the seconds spent on the ablation and on measuring."""
     measurer = Measurer(engine, adapters, max_length=max_length)
     replies = Replies(engine.model, engine.tokenizer, adapters, generation)
     classifier = fit_classifier(design, seed=pipeline.config.seed)
@@ -121,6 +122,8 @@ def _measure_speakers(
             measure_s += time.perf_counter() - t1
         t2 = time.perf_counter()
         sweep = penalty_sweep(replies, classifier, served, generation.sweep_penalties)
+        sweep += extrapolation_sweep(replies, classifier, measurer, adapters, served,
+                                     generation.extrapolations)
         measure_s += time.perf_counter() - t2
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -10,6 +10,7 @@ repetition options are there so a serving default can be chosen on these figures
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,6 +36,9 @@ class GenerationConfig:
     no_repeat_ngram_size: int = 0  # > 0 forbids repeating any n-gram of tokens
     # Other repetition penalties whose style figures are also reported (`generation_sweep`)
     sweep_penalties: tuple[float, ...] = ()
+    # Strengths at which each personal adapter is also served pushed away from its prior
+    # (bench/study/extrapolation.py; reported in `generation_sweep` as `extrapolation`)
+    extrapolations: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1 or self.max_prompt_tokens < 1 or self.batch_size < 1:
@@ -43,6 +47,8 @@ class GenerationConfig:
             raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
         if any(p <= 0 for p in self.sweep_penalties):
             raise ValueError(f"sweep penalties must be > 0, got {self.sweep_penalties}")
+        if any(not math.isfinite(x) or x < 0 for x in self.extrapolations):
+            raise ValueError(f"extrapolations must be finite and >= 0, got {self.extrapolations}")
         if self.no_repeat_ngram_size < 0:
             raise ValueError(f"no_repeat_ngram_size must be >= 0, got {self.no_repeat_ngram_size}")
 

@@ -56,7 +56,8 @@ def test_cli_prints_and_writes_the_study(
     assert doc["generation"] == {"max_new_tokens": 8, "max_prompt_tokens": 192,
                                  "batch_size": 16, "repetition_penalty": 1.3,
                                  "no_repeat_ngram_size": 3, "decoding": "greedy",
-                                 "sweep_penalties": []}
+                                 "sweep_penalties": [],
+                                 "extrapolations": []}
     for key in ("attribution_base", "attribution_shared", "attribution_personal",
                 "attribution_real", "repetition_base", "repetition_personal"):
         assert 0.0 <= doc[f"mean_{key}"] <= 1.0, key

@@ -39,7 +39,8 @@ def test_study_replays_speakers_through_the_system(
     runs, doc = run_study(design, arms, engine=study_engine,
                           adapters=LocalAdapterStore(tmp_path / "adapters"),
                           database_url=database_url, ingest=http_ingest, tenant_prefix="st",
-                          generation=GenerationConfig(sweep_penalties=(1.0, 1.5)))
+                          generation=GenerationConfig(sweep_penalties=(1.0, 1.5),
+                                                      extrapolations=(0.0, 2.0)))
 
     assert [r["label"] for r in doc["runs"]] == ["r4", "r2"]
     assert doc["speakers"] == doc["runs"][0]["speakers"]
@@ -55,10 +56,23 @@ def test_study_replays_speakers_through_the_system(
     assert doc["generation"]["max_new_tokens"] == 32
     # The sweep regenerates at each other penalty; at 1.0 it reproduces the main figures.
     sweep = doc["runs"][0]["generation_sweep"]
-    assert [p["repetition_penalty"] for p in sweep] == [1.0, 1.5]
+    assert [p.get("repetition_penalty") for p in sweep[:2]] == [1.0, 1.5]
     for key in SHARES:
         assert sweep[0][f"mean_{key}"] == doc[f"mean_{key}"], key
         assert 0.0 <= sweep[1][f"mean_{key}"] <= 1.0, key
+    # Extrapolation: every speaker served a personal adapter gets one; at strength 0 it
+    # is the personal adapter again, so the run's own figures come back.
+    first = runs[0].speakers
+    n_personal = sum(s.served_source == "personal" for s in first)
+    at_zero, at_two = sweep[2], sweep[3]
+    assert (at_zero["extrapolation"], at_two["extrapolation"]) == (0.0, 2.0)
+    assert at_zero["speakers_extrapolated"] == at_two["speakers_extrapolated"] == n_personal
+    assert n_personal >= 1
+    assert at_zero["mean_gain_vs_shared"] == pytest.approx(
+        doc["runs"][0]["mean_gain_vs_shared"], abs=1e-4)
+    assert at_zero["mean_attribution_personal"] == doc["runs"][0]["mean_attribution_personal"]
+    assert at_two["mean_gain_vs_shared"] != pytest.approx(at_zero["mean_gain_vs_shared"])
+    assert 0.0 <= at_two["mean_attribution_personal"] <= 1.0
     with PostgresEventStore(database_url) as store:
         for run in runs:
             for s in run.speakers:
