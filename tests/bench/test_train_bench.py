@@ -30,8 +30,12 @@ def test_report_has_the_required_keys_and_consistent_figures(
     assert set(report["seconds_per_revision"]) == set(STAGES)
     assert set(report["cpu_seconds_per_revision"]) == set(STAGES)
     assert 0 < report["evaluate_share_cpu"] < 1
-    total = sum(report["seconds_per_revision"].values())
-    assert abs(report["revisions_per_hour"] - 3600 / total) / report["revisions_per_hour"] < 0.01
+    # Figures are rounded to the millisecond, and a tiny model's revision takes tens of them:
+    # compare within that rounding, not a fixed share of the total.
+    total = report["seconds_per_revision_total"]
+    stage_rounding = 0.0005 * len(STAGES)
+    assert abs(sum(report["seconds_per_revision"].values()) - total) <= stage_rounding + 0.0005
+    assert abs(report["revisions_per_hour"] * total - 3600) <= 1.8 / (total - 0.0005) + 0.01 * total
     assert report["adapter_to_base_ratio"] == round(
         report["adapter_bytes"] / report["base_bytes"], 6)
     assert [u["train_examples"] for u in report["per_user"]] == [6, 6]
