@@ -99,7 +99,7 @@ def describe_config(pipeline: RevisionPipeline) -> str:
     cfg = pipeline.config
     gate = cfg.gate
     prior, personal = cfg.train_config("prior"), cfg.train_config("personal")
-    return (f"gate: gain >= {gate.min_gain:.0%} on >= {gate.min_heldout_examples} held-out "
+    return (f"gate: gain >= {gate.min_gain:.1%} on >= {gate.min_heldout_examples} held-out "
             f"examples, regression <= {gate.max_regression:.0%}, norm <= "
             f"{gate.max_adapter_norm:g}, canaries; held out {cfg.holdout_k} per user; "
             f"prior lr {prior.lr:g} x {prior.epochs} epoch(s), personal lr {personal.lr:g} x "
