@@ -2,8 +2,8 @@
 
 The engine never reads the store on its decode thread. A request whose adapter is
 neither on a device slot nor in the CPU cache waits, holding no batch row, for
-`load(digest)`'s future while the other rows keep decoding; the engine places the
-loaded adapter into a slot between two steps.
+`load(digest)`'s future while the other rows keep decoding; the loaded adapter goes
+into a free device slot as soon as the read lands (services/inference/cold_loads.py).
 
 Prefetches (`prefetch(digest)`, from the interaction stream) run on the same threads but
 only when no demand load waits, and sit in a bounded queue: when it is full the hint is

@@ -6,7 +6,8 @@ requests join between decode steps and never wait for a batch to drain. A sequen
 its adapter's device slot from admission to finish. The revision that answers is fixed at
 submit time (`RevisionResolver`), so a hot swap affects new requests only and never a
 running one. A request whose adapter must be read from the store waits apart (`ColdLoads`,
-no batch row) while a loader thread reads it, so a cold load never stalls decoding.
+no batch row) while a loader thread reads it and places it on a free slot, so a cold
+load never stalls decoding.
 
 Back-pressure: `submit` raises `QueueFullError` once `queue_size` requests wait. Every
 request has a deadline; one still running past it fails with `RequestTimeoutError`.

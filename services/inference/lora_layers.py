@@ -104,15 +104,20 @@ class MultiLoraLinear(nn.Module):
 
     def set_slot(self, slot: int, a: Tensor | None, b: Tensor | None) -> None:
         """Write one adapter's A [r, in] and B [out, r] into `slot` (zeros when absent)."""
-        self.lora_a[slot].zero_()
-        self.lora_b[slot].zero_()
         self.loaded.discard(slot)
         if a is None or b is None:
+            self.lora_a[slot].zero_()
+            self.lora_b[slot].zero_()
             return
-        self.loaded.add(slot)
+        # only the rank padding is zeroed: a loader thread places adapters while the
+        # engine steps, and every op here is one more wait for the GIL
         r = a.shape[0]
         self.lora_a[slot, :r].copy_(a)
         self.lora_b[slot, :, :r].copy_(b)
+        if r < self.lora_a.shape[1]:
+            self.lora_a[slot, r:].zero_()
+            self.lora_b[slot, :, r:].zero_()
+        self.loaded.add(slot)
 
 
 class LoraSlotTable:

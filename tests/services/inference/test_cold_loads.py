@@ -7,6 +7,7 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,6 +157,77 @@ def test_a_read_that_lands_within_the_grace_joins_this_boundary(
         else:
             assert placed == [] and len(cold) == 1 and seq.gen.cold_load_s is None
         assert cold.await_fresh(grace_s) is False  # nothing parked since: no wait
+    finally:
+        loader.stop()
+
+
+def _parked(digest: str, user: str = "ann") -> _Parked:
+    request = GenerateRequest("t1", user, "hi", SamplingParams(max_tokens=1))
+    return _Parked(Generation(request, Served(f"rev-{user}-1", digest, "personal"), 30.0))
+
+
+def _wait_until(done: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 10
+    while not done():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.005)
+
+
+def test_the_loader_places_a_landed_read_without_waiting_for_a_boundary(tmp_path: Path) -> None:
+    """The cold load ends when the weights are on a slot: the loader thread places them as
+    the read lands, pinned for the parked request, and `take` only hands the slot over."""
+    digest = _blobs(tmp_path, 1)[0]
+    res = _residency(SlowStore(tmp_path, 0.05), slots=1, cpu=1)
+    loader = AdapterLoader(res, threads=1).start()
+    cold: ColdLoads[_Parked] = ColdLoads(loader)
+    seq = _parked(digest)
+    try:
+        cold.park(seq, digest)
+        assert cold.await_fresh(0.0) is True  # no grace: the boundary does not wait
+        _wait_until(lambda: seq.gen.cold_load_s is not None, "the read was never placed")
+        assert res.resident(digest) == (True, True) and res.pins(0) == 1
+        assert seq.slot == -1  # the request is not in the batch yet
+        placed, failed = cold.take(4)
+        assert placed == [seq] and not failed and seq.slot == 0 and res.pins(0) == 1
+        assert seq.gen.cold_load_s is not None and 0.05 <= seq.gen.cold_load_s < 5
+    finally:
+        loader.stop()
+
+
+def test_a_request_gone_before_its_turn_unpins_its_early_slot(tmp_path: Path) -> None:
+    digest = _blobs(tmp_path, 1)[0]
+    res = _residency(DirStore(tmp_path), slots=1, cpu=1)
+    loader = AdapterLoader(res, threads=1).start()
+    cold: ColdLoads[_Parked] = ColdLoads(loader)
+    seq = _parked(digest)
+    try:
+        cold.park(seq, digest)
+        _wait_until(lambda: res.pins(0) == 1, "the read was never placed")
+        cold.sweep(lambda s: s is seq)  # cancelled while parked
+        assert len(cold) == 0 and res.pins(0) == 0 and seq.slot == -1
+        assert cold.take(4) == ([], [])
+    finally:
+        loader.stop()
+
+
+def test_a_read_landing_on_a_full_table_waits_in_memory_for_a_free_slot(
+    tmp_path: Path,
+) -> None:
+    d = _blobs(tmp_path, 2)
+    res = _residency(DirStore(tmp_path), slots=1, cpu=2)
+    busy = res.acquire(d[0])  # a running sequence pins the only slot
+    loader = AdapterLoader(res, threads=1).start()
+    cold: ColdLoads[_Parked] = ColdLoads(loader)
+    seq = _parked(d[1], "bob")
+    try:
+        cold.park(seq, d[1])
+        _wait_until(lambda: res.resident(d[1])[0], "the read never reached the CPU cache")
+        assert cold.take(4) == ([], []) and len(cold) == 1  # no slot to place it in
+        assert seq.gen.cold_load_s is None and res.resident(d[0]) == (True, True)
+        res.release(busy)
+        placed, failed = cold.take(4)
+        assert placed == [seq] and not failed and seq.slot == busy
+        assert res.resident(d[1]) == (True, True) and seq.gen.cold_load_s is not None
     finally:
         loader.stop()
 

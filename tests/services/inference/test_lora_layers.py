@@ -94,3 +94,26 @@ def test_rejects_adapter_that_does_not_fit(tmp_path: Path) -> None:
     path2, digest2 = save_blob(pm2, tmp_path / "v", r=2, alpha=8, targets=["v_proj"])
     with pytest.raises(AdapterFormatError, match="not a wrapped layer"):
         _load(path2, digest2, list(table.layers))
+
+
+def test_a_smaller_rank_overwriting_a_slot_leaves_no_trace_of_the_old_one(
+    tmp_path: Path,
+) -> None:
+    """Placing writes only what it must; the rank padding left by a larger adapter that
+    held the slot before must still read as zeros."""
+    base = tiny_model()
+    served = copy.deepcopy(base)
+    targets = ["q_proj", "v_proj"]
+    table = wrap_model(served, target_modules=targets, n_slots=1, max_rank=8)
+    big = make_peft(base, 1, r=8, alpha=16, targets=targets)
+    small = make_peft(base, 2, r=2, alpha=4, targets=targets)
+    big_path, big_digest = save_blob(big, tmp_path / "big", r=8, alpha=16, targets=targets)
+    path, digest = save_blob(small, tmp_path / "small", r=2, alpha=4, targets=targets)
+    table.load(0, _load(big_path, big_digest, list(table.layers)))
+    table.load(0, _load(path, digest, list(table.layers)))
+    ids = torch.randint(0, 256, (1, 5))
+    with torch.no_grad(), table.context.use(torch.zeros(5, dtype=torch.long)):
+        got = served(input_ids=ids).logits
+    with torch.no_grad():
+        torch.testing.assert_close(got, small(input_ids=ids).logits, rtol=1e-4, atol=1e-4)
+        assert not torch.allclose(got, big(input_ids=ids).logits, atol=1e-3)
