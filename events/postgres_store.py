@@ -6,9 +6,9 @@ transient ones are retried there, the whole transaction at a time.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from psycopg import sql
 from psycopg_pool import ConnectionPool
@@ -31,6 +31,8 @@ from tessera.events.store import (
     storable_rejected,
 )
 from tessera.schemas.events import EventEnvelope
+
+T = TypeVar("T")
 
 
 class PostgresEventStore:
@@ -70,6 +72,17 @@ class PostgresEventStore:
                 # a broken connection refuses the switch; the pool discards it anyway
                 with suppress(Exception):
                     conn.autocommit = False
+
+    def read_statement(self, what: str, query: Callable[[Connection], T]) -> T:
+        """`query` as one autocommit statement (`statement`), repeated on a transient
+        error: a read is safe to repeat, and the pool lends a connection used within the
+        last second unchecked (events/db.py `IdleLivenessCheck`)."""
+
+        def once() -> T:
+            with self.statement(what) as conn:
+                return query(conn)
+
+        return with_retry(once)
 
     # --- the log ---
 
@@ -167,35 +180,39 @@ class PostgresEventStore:
         with_retry(once)
 
     def read_rejected(self, *, limit: int | None = None) -> list[RejectedInput]:
-        with self.statement("read rejected input") as conn:
-            rows = conn.execute(
-                "SELECT source, reason, payload, received_at, tenant_id, user_id "
-                "FROM rejected_inputs ORDER BY id LIMIT %s",
-                (limit,),
-            ).fetchall()
+        rows = self.read_statement("read rejected input", lambda conn: conn.execute(
+            "SELECT source, reason, payload, received_at, tenant_id, user_id "
+            "FROM rejected_inputs ORDER BY id LIMIT %s",
+            (limit,),
+        ).fetchall())
         return [RejectedInput(*row) for row in rows]
 
     # --- projections ---
 
     def get_user(self, tenant_id: str, user_id: str) -> UserRow | None:
-        with self.statement("read user") as conn:
-            return catalog.get_user(conn, tenant_id, user_id)
+        return self.read_statement(
+            "read user", lambda conn: catalog.get_user(conn, tenant_id, user_id)
+        )
 
     def list_users(self, tenant_id: str) -> list[UserRow]:
-        with self.statement("list users") as conn:
-            return catalog.list_users(conn, tenant_id)
+        return self.read_statement(
+            "list users", lambda conn: catalog.list_users(conn, tenant_id)
+        )
 
     def get_head(self, tenant_id: str, user_id: str) -> HeadRow | None:
-        with self.statement("read head") as conn:
-            return catalog.get_head(conn, tenant_id, user_id)
+        return self.read_statement(
+            "read head", lambda conn: catalog.get_head(conn, tenant_id, user_id)
+        )
 
     def get_revision(self, revision_id: str) -> RevisionRow | None:
-        with self.statement("read revision") as conn:
-            return catalog.get_revision(conn, revision_id)
+        return self.read_statement(
+            "read revision", lambda conn: catalog.get_revision(conn, revision_id)
+        )
 
     def list_revisions(self, tenant_id: str, user_id: str) -> list[RevisionRow]:
-        with self.statement("list revisions") as conn:
-            return catalog.list_revisions(conn, tenant_id, user_id)
+        return self.read_statement(
+            "list revisions", lambda conn: catalog.list_revisions(conn, tenant_id, user_id)
+        )
 
     def projection_state(self) -> ProjectionState:
         with self.connection("read projections") as conn:
@@ -253,12 +270,11 @@ class PostgresEventStore:
         with_retry(once)
 
     def get_request(self, request_id: str) -> RequestRecord | None:
-        with self.statement("read request") as conn:
-            row = conn.execute(
-                "SELECT request_id, tenant_id, user_id, revision_id, adapter_digest, source, at "
-                "FROM request_log WHERE request_id = %s",
-                (request_id,),
-            ).fetchone()
+        row = self.read_statement("read request", lambda conn: conn.execute(
+            "SELECT request_id, tenant_id, user_id, revision_id, adapter_digest, source, at "
+            "FROM request_log WHERE request_id = %s",
+            (request_id,),
+        ).fetchone())
         return RequestRecord(*row) if row else None
 
 

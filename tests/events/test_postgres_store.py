@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import cast
 
@@ -10,6 +11,7 @@ import psycopg
 import pytest
 from psycopg import pq
 
+from tessera.events import db
 from tessera.events.db import connect, translated, with_retry
 from tessera.events.postgres_store import PostgresEventStore
 from tessera.events.store import EventStoreError, TransientStoreError
@@ -100,8 +102,8 @@ def test_errors_are_translated_and_only_transient_ones_retried(database_url: str
 
 def _statements_sent(store: PostgresEventStore, trace: Path, call: object) -> list[str]:
     """The simple-protocol queries and parsed statements the store's (only) pooled
-    connection sends to the server while `call()` runs, from libpq's protocol trace,
-    leaving out the pool's liveness checks (an empty query at each checkout)."""
+    connection sends to the server while `call()` runs, from libpq's protocol trace; the
+    pool's liveness check is an empty query (`""`)."""
     with trace.open("w") as out:
         with store.connection() as conn:  # sends nothing: no statement, so no BEGIN
             conn.pgconn.trace(out.fileno())
@@ -115,8 +117,7 @@ def _statements_sent(store: PostgresEventStore, trace: Path, call: object) -> li
     fields = [line.split("\t") for line in trace.read_text().splitlines()]
     sent = [f[3].strip() for f in fields
             if len(f) > 3 and f[0] == "F" and f[2] in ("Query", "Parse")]
-    assert sent.count('""') == 2, sent  # the checkouts of `call` and of the untrace
-    return [s for s in sent if s != '""']
+    return sent
 
 
 def test_one_statement_reads_send_no_begin_or_commit(database_url: str, tmp_path: Path) -> None:
@@ -127,11 +128,44 @@ def test_one_statement_reads_send_no_begin_or_commit(database_url: str, tmp_path
         store.append([exchange("t", "u", 0)])
         trace = tmp_path / "libpq.trace"
         read = _statements_sent(store, trace, lambda: store.get_head("t", "u"))
+        # the connection was used a moment ago: no liveness check either
         assert len(read) == 1 and 'FROM "heads"' in read[0], read
         write = _statements_sent(store, trace, lambda: store.append([exchange("t", "u", 1)]))
         assert write[0] == '"BEGIN"' and write[-1] == '"COMMIT"', write
         assert store.get_user("t", "u") is not None
         assert [e.stream_version for e in store.read()] == [1, 2]
+
+
+def test_a_connection_idle_past_the_recheck_time_is_checked_before_it_is_lent(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(db, "RECHECK_IDLE_S", 0.2)
+    with PostgresEventStore(database_url, pool_size=1) as store:
+        store.append([exchange("t", "u", 0)])
+        trace = tmp_path / "libpq.trace"
+
+        def after_idling() -> None:
+            time.sleep(0.3)
+            store.get_head("t", "u")
+
+        sent = _statements_sent(store, trace, after_idling)
+        assert sent[0] == '""' and 'FROM "heads"' in sent[1] and len(sent) == 2, sent
+
+
+def test_a_read_on_a_connection_that_died_unchecked_is_retried(database_url: str) -> None:
+    """Killed right after use, the pooled connection is lent again without a liveness check;
+    its statement fails, and the read is repeated on a fresh connection."""
+    with PostgresEventStore(database_url, pool_size=1) as store:
+        store.append([exchange("t", "u", 0)])
+        assert store.get_head("t", "u") is None  # no revision yet: no head
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            killed = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchone()
+        assert killed is not None and killed[0] == 1
+        user = store.get_user("t", "u")
+        assert user is not None and user.user_id == "u"
 
 
 def test_unreachable_database_is_transient() -> None:
