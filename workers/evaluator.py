@@ -275,6 +275,34 @@ def heldout_nlls(
     return [math.nan if value is None else value for value in found]
 
 
+def regression_nll(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    adapter: Path | None,
+    regression: RegressionSet,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    batch_size: int = 32,
+    cache: MetricsCache | None = None,
+) -> float:
+    """The regression-set NLL of base (+ `adapter`) alone, the figure `evaluate` gates
+    on; shares `evaluate`'s cache (either canary setting answers it)."""
+    model_key = sha256_file(adapter) if adapter is not None else "base"
+    table = cache._general if cache is not None else None
+    for canaries in (True, False):
+        found: _General | None = _cached(table, (model_key, regression.digest, max_length,
+                                                 canaries))
+        if found is not None:
+            return found.regression_nll
+    with _maybe_adapter(model, adapter) as m:
+        value = _nll(m, tokenizer, regression.examples, max_length=max_length,
+                     batch_size=batch_size)
+    if cache is not None:
+        cache._general[(model_key, regression.digest, max_length, False)] = _General(value, ())
+        cache._trim()
+    return value
+
+
 def evaluate(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -303,8 +331,12 @@ def evaluate(
             if user is None:
                 user = _nll(m, tokenizer, heldout, max_length=max_length, batch_size=batch_size)
             if general is None:
-                reg = _nll(m, tokenizer, regression.examples, max_length=max_length,
-                           batch_size=batch_size)
+                # measured already without canaries (workers/regression_bound.py)?
+                known: _General | None = _cached(cache._general if cache else None,
+                                                 (*general_key[:3], False))
+                reg = known.regression_nll if known is not None else _nll(
+                    m, tokenizer, regression.examples, max_length=max_length,
+                    batch_size=batch_size)
                 outputs = _generate(m, tokenizer, regression.canary_prompts,
                                     max_new_tokens=CANARY_TOKENS) if canaries else []
                 general = _General(reg, tuple(outputs))

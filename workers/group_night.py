@@ -33,6 +33,7 @@ from tessera.workers.gate import EvalMetrics
 from tessera.workers.group_eval import evaluate_group
 from tessera.workers.group_trainer import DEFAULT_CHUNK_TOKENS, GroupMember, train_group
 from tessera.workers.pipeline import RevisionOutcome, RevisionPipeline, RevisionPlan
+from tessera.workers.regression_bound import bounded_blob
 from tessera.workers.revision_train import train_and_store
 from tessera.workers.training_request import TrainingGroup, TrainingMessage
 
@@ -126,11 +127,18 @@ def _train_together(pipeline: RevisionPipeline, group_id: str, plans: list[Revis
         results = train_group(engine.model, engine.tokenizer, members,
                               base_digest=engine.base.digest, out_dir=Path(tmp),
                               chunk_tokens=chunk_tokens)
+        max_rise = cfg.max_regression_rise
+        blobs = [bounded_blob(engine.model, engine.tokenizer, r.result.blob_path,
+                              member.init_adapter, max_rise=max_rise,
+                              regression=pipeline.regression,
+                              max_length=pipeline.config.eval_max_length,
+                              cache=pipeline.metrics_cache)
+                 if r.result is not None else None
+                 for r, member in zip(results, members, strict=True)]
         train_s = time.perf_counter() - started
         metrics.record_stage("train", train_s)
         # Every blob in the store before any record names one.
-        digests = [adapters.put_file(r.result.blob_path) if r.result is not None else None
-                   for r in results]
+        digests = [adapters.put_file(b) if b is not None else None for b in blobs]
     log.info("group trained in %.1fs", train_s, extra=ids)
     group = {"group_id": group_id, "size": len(plans), "chunk_tokens": chunk_tokens,
              "members": [member_inputs(pipeline, p) for p in plans]}

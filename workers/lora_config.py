@@ -58,6 +58,13 @@ class LoraTrainConfig(BaseModel):
         "sum((w - w_start)^2) over the LoRA weights to each step's loss (0: off; no effect "
         "without a warm start). Keeps a personal adapter near its prior's general ability.",
     )
+    max_regression_rise: float | None = Field(
+        None, ge=0, le=1,
+        description="After training, bound the shared regression set's NLL rise over the "
+        "warm start (0.015 = 1.5%): an adapter above it is pulled back toward its warm "
+        "start (1/2, 1/4, 1/8 of its step) until within it (workers/regression_bound.py; "
+        "None: off).",
+    )
     seed: int = Field(0, ge=0, description="Seeds LoRA init, dropout and the example order.")
 
     @field_validator("target_modules", mode="before")

@@ -236,7 +236,8 @@ class RevisionPipeline:
     def train_candidate(self, plan: RevisionPlan, out_dir: Path | None = None) -> Path:
         """Train the plan's adapter and return the blob file (not stored)."""
         return revision_train.train_candidate(self.engine, self.adapters, self.config, plan,
-                                              out_dir)
+                                              out_dir, regression=self._regression,
+                                              cache=self._cache)
 
     def _evaluate(self, adapter: Path | None, plan: RevisionPlan) -> EvalMetrics:
         return self._evaluator(adapter, plan)

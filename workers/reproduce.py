@@ -24,6 +24,7 @@ from tessera.workers.dataset import Example, build_dataset
 from tessera.workers.lora_config import LoraTrainConfig
 from tessera.workers.pipeline import INTERACTIONS, RevisionPipeline
 from tessera.workers.prior import sample_prior_dataset
+from tessera.workers.regression_bound import bounded_blob
 from tessera.workers.revision_events import code_version
 
 
@@ -79,17 +80,17 @@ def reproduce_revision(pipeline: RevisionPipeline, revision_id: str) -> Reproduc
 
     parent_digest = hyper.get("parent_adapter_digest")
     init = pipeline.adapters.path(parent_digest) if parent_digest else None
+    config = LoraTrainConfig.model_validate(hyper["train"])
     threads = torch.get_num_threads()
     torch.set_num_threads(int(hyper.get("torch_threads", threads)))
     try:
         with tempfile.TemporaryDirectory(prefix="tessera-reproduce-") as tmp:
             result = train_adapter(
                 pipeline.engine.model, pipeline.engine.tokenizer, train,
-                config=LoraTrainConfig.model_validate(hyper["train"]),
-                base_digest=prov["base_digest"], init_adapter=init, seed=int(prov["seed"]),
-                out_dir=Path(tmp),
+                config=config, base_digest=prov["base_digest"], init_adapter=init,
+                seed=int(prov["seed"]), out_dir=Path(tmp),
             )
-            adapter_digest = sha256_file(result.blob_path)
+            adapter_digest = sha256_file(_bounded(pipeline, hyper, result.blob_path, init))
     finally:
         torch.set_num_threads(threads)
     return Reproduction(
@@ -98,6 +99,22 @@ def reproduce_revision(pipeline: RevisionPipeline, revision_id: str) -> Reproduc
         adapter_matches=adapter_digest == row.adapter_digest,
         recorded_code_version=str(prov["code_version"]), code_version=code_version(),
     )
+
+
+def _bounded(pipeline: RevisionPipeline, hyper: dict[str, Any], blob: Path,
+             init: Path | None) -> Path:
+    """The re-trained blob within the recorded config's regression bound, as stored."""
+    config = LoraTrainConfig.model_validate(hyper["train"])
+    if config.max_regression_rise is None:
+        return blob
+    recorded = hyper.get("regression_set", {}).get("digest")
+    if recorded != pipeline.regression.digest:
+        raise ReproduceError(
+            f"the revision was bounded on regression set {str(recorded)[:12]}, this worker "
+            f"holds {pipeline.regression.digest[:12]}: the bound would choose differently")
+    return bounded_blob(pipeline.engine.model, pipeline.engine.tokenizer, blob, init,
+                        max_rise=config.max_regression_rise, regression=pipeline.regression,
+                        max_length=pipeline.config.eval_max_length)
 
 
 def _personal_train(pipeline: RevisionPipeline, tenant_id: str, user_id: str,
@@ -143,7 +160,8 @@ def _reproduce_group(pipeline: RevisionPipeline, row: RevisionRow,
             if result is None:
                 raise ReproduceError(f"revision {row.revision_id}: re-training failed: "
                                      f"{outcomes[slot].error}")
-            adapter_digest = sha256_file(result.blob_path)
+            adapter_digest = sha256_file(_bounded(pipeline, hyper, result.blob_path,
+                                                  members[slot].init_adapter))
     finally:
         torch.set_num_threads(threads)
     return Reproduction(

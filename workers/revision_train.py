@@ -13,7 +13,9 @@ from tessera.schemas.events import EventEnvelope, EventType
 from tessera.schemas.revisions import RevisionTrained
 from tessera.workers import metrics
 from tessera.workers.adapter_store import AdapterStore
-from tessera.workers.regression_set import RegressionSet
+from tessera.workers.evaluator import MetricsCache
+from tessera.workers.regression_bound import bounded_blob
+from tessera.workers.regression_set import RegressionSet, load_regression_set
 from tessera.workers.revision_events import code_version, revision_event
 from tessera.workers.revision_types import Engine, PipelineConfig, RevisionPlan
 from tessera.workers.trainer import train_adapter
@@ -25,18 +27,24 @@ TrainCandidate = Callable[[RevisionPlan], Path]
 
 def train_candidate(
     engine: Engine, adapters: AdapterStore, config: PipelineConfig, plan: RevisionPlan,
-    out_dir: Path | None = None,
+    out_dir: Path | None = None, *, regression: RegressionSet | None = None,
+    cache: MetricsCache | None = None,
 ) -> Path:
     """Train the plan's adapter, warm-started from its parent, and return the blob file
-    (not stored)."""
+    (not stored); within the config's regression bound, if it has one."""
     init = adapters.path(plan.parent.adapter_digest) if plan.parent is not None else None
+    cfg = config.train_config(plan.kind)
     result = train_adapter(
-        engine.model, engine.tokenizer, plan.train, config=config.train_config(plan.kind),
+        engine.model, engine.tokenizer, plan.train, config=cfg,
         base_digest=engine.base.digest, init_adapter=init, seed=config.seed,
         out_dir=out_dir, progress=config.progress,
     )
-    blob: Path = result.blob_path
-    return blob
+    return bounded_blob(
+        engine.model, engine.tokenizer, result.blob_path, init,
+        max_rise=cfg.max_regression_rise,
+        regression=regression or load_regression_set(config.regression_version),
+        max_length=config.eval_max_length, cache=cache,
+    )
 
 
 def train_and_store(

@@ -1,0 +1,132 @@
+"""The regression bound on the tiny Llama: a step that raises the shared regression set's
+NLL past the bound is pulled back toward its warm start, deterministically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from tessera.workers.adapter_store import load_adapter_blob, save_adapter_blob, sha256_file
+from tessera.workers.dataset import Example
+from tessera.workers.evaluator import MetricsCache, regression_nll
+from tessera.workers.lora_config import LoraTrainConfig
+from tessera.workers.regression_bound import (
+    SHRINK_FACTORS,
+    bound_regression,
+    bounded_blob,
+    interpolate,
+)
+from tessera.workers.regression_set import RegressionSet, load_regression_set
+from tessera.workers.trainer import train_adapter
+
+BASE = "0" * 64
+PRIOR = LoraTrainConfig(rank=4, alpha=8, lr=5e-3, epochs=2, batch_size=4, max_length=64,
+                        dropout=0.0)
+
+
+def _examples(reply: str, n: int = 12) -> list[Example]:
+    return [Example((("user", f"Tell me about day {i}."),), f"{reply} {i}", i + 1, "exchange")
+            for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def prior(tiny: tuple[Any, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    model, tokenizer = tiny
+    return train_adapter(model, tokenizer, _examples("It was a fine day, thanks."),
+                         config=PRIOR, base_digest=BASE,
+                         out_dir=tmp_path_factory.mktemp("prior"), seed=1).blob_path
+
+
+def _step(prior: Path, folder: Path, scale: float, seed: int) -> Path:
+    """A step from `prior` drawn at random: the tiny random model's regression NLL barely
+    moves when it is trained, so the steps that move it are drawn (seeds chosen so that
+    the rise shrinks with the step, and so that it does not)."""
+    state, cfg = load_adapter_blob(prior)
+    noise = torch.Generator().manual_seed(seed)
+    stepped = {k: v + scale * torch.randn(v.shape, generator=noise) for k, v in state.items()}
+    path = folder / f"step-{scale:g}-{seed}.safetensors"
+    save_adapter_blob(stepped, cfg, path)
+    return path
+
+
+def _rise(tiny: tuple[Any, Any], blob: Path | None, start: Path, regression: RegressionSet
+          ) -> float:
+    model, tokenizer = tiny
+    nll = regression_nll(model, tokenizer, adapter=blob, regression=regression, max_length=64)
+    return nll / regression_nll(model, tokenizer, adapter=start, regression=regression,
+                                max_length=64) - 1
+
+
+def test_interpolation_keeps_the_endpoints_and_scales_b_without_a_start() -> None:
+    torch.manual_seed(0)
+    start = {"x.lora_A.weight": torch.randn(2, 3), "x.lora_B.weight": torch.randn(3, 2)}
+    trained = {k: v + torch.randn_like(v) for k, v in start.items()}
+    for k in start:
+        torch.testing.assert_close(interpolate(start, trained, 0.0)[k], start[k])
+        torch.testing.assert_close(interpolate(start, trained, 1.0)[k], trained[k])
+        torch.testing.assert_close(interpolate(start, trained, 0.5)[k], (start[k] + trained[k]) / 2)
+    fresh = interpolate(None, trained, 0.25)
+    torch.testing.assert_close(fresh["x.lora_A.weight"], trained["x.lora_A.weight"])
+    torch.testing.assert_close(fresh["x.lora_B.weight"], 0.25 * trained["x.lora_B.weight"])
+    with pytest.raises(ValueError, match="differ in layers"):
+        interpolate({"y.lora_A.weight": torch.zeros(2, 3)}, trained, 0.5)
+
+
+def test_a_step_past_the_bound_is_pulled_back_until_within_it(
+    tiny: tuple[Any, Any], prior: Path, tmp_path: Path
+) -> None:
+    model, tokenizer = tiny
+    personal = _step(prior, tmp_path, 0.2, 5)
+    regression = load_regression_set("regression-v1")
+    trained_rise = _rise(tiny, personal, prior, regression)
+    assert trained_rise > 0.001, "the drawn step should raise the regression set's NLL"
+    bound = trained_rise / 3
+    got = bound_regression(model, tokenizer, personal, prior, regression=regression,
+                           max_rise=bound, max_length=64, cache=MetricsCache())
+    assert got.factor in SHRINK_FACTORS and got.blob != personal
+    assert got.trained_rise == pytest.approx(trained_rise)
+    assert got.rise == pytest.approx(_rise(tiny, got.blob, prior, regression))
+    assert got.rise <= bound
+    # the first factor within the bound: every larger one was not
+    for factor in (f for f in SHRINK_FACTORS if f > got.factor):
+        earlier = personal.with_name(f"{personal.stem}-x{factor:g}{personal.suffix}")
+        assert _rise(tiny, earlier, prior, regression) > bound
+    state, cfg = load_adapter_blob(got.blob)
+    assert (cfg.r, cfg.lora_alpha) == (4, 8.0)
+    assert set(state) == set(load_adapter_blob(personal)[0])
+    # the same inputs choose the same bytes (a revision re-trained gets its digest back)
+    again = bound_regression(model, tokenizer, personal, prior, regression=regression,
+                             max_rise=bound, max_length=64)
+    assert (again.factor, sha256_file(again.blob)) == (got.factor, sha256_file(got.blob))
+
+
+def test_when_no_smaller_step_is_within_the_bound_the_least_rise_is_kept(
+    tiny: tuple[Any, Any], prior: Path, tmp_path: Path
+) -> None:
+    model, tokenizer = tiny
+    personal = _step(prior, tmp_path, 0.5, 3)  # smaller steps rise more here
+    regression = load_regression_set("regression-v1")
+    trained_rise = _rise(tiny, personal, prior, regression)
+    got = bound_regression(model, tokenizer, personal, prior, regression=regression,
+                           max_rise=trained_rise / 3, max_length=64)
+    rises = {f: _rise(tiny, personal.with_name(f"{personal.stem}-x{f:g}{personal.suffix}"),
+                      prior, regression) for f in SHRINK_FACTORS}
+    assert min(rises.values()) > trained_rise / 3  # none within the bound
+    assert got.rise == pytest.approx(min([trained_rise, *rises.values()]))
+    assert got.factor == min([1.0, *rises], key=lambda f: rises.get(f, trained_rise))
+
+
+def test_a_step_within_the_bound_and_a_bound_that_is_off_keep_the_adapter(
+    tiny: tuple[Any, Any], prior: Path, tmp_path: Path
+) -> None:
+    model, tokenizer = tiny
+    personal = _step(prior, tmp_path, 0.2, 5)
+    regression = load_regression_set("regression-v1")
+    loose = bound_regression(model, tokenizer, personal, prior, regression=regression,
+                             max_rise=1.0, max_length=64)
+    assert (loose.blob, loose.factor) == (personal, 1.0)
+    assert bounded_blob(model, tokenizer, personal, prior, max_rise=None,
+                        regression=regression, max_length=64) == personal
