@@ -204,6 +204,13 @@ class PostgresEventStore:
             "read head", lambda conn: catalog.get_head(conn, tenant_id, user_id)
         )
 
+    def served(self, tenant_id: str, user_id: str) -> catalog.ServedRevision:
+        """What the user is served (`catalog.served_revision`), in one statement."""
+        return self.read_statement(
+            "read served revision",
+            lambda conn: catalog.served_in_one_statement(conn, tenant_id, user_id),
+        )
+
     def get_revision(self, revision_id: str) -> RevisionRow | None:
         return self.read_statement(
             "read revision", lambda conn: catalog.get_revision(conn, revision_id)

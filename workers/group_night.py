@@ -33,7 +33,7 @@ from tessera.workers.gate import EvalMetrics
 from tessera.workers.group_eval import evaluate_group
 from tessera.workers.group_trainer import DEFAULT_CHUNK_TOKENS, GroupMember, train_group
 from tessera.workers.pipeline import RevisionOutcome, RevisionPipeline, RevisionPlan
-from tessera.workers.regression_bound import bounded_blob
+from tessera.workers.regression_bound import bound_record, bounded_blob
 from tessera.workers.revision_train import train_and_store
 from tessera.workers.training_request import TrainingGroup, TrainingMessage
 
@@ -97,9 +97,9 @@ def _train_alone(pipeline: RevisionPipeline, plan: RevisionPlan
                  ) -> dict[str, Candidate | RevisionOutcome]:
     ids = {"tenant_id": plan.tenant_id, "user_id": plan.user_id,
            "revision_id": plan.revision_id}
-    digest, n_bytes, train_s, store_s = train_and_store(
+    digest, n_bytes, train_s, store_s, bound = train_and_store(
         pipeline.train_candidate, pipeline.adapters, plan, ids)
-    refused = pipeline.record_trained(plan, digest, n_bytes, train_s)
+    refused = pipeline.record_trained(plan, digest, n_bytes, train_s, bound=bound)
     seconds = {"dataset": plan.dataset_seconds, "train": train_s, "store": store_s}
     return {plan.revision_id: refused or (digest, n_bytes, seconds)}
 
@@ -137,13 +137,15 @@ def _train_together(pipeline: RevisionPipeline, group_id: str, plans: list[Revis
                  for r, member in zip(results, members, strict=True)]
         train_s = time.perf_counter() - started
         metrics.record_stage("train", train_s)
+        bounds = [bound_record(b) if b is not None else None for b in blobs]
         # Every blob in the store before any record names one.
         digests = [adapters.put_file(b) if b is not None else None for b in blobs]
     log.info("group trained in %.1fs", train_s, extra=ids)
     group = {"group_id": group_id, "size": len(plans), "chunk_tokens": chunk_tokens,
              "members": [member_inputs(pipeline, p) for p in plans]}
     out: dict[str, Candidate | RevisionOutcome] = {}
-    for slot, (plan, result, digest) in enumerate(zip(plans, results, digests, strict=True)):
+    for slot, (plan, result, digest, bound) in enumerate(
+            zip(plans, results, digests, bounds, strict=True)):
         if digest is None:
             # Deterministic (a retry fails alike): no revision, the member is told why.
             why = f"training failed in group {group_id}: {result.error}"
@@ -154,7 +156,7 @@ def _train_together(pipeline: RevisionPipeline, group_id: str, plans: list[Revis
             continue
         n_bytes = adapters.path(digest).stat().st_size
         refused = pipeline.record_trained(plan, digest, n_bytes, train_s,
-                                          group={**group, "slot": slot})
+                                          group={**group, "slot": slot}, bound=bound)
         out[plan.revision_id] = refused or (
             digest, n_bytes, {"dataset": plan.dataset_seconds, "train": train_s})
     return out

@@ -160,10 +160,10 @@ class RevisionPipeline:
             digest, n_bytes = recorded
         else:
             # Through the methods (not the functions): tests replace them on the instance.
-            digest, n_bytes, train_s, store_s = train_and_store(
+            digest, n_bytes, train_s, store_s, bound = train_and_store(
                 self.train_candidate, self.adapters, plan, _plan_ids(plan))
             seconds["train"], seconds["store"] = train_s, store_s
-            refused = self.record_trained(plan, digest, n_bytes, train_s)
+            refused = self.record_trained(plan, digest, n_bytes, train_s, bound=bound)
             if refused is not None:
                 return refused
         return self.decide(plan, digest, n_bytes, seconds)
@@ -179,12 +179,14 @@ class RevisionPipeline:
         return digest, self.adapters.path(digest).stat().st_size
 
     def record_trained(self, plan: RevisionPlan, digest: str, n_bytes: int, train_s: float,
-                       *, group: dict[str, Any] | None = None) -> RevisionOutcome | None:
+                       *, group: dict[str, Any] | None = None,
+                       bound: dict[str, float] | None = None) -> RevisionOutcome | None:
         """Append the candidate's `RevisionTrained` (with its group, when trained in one);
         the skipped outcome when the forget guard refuses it (its blob is deleted)."""
         try:
             self.store.append([trained_event(self.engine, self.config, self._regression,
-                                             plan, digest, n_bytes, train_s, group=group)])
+                                             plan, digest, n_bytes, train_s, group=group,
+                                             bound=bound)])
         except ForgottenDataRefused as exc:
             return forgotten_meanwhile(self.adapters, plan, digest, str(exc))
         return None

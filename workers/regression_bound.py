@@ -17,6 +17,7 @@ same bytes), so a revision re-trained from its provenance gets the same digest.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,12 +117,29 @@ def bounded_blob(
     cache: MetricsCache | None = None,
 ) -> Path:
     """`bound_regression`'s choice, or `blob` itself when the bound is off (None): what
-    every trainer of revisions (alone, in a group, re-trained) stores."""
+    every trainer of revisions (alone, in a group, re-trained) stores. The choice's record
+    goes next to it (`bound_record`), for the revision's provenance."""
     if max_rise is None:
         return blob
     bounded = bound_regression(model, tokenizer, blob, warm_start, regression=regression,
                                max_rise=max_rise, max_length=max_length, cache=cache)
+    record = {"max_rise": max_rise, **bounded.as_provenance()}
+    bound_record_path(bounded.blob).write_text(json.dumps(record))
     log.info("regression bound %.2f%%: kept %g of the step (regression %+.2f%%, as trained "
              "%+.2f%%)", 100 * max_rise, bounded.factor, 100 * bounded.rise,
              100 * bounded.trained_rise, extra={"regression_bound": bounded.as_provenance()})
     return bounded.blob
+
+
+def bound_record_path(blob: Path) -> Path:
+    return blob.with_suffix(".bound.json")
+
+
+def bound_record(blob: Path) -> dict[str, float] | None:
+    """What `bounded_blob` recorded for the blob it returned (None: no bound was set):
+    the bound, the share of the step kept and the regression rises, as trained and kept."""
+    path = bound_record_path(blob)
+    if not path.exists():
+        return None
+    record: dict[str, float] = json.loads(path.read_text())
+    return record

@@ -14,7 +14,7 @@ from tessera.schemas.revisions import RevisionTrained
 from tessera.workers import metrics
 from tessera.workers.adapter_store import AdapterStore
 from tessera.workers.evaluator import MetricsCache
-from tessera.workers.regression_bound import bounded_blob
+from tessera.workers.regression_bound import bound_record, bounded_blob
 from tessera.workers.regression_set import RegressionSet, load_regression_set
 from tessera.workers.revision_events import code_version, revision_event
 from tessera.workers.revision_types import Engine, PipelineConfig, RevisionPlan
@@ -49,9 +49,10 @@ def train_candidate(
 
 def train_and_store(
     train: TrainCandidate, adapters: AdapterStore, plan: RevisionPlan, ids: dict[str, str]
-) -> tuple[str, int, float, float]:
+) -> tuple[str, int, float, float, dict[str, float] | None]:
     """Train with `train`, put the blob in the content-addressed store (its temp folder
-    goes either way). Returns (digest, bytes, train seconds, store seconds)."""
+    goes either way). Returns (digest, bytes, train seconds, store seconds, the regression
+    bound's record or None)."""
     log.info("training started on %d examples (parent %s)", len(plan.train),
              plan.parent.revision_id if plan.parent else "base", extra=ids)
     started = time.perf_counter()
@@ -60,6 +61,7 @@ def train_and_store(
     metrics.record_stage("train", train_s)
     started = time.perf_counter()
     try:
+        bound = bound_record(blob)
         digest = adapters.put_file(blob)
     finally:
         shutil.rmtree(blob.parent, ignore_errors=True)
@@ -67,12 +69,13 @@ def train_and_store(
     metrics.record_stage("store", store_s)
     n_bytes = adapters.path(digest).stat().st_size
     log.info("trained %s (%d bytes) in %.1fs", digest[:12], n_bytes, train_s, extra=ids)
-    return digest, n_bytes, train_s, store_s
+    return digest, n_bytes, train_s, store_s, bound
 
 
 def trained_event(
     engine: Engine, config: PipelineConfig, regression: RegressionSet, plan: RevisionPlan,
     digest: str, n_bytes: int, train_s: float, *, group: dict[str, Any] | None = None,
+    bound: dict[str, float] | None = None,
 ) -> EventEnvelope:
     """`RevisionTrained` with the full provenance: enough to train the same bytes again
     (for a revision trained in a group, `group` names the group and every member's
@@ -101,6 +104,8 @@ def trained_event(
             "parent_adapter_digest": (plan.parent.adapter_digest
                                       if plan.parent is not None else None),
             **({"group": group} if group is not None else {}),
+            # the regression bound's choice (workers/regression_bound.py), when one is set
+            **({"regression_bound": bound} if bound is not None else {}),
         },
         seed=config.seed, dataset_from=plan.dataset_from, dataset_to=plan.dataset_to,
         dataset_digest=plan.dataset_digest,

@@ -23,15 +23,14 @@ log = logging.getLogger(__name__)
 
 
 def projection_lookup(database_url: str, *, pool_size: int = 4) -> Lookup:
-    """`lookup(tenant, user)` answered by `events.catalog.served_revision` over the event
-    store's projections (its own pool)."""
-    from tessera.events.catalog import served_revision
+    """`lookup(tenant, user)` answered by the event store's projections (its own pool):
+    `events.catalog.served_revision`'s rule, in one statement."""
     from tessera.events.postgres_store import PostgresEventStore
 
     store = PostgresEventStore(database_url, pool_size=pool_size)
 
     def lookup(tenant_id: str, user_id: str) -> Served:
-        s = served_revision(store, tenant_id, user_id)
+        s = store.served(tenant_id, user_id)
         return Served(s.revision_id, s.adapter_digest, s.source)
 
     return lookup

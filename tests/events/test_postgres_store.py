@@ -12,11 +12,13 @@ import pytest
 from psycopg import pq
 
 from tessera.events import db
+from tessera.events.catalog import served_revision
 from tessera.events.db import connect, translated, with_retry
 from tessera.events.postgres_store import PostgresEventStore
 from tessera.events.store import EventStoreError, TransientStoreError
+from tessera.schemas.events import PRIOR_USER_ID
 
-from .factories import exchange
+from .factories import evaluated, exchange, promoted, trained
 
 
 def test_concurrent_appends_commit_positions_in_order(database_url: str) -> None:
@@ -134,6 +136,28 @@ def test_one_statement_reads_send_no_begin_or_commit(database_url: str, tmp_path
         assert write[0] == '"BEGIN"' and write[-1] == '"COMMIT"', write
         assert store.get_user("t", "u") is not None
         assert [e.stream_version for e in store.read()] == [1, 2]
+
+
+def test_what_a_user_is_served_is_one_statement_whichever_head_answers(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The serving resolver's cache miss (`served`): the user's head, else the tenant
+    prior's, else the base, as `served_revision` says, and one statement on the wire for
+    a user on the prior too (two separate head reads before)."""
+    with PostgresEventStore(database_url, pool_size=1) as store:
+        store.append([trained("t", PRIOR_USER_ID, "p1", kind="prior"),
+                      evaluated("t", PRIOR_USER_ID, "p1"), promoted("t", PRIOR_USER_ID, "p1")])
+        store.append([trained("t", "ann", "a1", parent="p1"), evaluated("t", "ann", "a1"),
+                      promoted("t", "ann", "a1")])
+        cases = {("t", "ann"): ("a1", "personal"), ("t", "bob"): ("p1", "prior"),
+                 ("t", PRIOR_USER_ID): ("p1", "prior"), ("u", "ann"): (None, "base")}
+        for (tenant, user), (revision, source) in cases.items():
+            got = store.served(tenant, user)
+            assert (got.revision_id, got.source) == (revision, source), (tenant, user)
+            assert got == served_revision(store, tenant, user)
+        sent = _statements_sent(store, tmp_path / "libpq.trace",
+                                lambda: store.served("t", "bob"))
+        assert len(sent) == 1 and 'FROM "heads"' in sent[0], sent
 
 
 def test_a_connection_idle_past_the_recheck_time_is_checked_before_it_is_lent(

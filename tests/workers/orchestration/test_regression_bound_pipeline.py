@@ -43,6 +43,7 @@ def test_bounded_candidates_alone_and_in_a_group_are_stored_and_reproduced(
     prior_row = pg_store.get_revision(prior.revision_id or "")
     assert prior_row is not None
     assert prior_row.provenance["hyperparameters"]["train"]["max_regression_rise"] is None
+    assert "regression_bound" not in prior_row.provenance["hyperparameters"]
 
     pg_store.append(exchanges("alice", 20, seed=1) + exchanges("bob", 20, seed=1)
                     + exchanges("carol", 20, seed=1))
@@ -63,7 +64,9 @@ def test_bounded_candidates_alone_and_in_a_group_are_stored_and_reproduced(
     for outcome, bound in zip((alone, *together), chosen, strict=True):
         row = pg_store.get_revision(outcome.revision_id or "")
         assert row is not None and row.parent_revision_id == prior.revision_id
-        assert row.provenance["hyperparameters"]["train"]["max_regression_rise"] == BOUND
+        hyper = row.provenance["hyperparameters"]
+        assert hyper["train"]["max_regression_rise"] == BOUND
+        assert hyper["regression_bound"] == {"max_rise": BOUND, **bound}
         stored = regression_nll(engine.model, engine.tokenizer,
                                 adapter=adapters.path(row.adapter_digest),
                                 regression=pipeline.regression, max_length=64)
