@@ -30,7 +30,7 @@ def test_keys_are_stored_only_as_sha256(served: Deployment) -> None:
         rows = conn.execute("SELECT row_to_json(k)::text, key_sha256 FROM api_keys k").fetchall()
     dump = "\n".join(r[0] for r in rows)
     for key in (served.key_a, served.key_b):
-        secret = key.rsplit("_", 1)[1]
+        secret = key.split("_", 2)[2]  # the secret itself may hold "_"
         assert secret not in dump, "a key's secret is stored in the clear"
         assert hashlib.sha256(key.encode()).hexdigest() in {r[1] for r in rows}
 
@@ -53,8 +53,12 @@ def test_tenant_keys_are_compared_in_constant_time(served: Deployment,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     spy = _Spy()
     monkeypatch.setattr("tessera.events.tenants.hmac.compare_digest", spy)
-    key_id_and_secret = served.key_a.rsplit("_", 1)
-    forged = f"{key_id_and_secret[0]}_{'A' * len(key_id_and_secret[1])}"  # right id, wrong secret
+    # `tsk_<key_id>_<secret>`; the secret is urlsafe base64 and may hold "_" itself, so
+    # split from the left (splitting from the right once forged the real key by chance)
+    prefix, key_id, secret = served.key_a.split("_", 2)
+    filler = "B" if secret == "A" * len(secret) else "A"
+    forged = f"{prefix}_{key_id}_{filler * len(secret)}"  # right id, wrong secret
+    assert forged != served.key_a
     with psycopg.connect(served.database_url) as conn:
         assert tenants.authenticate(conn, served.key_a) == TENANT_A
         assert tenants.authenticate(conn, forged) is None
