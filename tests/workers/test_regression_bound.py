@@ -52,6 +52,14 @@ def _step(prior: Path, folder: Path, scale: float, seed: int) -> Path:
     return path
 
 
+def _drawn(tiny: tuple[Any, Any], prior: Path, folder: Path, scale: float, seed: int
+           ) -> tuple[Any, Any, Path, RegressionSet]:
+    """(model, tokenizer, a drawn step from `prior`, the regression set)."""
+    model, tokenizer = tiny
+    return model, tokenizer, _step(prior, folder, scale, seed), load_regression_set(
+        "regression-v1")
+
+
 def _rise(tiny: tuple[Any, Any], blob: Path | None, start: Path, regression: RegressionSet
           ) -> float:
     model, tokenizer = tiny
@@ -78,9 +86,7 @@ def test_interpolation_keeps_the_endpoints_and_scales_b_without_a_start() -> Non
 def test_a_step_past_the_bound_is_pulled_back_until_within_it(
     tiny: tuple[Any, Any], prior: Path, tmp_path: Path
 ) -> None:
-    model, tokenizer = tiny
-    personal = _step(prior, tmp_path, 0.2, 5)
-    regression = load_regression_set("regression-v1")
+    model, tokenizer, personal, regression = _drawn(tiny, prior, tmp_path, 0.2, 5)
     trained_rise = _rise(tiny, personal, prior, regression)
     assert trained_rise > 0.001, "the drawn step should raise the regression set's NLL"
     bound = trained_rise / 3
@@ -106,9 +112,8 @@ def test_a_step_past_the_bound_is_pulled_back_until_within_it(
 def test_when_no_smaller_step_is_within_the_bound_the_least_rise_is_kept(
     tiny: tuple[Any, Any], prior: Path, tmp_path: Path
 ) -> None:
-    model, tokenizer = tiny
-    personal = _step(prior, tmp_path, 0.5, 3)  # smaller steps rise more here
-    regression = load_regression_set("regression-v1")
+    # a step whose smaller shares rise more than it does
+    model, tokenizer, personal, regression = _drawn(tiny, prior, tmp_path, 0.5, 3)
     trained_rise = _rise(tiny, personal, prior, regression)
     got = bound_regression(model, tokenizer, personal, prior, regression=regression,
                            max_rise=trained_rise / 3, max_length=64)
@@ -122,9 +127,7 @@ def test_when_no_smaller_step_is_within_the_bound_the_least_rise_is_kept(
 def test_a_step_within_the_bound_and_a_bound_that_is_off_keep_the_adapter(
     tiny: tuple[Any, Any], prior: Path, tmp_path: Path
 ) -> None:
-    model, tokenizer = tiny
-    personal = _step(prior, tmp_path, 0.2, 5)
-    regression = load_regression_set("regression-v1")
+    model, tokenizer, personal, regression = _drawn(tiny, prior, tmp_path, 0.2, 5)
     loose = bound_regression(model, tokenizer, personal, prior, regression=regression,
                              max_rise=1.0, max_length=64)
     assert (loose.blob, loose.factor) == (personal, 1.0)
