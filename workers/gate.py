@@ -47,11 +47,13 @@ class GateConfig(BaseModel):
         "rejected.",
     )
 
-    # A phrase loop ("I did a lot of things. I did a lot of things.") repeats several
-    # 3-grams; one extra repeat in a short greedy answer can be chance.
+    # A loop repeats the words right before it (workers/canary_repetition.py); a person's
+    # parallel phrasing ("I'm a math teacher. I'm a math student.") is not one, though the
+    # earlier count of repeated 3-grams refused 3 of the bound run's 5 candidates on such
+    # answers, all better on test (bench/README.md, "Issue #14's canary").
     max_canary_repeats: int = Field(
-        1, ge=0, description="Most repeated word 3-grams a canary generation may have beyond "
-        "the baseline's generation for the same prompt; more: rejected.",
+        0, ge=0, description="How many words longer than the baseline's generation for the "
+        "same prompt a canary generation's longest loop may be; longer: rejected.",
     )
 
     def as_provenance(self) -> dict[str, Any]:

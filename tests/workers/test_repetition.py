@@ -6,7 +6,6 @@ import math
 
 import pytest
 
-from tessera.workers.canary_repetition import repeated_trigrams
 from tessera.workers.repetition import (
     repeated_word_ngrams,
     repeats_word_ngram,
@@ -45,10 +44,10 @@ def test_share_of_replies() -> None:
     assert words("Don't STOP-me") == ["don", "t", "stop", "me"]
 
 
-@pytest.mark.parametrize("text", [
-    "I did a lot of things. I did a lot of things.", "a a a a a", "Fine, thanks.", ""])
-def test_the_gates_canary_counts_the_same_repeats(text: str) -> None:
-    # The gate's canary (workers/canary_repetition.py) and the study must flag the same
-    # replies, or the study's figures say nothing about what the gate lets through.
-    assert repeated_word_ngrams(text) == repeated_trigrams(text)
-    assert repeated_word_ngrams("I did a lot of things. I did a lot of things.") == 4
+def test_counting_repeated_ngrams() -> None:
+    loop = "I did a lot of things. I did a lot of things."
+    assert repeated_word_ngrams(loop) == 4
+    assert repeated_word_ngrams(loop, 5) == 2
+    assert repeated_word_ngrams("a a a a") == 1  # overlapping occurrences count
+    with pytest.raises(ValueError, match="at least 1"):
+        repeated_word_ngrams(loop, 0)
