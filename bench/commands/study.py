@@ -108,6 +108,23 @@ def _floats(text: str | None, option: str) -> tuple[float, ...]:
     return values
 
 
+def _seed_choices(text: str | None) -> tuple[tuple[int, int], ...]:
+    """`--exclude-chosen` "0:4,1:8" as ((0, 4), (1, 8))."""
+    if not text:
+        return ()
+    pairs = []
+    for item in (i.strip() for i in text.split(",") if i.strip()):
+        seed, _, n = item.partition(":")
+        try:
+            pairs.append((int(seed), int(n)))
+        except ValueError as exc:
+            raise typer.BadParameter(
+                f"--exclude-chosen takes SEED:N pairs like 0:4,1:8, got {item!r}") from exc
+    if any(n < 1 for _, n in pairs):
+        raise typer.BadParameter(f"--exclude-chosen counts must be at least 1, got {text!r}")
+    return tuple(pairs)
+
+
 @study_app.command("personalization")
 def personalization(
     speakers: Annotated[str | None, typer.Option(
@@ -116,6 +133,9 @@ def personalization(
     min_messages: Annotated[int, typer.Option(min=2, help="Least messages of a chosen speaker.")
                             ] = 400,
     seed: Annotated[int, typer.Option(help="Seed of the speaker choice.")] = 0,
+    exclude_chosen: Annotated[str | None, typer.Option(
+        help="Comma-separated SEED:N pairs: skip the speakers earlier runs chose (the first "
+        "N of seed SEED's order), e.g. 0:4,1:8 for speakers disjoint from both.")] = None,
     days: Annotated[int, typer.Option(min=1, help="Nights the history is cut into.")] = 3,
     ranks: Annotated[str | None, typer.Option(
         help="Comma-separated LoRA ranks, one arm each (alpha/rank kept); default: settings.")
@@ -188,7 +208,7 @@ def personalization(
             speaker_ids=[s.strip() for s in speakers.split(",") if s.strip()] if speakers
             else None,
             n_speakers=n_speakers, min_messages=min_messages, seed=seed,
-            max_chars=settings.max_text_chars)
+            max_chars=settings.max_text_chars, exclude_choices=_seed_choices(exclude_chosen))
         general = design_mod.general_messages(
             [s.speaker_id for s in chosen], n_speakers=general_speakers,
             per_speaker=general_per_speaker, max_chars=settings.max_text_chars)

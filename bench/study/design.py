@@ -120,9 +120,12 @@ def choose_speakers(
     min_messages: int,
     seed: int,
     max_chars: int | None,
+    exclude_choices: Sequence[tuple[int, int]] = (),
 ) -> list[Speaker]:
     """The speakers named (in that order), else the first `n_speakers` with at least
-    `min_messages` messages in the seeded order of `load_speakers`."""
+    `min_messages` messages in the seeded order of `load_speakers`, skipping every speaker
+    an earlier run chose: each (seed, n) of `exclude_choices` is the first n of that seed's
+    order (so a report can run on speakers disjoint from the tuning and earlier sets)."""
     if speaker_ids:
         corpus = load_speakers(min_messages=1, max_chars=max_chars)
         everyone: dict[str, Speaker] = {s.speaker_id: s for s in corpus}
@@ -130,11 +133,17 @@ def choose_speakers(
         if missing:
             raise StudyDesignError(f"unknown speaker ids in chitchat-dataset: {missing}")
         return [everyone[s] for s in speaker_ids]
-    chosen: list[Speaker] = load_speakers(min_messages=min_messages, limit=n_speakers, seed=seed,
-                           max_chars=max_chars)
+    excluded = {s.speaker_id for other_seed, n in exclude_choices
+                for s in load_speakers(min_messages=min_messages, limit=n, seed=other_seed,
+                                       max_chars=max_chars)}
+    eligible = [s for s in load_speakers(min_messages=min_messages, seed=seed,
+                                         max_chars=max_chars)
+                if s.speaker_id not in excluded]
+    chosen = eligible[:n_speakers]
     if len(chosen) < n_speakers:
         raise StudyDesignError(
-            f"only {len(chosen)} speakers have >= {min_messages} messages (asked for {n_speakers})"
+            f"only {len(eligible)} speakers have >= {min_messages} messages and were not "
+            f"excluded (asked for {n_speakers})"
         )
     return chosen
 

@@ -7,6 +7,7 @@ import pytest
 from tessera.bench.study.design import (
     StudyDesignError,
     build_design,
+    choose_speakers,
     examples_of,
     split_speaker,
 )
@@ -44,3 +45,20 @@ def test_examples_render_like_the_pipeline() -> None:
     assert [e.target for e in examples] == [STYLES["alice"]] * 4
     assert examples[1].messages[0] == ("user", "Hello there.")  # the other person's turn
     assert examples[1].messages[-1][0] == "user"  # the prompt they answered
+
+
+def test_earlier_runs_speakers_can_be_excluded_from_a_choice() -> None:
+    # chitchat-dataset's real speakers: the seed-2 choice, minus those seeds 0 and 1 chose
+    def ids(seed: int, n: int, exclude: tuple[tuple[int, int], ...] = ()) -> list[str]:
+        return [s.speaker_id for s in choose_speakers(
+            speaker_ids=None, n_speakers=n, min_messages=400, seed=seed, max_chars=None,
+            exclude_choices=exclude)]
+
+    earlier = set(ids(0, 4)) | set(ids(1, 8))
+    fresh = ids(2, 8, ((0, 4), (1, 8)))
+    assert len(set(fresh)) == 8 and not earlier & set(fresh)
+    # the same order as seed 2's own choice, with the earlier speakers skipped
+    seed2 = ids(2, 20)
+    assert fresh == [s for s in seed2 if s not in earlier][:8]
+    with pytest.raises(StudyDesignError, match="not excluded"):
+        ids(2, 50, ((0, 4), (1, 8)))
