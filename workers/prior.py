@@ -76,12 +76,21 @@ def sample_prior_dataset(
     users: Sequence[str] | None = None,
     exclude_positions: Mapping[str, Collection[int]] | None = None,
     personal_holdout: bool = True,
+    order: str = "user",
 ) -> PriorSample:
     """The prior's training and held-out examples (see the module docstring). `users`
     pins the user list (when rebuilding a recorded prior); by default every user with
     interactions. `exclude_positions`: per user, positions never to train on (the current
     heads' held-out examples). `personal_holdout` False rebuilds priors recorded before
-    every user's last examples were left out (only evaluators held out then)."""
+    every user's last examples were left out (only evaluators held out then).
+
+    `order` "user": the training (and held-out) examples user by user (users sorted, each
+    user's in log order), so the same events train the same prior however the partitions
+    interleaved them in the log (in "position" order, which priors recorded before Dec 3
+    use, two replays of one history trained different priors: the study's runs could not
+    be paired)."""
+    if order not in ("user", "position"):
+        raise ValueError(f"order must be 'user' or 'position', got {order!r}")
     if users is None:
         users = sampled_users(store.list_users(tenant_id))
     users = sorted(users)
@@ -116,8 +125,9 @@ def sample_prior_dataset(
         per_user[user_id] = hashlib.sha256(
             json.dumps([e.canonical() for e in examples], sort_keys=True).encode()
         ).hexdigest()
-    train.sort(key=lambda e: e.position)
-    heldout.sort(key=lambda e: e.position)
+    if order == "position":
+        train.sort(key=lambda e: e.position)
+        heldout.sort(key=lambda e: e.position)
     params = {
         "builder": "prior",
         "users": list(users),
@@ -129,6 +139,7 @@ def sample_prior_dataset(
         "per_user_cap": per_user_cap,
         "holdout_k": holdout_k,
         "personal_holdout": personal_holdout,
+        **({"order": order} if order != "position" else {}),
         "excluded_positions": {u: sorted(p) for u, p in sorted((exclude_positions or {}).items())
                                if p and personal_holdout},
         "train_examples": len(train),

@@ -69,6 +69,8 @@ def reproduce_revision(pipeline: RevisionPipeline, revision_id: str) -> Reproduc
             exclude_positions=params.get("excluded_positions", {}),
             # Priors recorded before every user's last examples were left out.
             personal_holdout=bool(params.get("personal_holdout", False)),
+            # Priors recorded before their training order stopped following the log's.
+            order=str(params.get("order", "position")),
         )
         train, digest = sample.train, sample.digest
     else:
