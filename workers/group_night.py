@@ -34,7 +34,7 @@ from tessera.workers.group_eval import evaluate_group
 from tessera.workers.group_trainer import DEFAULT_CHUNK_TOKENS, GroupMember, train_group
 from tessera.workers.pipeline import RevisionOutcome, RevisionPipeline, RevisionPlan
 from tessera.workers.regression_bound import bound_record, bounded_blob
-from tessera.workers.revision_train import train_and_store
+from tessera.workers.revision_train import rebase_head, train_and_store
 from tessera.workers.training_request import TrainingGroup, TrainingMessage
 
 log = logging.getLogger(__name__)
@@ -132,9 +132,10 @@ def _train_together(pipeline: RevisionPipeline, group_id: str, plans: list[Revis
                               member.init_adapter, max_rise=max_rise,
                               regression=pipeline.regression,
                               max_length=pipeline.config.eval_max_length,
-                              cache=pipeline.metrics_cache)
+                              cache=pipeline.metrics_cache,
+                              also_within=rebase_head(adapters, plan))
                  if r.result is not None else None
-                 for r, member in zip(results, members, strict=True)]
+                 for r, member, plan in zip(results, members, plans, strict=True)]
         train_s = time.perf_counter() - started
         metrics.record_stage("train", train_s)
         bounds = [bound_record(b) if b is not None else None for b in blobs]

@@ -42,6 +42,7 @@ from tessera.workers.adapter_store import AdapterStore
 from tessera.workers.evaluator import MetricsCache
 from tessera.workers.gate import EvalMetrics
 from tessera.workers.prior import plan_prior
+from tessera.workers.regression_bound import BoundRecord
 from tessera.workers.regression_set import RegressionSet, load_regression_set
 from tessera.workers.revision_decide import (
     decision_events,
@@ -180,7 +181,7 @@ class RevisionPipeline:
 
     def record_trained(self, plan: RevisionPlan, digest: str, n_bytes: int, train_s: float,
                        *, group: dict[str, Any] | None = None,
-                       bound: dict[str, float] | None = None) -> RevisionOutcome | None:
+                       bound: BoundRecord | None = None) -> RevisionOutcome | None:
         """Append the candidate's `RevisionTrained` (with its group, when trained in one);
         the skipped outcome when the forget guard refuses it (its blob is deleted)."""
         try:

@@ -11,8 +11,14 @@ start's, `W(f) = W_start + f * (W_trained - W_start)` for A and B alike (with no
 start, only B scales: peft starts B at zero), for `f` = 1/2, 1/4, 1/8 in turn; the first
 one within the bound is the candidate (else the smallest, and the gate decides as ever).
 
-Deterministic (the same blob, warm start and regression set give the same choice and the
-same bytes), so a revision re-trained from its provenance gets the same digest.
+On a rebase (a user's candidate warm-started from a new prior while their head was
+trained on an older one) the gate compares the candidate with the better of head and new
+prior, so the bound measures the rise against the lower of the two regression NLLs
+(`also_within`: the head): a step kept within the bound of the new prior alone was
+refused at +2.17% over the head in the bound run.
+
+Deterministic (the same blob, warm start, head and regression set give the same choice and
+the same bytes), so a revision re-trained from its provenance gets the same digest.
 """
 
 from __future__ import annotations
@@ -35,6 +41,9 @@ log = logging.getLogger(__name__)
 
 SHRINK_FACTORS: Final = (0.5, 0.25, 0.125)
 
+# max_rise, factor, rise, trained_rise (floats) and, on a rebase, also_within (a digest)
+BoundRecord = dict[str, float | str]
+
 
 @dataclass(frozen=True)
 class Bounded:
@@ -42,7 +51,7 @@ class Bounded:
 
     blob: Path
     factor: float  # share of the trained step kept: 1.0 = the adapter as trained
-    rise: float  # its regression-set NLL relative to the warm start's, minus 1
+    rise: float  # its regression-set NLL relative to the reference's, minus 1
     trained_rise: float  # the same for the adapter as trained
 
     def as_provenance(self) -> dict[str, float]:
@@ -79,17 +88,21 @@ def bound_regression(
     max_rise: float,
     max_length: int,
     cache: MetricsCache | None = None,
+    also_within: Path | None = None,
 ) -> Bounded:
-    """The trained `blob` if its regression-set NLL is within `max_rise` of the warm
-    start's (the base model's without one), else the first of `SHRINK_FACTORS` whose
-    interpolation is (written next to `blob`), else the one with the least rise."""
+    """The trained `blob` if its regression-set NLL is within `max_rise` of the reference
+    (the warm start's, the base model's without one; the lower of that and `also_within`'s
+    when given), else the first of `SHRINK_FACTORS` whose interpolation is (written next to
+    `blob`), else the one with the least rise. Steps shrink toward the warm start alone."""
 
     def nll(adapter: Path | None) -> float:
         return regression_nll(model, tokenizer, adapter=adapter, regression=regression,
                               max_length=max_length, cache=cache)
 
-    start_nll = nll(warm_start)
-    trained_rise = nll(blob) / start_nll - 1
+    reference_nll = nll(warm_start)
+    if also_within is not None:
+        reference_nll = min(reference_nll, nll(also_within))
+    trained_rise = nll(blob) / reference_nll - 1
     if trained_rise <= max_rise:
         return Bounded(blob, 1.0, trained_rise, trained_rise)
     trained, cfg = load_adapter_blob(blob)
@@ -98,7 +111,7 @@ def bound_regression(
     for factor in SHRINK_FACTORS:
         path = blob.with_name(f"{blob.stem}-x{factor:g}{blob.suffix}")
         save_adapter_blob(interpolate(start, trained, factor), cfg, path)
-        tried.append(Bounded(path, factor, nll(path) / start_nll - 1, trained_rise))
+        tried.append(Bounded(path, factor, nll(path) / reference_nll - 1, trained_rise))
         if tried[-1].rise <= max_rise:
             return tried[-1]
     # none within the bound: the least rise (ties: the larger step); the gate decides
@@ -115,15 +128,20 @@ def bounded_blob(
     regression: RegressionSet,
     max_length: int,
     cache: MetricsCache | None = None,
+    also_within: tuple[str, Path] | None = None,
 ) -> Path:
     """`bound_regression`'s choice, or `blob` itself when the bound is off (None): what
     every trainer of revisions (alone, in a group, re-trained) stores. The choice's record
-    goes next to it (`bound_record`), for the revision's provenance."""
+    goes next to it (`bound_record`), for the revision's provenance. `also_within`: a
+    rebase's head, (its adapter digest, its blob), recorded so re-training finds it."""
     if max_rise is None:
         return blob
     bounded = bound_regression(model, tokenizer, blob, warm_start, regression=regression,
-                               max_rise=max_rise, max_length=max_length, cache=cache)
-    record = {"max_rise": max_rise, **bounded.as_provenance()}
+                               max_rise=max_rise, max_length=max_length, cache=cache,
+                               also_within=also_within[1] if also_within else None)
+    record: BoundRecord = {"max_rise": max_rise, **bounded.as_provenance()}
+    if also_within is not None:
+        record["also_within"] = also_within[0]
     bound_record_path(bounded.blob).write_text(json.dumps(record))
     log.info("regression bound %.2f%%: kept %g of the step (regression %+.2f%%, as trained "
              "%+.2f%%)", 100 * max_rise, bounded.factor, 100 * bounded.rise,
@@ -135,11 +153,11 @@ def bound_record_path(blob: Path) -> Path:
     return blob.with_suffix(".bound.json")
 
 
-def bound_record(blob: Path) -> dict[str, float] | None:
+def bound_record(blob: Path) -> BoundRecord | None:
     """What `bounded_blob` recorded for the blob it returned (None: no bound was set):
     the bound, the share of the step kept and the regression rises, as trained and kept."""
     path = bound_record_path(blob)
     if not path.exists():
         return None
-    record: dict[str, float] = json.loads(path.read_text())
+    record: BoundRecord = json.loads(path.read_text())
     return record

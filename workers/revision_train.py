@@ -14,7 +14,7 @@ from tessera.schemas.revisions import RevisionTrained
 from tessera.workers import metrics
 from tessera.workers.adapter_store import AdapterStore
 from tessera.workers.evaluator import MetricsCache
-from tessera.workers.regression_bound import bound_record, bounded_blob
+from tessera.workers.regression_bound import BoundRecord, bound_record, bounded_blob
 from tessera.workers.regression_set import RegressionSet, load_regression_set
 from tessera.workers.revision_events import code_version, revision_event
 from tessera.workers.revision_types import Engine, PipelineConfig, RevisionPlan
@@ -23,6 +23,18 @@ from tessera.workers.trainer import train_adapter
 log = logging.getLogger(__name__)
 
 TrainCandidate = Callable[[RevisionPlan], Path]
+
+
+def rebase_head(adapters: AdapterStore, plan: RevisionPlan) -> tuple[str, Path] | None:
+    """On a rebase, the user's head (digest, blob): the gate may compare the candidate with
+    it rather than with the new prior it was warm-started from, so the regression bound
+    holds against both (workers/regression_bound.py). None otherwise."""
+    head = plan.baseline
+    if plan.rival is None or head is None or plan.parent is None:
+        return None
+    if head.adapter_digest == plan.parent.adapter_digest:
+        return None
+    return head.adapter_digest, adapters.path(head.adapter_digest)
 
 
 def train_candidate(
@@ -43,13 +55,13 @@ def train_candidate(
         engine.model, engine.tokenizer, result.blob_path, init,
         max_rise=cfg.max_regression_rise,
         regression=regression or load_regression_set(config.regression_version),
-        max_length=config.eval_max_length, cache=cache,
+        max_length=config.eval_max_length, cache=cache, also_within=rebase_head(adapters, plan),
     )
 
 
 def train_and_store(
     train: TrainCandidate, adapters: AdapterStore, plan: RevisionPlan, ids: dict[str, str]
-) -> tuple[str, int, float, float, dict[str, float] | None]:
+) -> tuple[str, int, float, float, BoundRecord | None]:
     """Train with `train`, put the blob in the content-addressed store (its temp folder
     goes either way). Returns (digest, bytes, train seconds, store seconds, the regression
     bound's record or None)."""
@@ -75,7 +87,7 @@ def train_and_store(
 def trained_event(
     engine: Engine, config: PipelineConfig, regression: RegressionSet, plan: RevisionPlan,
     digest: str, n_bytes: int, train_s: float, *, group: dict[str, Any] | None = None,
-    bound: dict[str, float] | None = None,
+    bound: BoundRecord | None = None,
 ) -> EventEnvelope:
     """`RevisionTrained` with the full provenance: enough to train the same bytes again
     (for a revision trained in a group, `group` names the group and every member's

@@ -15,6 +15,7 @@ from tessera.workers.evaluator import MetricsCache, regression_nll
 from tessera.workers.lora_config import LoraTrainConfig
 from tessera.workers.regression_bound import (
     SHRINK_FACTORS,
+    bound_record,
     bound_regression,
     bounded_blob,
     interpolate,
@@ -133,3 +134,29 @@ def test_a_step_within_the_bound_and_a_bound_that_is_off_keep_the_adapter(
     assert (loose.blob, loose.factor) == (personal, 1.0)
     assert bounded_blob(model, tokenizer, personal, prior, max_rise=None,
                         regression=regression, max_length=64) == personal
+
+
+def test_on_a_rebase_the_bound_holds_against_the_head_as_well(
+    tiny: tuple[Any, Any], prior: Path, tmp_path: Path
+) -> None:
+    # warm start: a new prior that regresses more than the user's head (here `prior`)
+    model, tokenizer, new_prior, regression = _drawn(tiny, prior, tmp_path, 0.2, 5)
+    candidate = _step(new_prior, tmp_path, 0.02, 7)
+    over_start = _rise(tiny, candidate, new_prior, regression)
+    over_head = _rise(tiny, candidate, prior, regression)
+    assert over_start < over_head  # the head is the stricter reference
+    bound = (over_start + over_head) / 2
+
+    alone = bound_regression(model, tokenizer, candidate, new_prior, regression=regression,
+                             max_rise=bound, max_length=64)
+    assert (alone.blob, alone.factor) == (candidate, 1.0)  # within the bound of its start
+    rebased = bound_regression(model, tokenizer, candidate, new_prior, regression=regression,
+                               max_rise=bound, max_length=64, also_within=prior)
+    assert rebased.trained_rise == pytest.approx(over_head)
+    assert rebased.rise == pytest.approx(_rise(tiny, rebased.blob, prior, regression))
+    assert rebased.factor < 1.0 or rebased.rise > bound  # pulled back, or the gate decides
+
+    kept = bounded_blob(model, tokenizer, candidate, new_prior, max_rise=bound,
+                        regression=regression, max_length=64, also_within=("a" * 64, prior))
+    assert bound_record(kept) == {"max_rise": bound, "also_within": "a" * 64,
+                                  **rebased.as_provenance()}

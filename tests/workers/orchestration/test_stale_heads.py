@@ -19,6 +19,7 @@ from tessera.schemas.events import PRIOR_USER_ID, EventType
 from tessera.workers.adapter_store import LocalAdapterStore
 from tessera.workers.gate import GateConfig
 from tessera.workers.pipeline import Engine, RevisionOutcome, RevisionPipeline
+from tessera.workers.reproduce import reproduce_revision
 from tessera.workers.training_request import TrainingRequest
 
 from .conftest import STYLES, TENANT, exchanges, tiny_pipeline_config, tiny_train_config
@@ -122,3 +123,20 @@ def test_a_head_that_loses_to_the_new_prior_is_superseded_and_the_prior_served(
         (carol.metrics["regression_nll"] - base_reg) / base_reg)
     evaluated = pg_store.get_revision(carol.revision_id or "")
     assert evaluated is not None and evaluated.baseline_revision_id == p2.revision_id
+
+    # Bob's head was kept: his next candidate rebases on the new prior, and under a
+    # regression bound the bound holds against his head too (the gate may compare with
+    # it); the head is recorded, so re-training the revision finds it.
+    bounded = RevisionPipeline(pg_store, adapters, engine, tiny_pipeline_config(
+        gate=GATE, personal_overrides={"max_regression_rise": 0.0}))
+    pg_store.append(exchanges("bob", 12, seed=5))
+    bob = _run(bounded, pg_store, "bob")
+    assert bob.parent_revision_id == p2.revision_id
+    assert bob.baseline_revision_id in (p2.revision_id, night1["bob"].revision_id)
+    bob_row = pg_store.get_revision(bob.revision_id or "")
+    bob_head = pg_store.get_revision(night1["bob"].revision_id or "")
+    assert bob_row is not None and bob_head is not None
+    bound = bob_row.provenance["hyperparameters"]["regression_bound"]
+    assert bound["also_within"] == bob_head.adapter_digest
+    rebuilt = reproduce_revision(bounded, bob_row.revision_id)
+    assert rebuilt.dataset_matches and rebuilt.adapter_matches
