@@ -85,10 +85,10 @@ def sample_prior_dataset(
     every user's last examples were left out (only evaluators held out then).
 
     `order` "user": the training (and held-out) examples user by user (users sorted, each
-    user's in log order), so the same events train the same prior however the partitions
-    interleaved them in the log (in "position" order, which priors recorded before Dec 3
-    use, two replays of one history trained different priors: the study's runs could not
-    be paired)."""
+    user's in log order), so the same events give the prior the same examples in the same
+    order however the partitions interleaved them in the log (in "position" order, which
+    priors recorded before Dec 3 use, two replays of one history trained on different
+    orders)."""
     if order not in ("user", "position"):
         raise ValueError(f"order must be 'user' or 'position', got {order!r}")
     if users is None:
