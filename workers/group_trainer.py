@@ -222,7 +222,7 @@ def train_group(
     shape = check_group(members)
     pad_id = pad_token_id(tokenizer)
     encoded = [[encode_example(tokenizer, e, max_length=m.config.max_length)
-                for e in sorted(m.examples, key=lambda e: e.position)] for m in members]
+                for e in m.examples] for m in members]
     states = [initial_state(model, member, base_digest) for member in members]
     folder = out_dir or Path(tempfile.mkdtemp(prefix="tessera-group-"))
     blob_cfg = AdapterBlobConfig(shape.rank, shape.alpha, shape.target_modules, base_digest)

@@ -6,7 +6,9 @@ and thread count. What makes that so:
 - `torch.manual_seed(seed)` right before the LoRA layers are created, so A's init and every
   dropout mask come from one seeded stream;
 - the example order of each epoch is a `random.Random(seed + epoch)` shuffle of the
-  position-sorted examples (no DataLoader workers, no hash-ordered sets);
+  examples in the order the dataset builder gives them (a user's: log order; the prior's:
+  user by user, so partitions' interleaving does not change it; no DataLoader workers, no
+  hash-ordered sets);
 - `torch.use_deterministic_algorithms(True)` while training;
 - the blob is written with sorted keys and a fixed metadata entry (`save_adapter_blob`).
 CPU kernels may reduce in a different order with another thread count, so re-training
@@ -168,8 +170,7 @@ def train_adapter(
         raise EmptyDataset("no training examples: nothing to train")
     seed = config.seed if seed is None else seed
     started = time.perf_counter()
-    ordered = sorted(examples, key=lambda e: e.position)
-    encoded = [encode_example(tokenizer, e, max_length=config.max_length) for e in ordered]
+    encoded = [encode_example(tokenizer, e, max_length=config.max_length) for e in examples]
     init_state: dict[str, torch.Tensor] | None = None
     if init_adapter is not None:
         init_state, init_cfg = load_adapter_blob(init_adapter)

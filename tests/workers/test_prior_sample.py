@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from tessera.events.memory_store import MemoryEventStore
+from tessera.workers.adapter_store import sha256_file
 from tessera.workers.dataset import Example
+from tessera.workers.lora_config import LoraTrainConfig
 from tessera.workers.prior import PriorSample, sample_prior_dataset
+from tessera.workers.trainer import train_adapter
 from tests.events.factories import exchange
 
 TENANT = "acme"
@@ -73,3 +79,19 @@ def test_the_same_streams_interleaved_otherwise_give_the_same_training_order() -
     # log order, what priors recorded before the change were trained in, differs
     assert _texts(sample(one, "position").train) != _texts(sample(other, "position").train)
     assert "order" not in sample(one, "position").params
+
+
+def test_the_same_streams_interleaved_otherwise_train_the_same_prior(
+    tiny: tuple[Any, Any], tmp_path: Path
+) -> None:
+    model, tokenizer = tiny
+    config = LoraTrainConfig(rank=2, alpha=4, lr=5e-3, epochs=1, batch_size=4, max_length=32,
+                             dropout=0.0)
+    digests = []
+    for n, store in enumerate((_interleaved(True), _interleaved(False))):
+        sample = sample_prior_dataset(store, TENANT, store.head_position(), max_per_user=100,
+                                      max_events=1000, eval_users=2, holdout_k=2)
+        result = train_adapter(model, tokenizer, sample.train, config=config,
+                               base_digest="0" * 64, out_dir=tmp_path / str(n), seed=3)
+        digests.append(sha256_file(result.blob_path))
+    assert digests[0] == digests[1]
