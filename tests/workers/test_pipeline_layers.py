@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.source_ast import parse_source
+
 WORKERS = Path(__file__).resolve().parents[2] / "workers"
 BELOW_THE_PIPELINE = [
     "revision_types", "revision_plan", "revision_train", "revision_eval", "revision_decide",
@@ -22,7 +24,7 @@ BELOW_THE_PIPELINE = [
 
 def _imported_modules(path: Path) -> set[str]:
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):  # every level, TYPE_CHECKING too
+    for node in ast.walk(parse_source(path.read_text())):  # every level, TYPE_CHECKING too
         if isinstance(node, ast.ImportFrom) and node.module is not None:
             found.add(node.module)
             found.update(f"{node.module}.{alias.name}" for alias in node.names)
@@ -39,7 +41,7 @@ def test_stage_does_not_import_the_pipeline(module: str) -> None:
 @pytest.mark.parametrize("module", BELOW_THE_PIPELINE)
 def test_stage_imports_nothing_inside_functions_but_heavy_libraries(module: str) -> None:
     # A function-level import of our own code would be hiding a cycle.
-    tree = ast.parse((WORKERS / f"{module}.py").read_text())
+    tree = parse_source((WORKERS / f"{module}.py").read_text())
     for func in ast.walk(tree):
         if isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef):
             for node in ast.walk(func):
