@@ -130,6 +130,7 @@ def _train_together(pipeline: RevisionPipeline, group_id: str, plans: list[Revis
         max_rise = cfg.max_regression_rise
         blobs = [bounded_blob(engine.model, engine.tokenizer, r.result.blob_path,
                               member.init_adapter, max_rise=max_rise,
+                              stretch=cfg.step_stretch,
                               regression=pipeline.regression,
                               max_length=pipeline.config.eval_max_length,
                               cache=pipeline.metrics_cache,

@@ -69,6 +69,13 @@ class LoraTrainConfig(BaseModel):
         "start (1/2, 1/4, 1/8 of its step) until within it (workers/regression_bound.py; "
         "None: off).",
     )
+    step_stretch: float = Field(
+        1.0, ge=1, le=4,
+        description="Stretch the trained step from the warm start before the regression "
+        "bound: W_start + step_stretch * (W_trained - W_start) per LoRA tensor (1: off). "
+        "The bound falls back to the unstretched step, then shorter ones, when the "
+        "stretched step rises past it; needs max_regression_rise.",
+    )
     seed: int = Field(0, ge=0, description="Seeds LoRA init, dropout and the example order.")
 
     @field_validator("target_modules", mode="before")
@@ -91,6 +98,15 @@ class LoraTrainConfig(BaseModel):
     def _alpha_is_sane(self) -> LoraTrainConfig:
         if self.alpha / self.rank > 64:
             raise ValueError(f"alpha / rank = {self.alpha / self.rank:g} is too large (max 64)")
+        return self
+
+    @model_validator(mode="after")
+    def _stretch_has_a_bound(self) -> LoraTrainConfig:
+        # A stretched step is only safe with somewhere to fall back to: the regression bound
+        # is what turns an overshoot into the unstretched (or a shorter) step.
+        if self.step_stretch != 1 and self.max_regression_rise is None:
+            raise ValueError("step_stretch > 1 needs max_regression_rise (the bound it falls "
+                             "back within)")
         return self
 
     @property

@@ -17,19 +17,26 @@ prior, so the bound measures the rise against the lower of the two regression NL
 (`also_within`: the head): a step kept within the bound of the new prior alone was
 refused at +2.17% over the head in the bound run.
 
+A stretched step (`LoraTrainConfig.step_stretch` > 1, issue #14's style lever) is tried
+first: `f` = the stretch, then the step as trained, then the shorter ones. What makes a
+personal adapter its user's is its distance from the prior; pushing further along it made
+replies sound more like their speaker (bench/README.md "style step"), and the bound keeps
+that push within what general competence allows.
+
 Deterministic (the same blob, warm start, head and regression set give the same choice and
 the same bytes), so a revision re-trained from its provenance gets the same digest.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from tessera.workers.adapter_store import load_adapter_blob, save_adapter_blob
+from tessera.workers.adapter_store import AdapterBlobConfig, load_adapter_blob, save_adapter_blob
 from tessera.workers.evaluator import MetricsCache, regression_nll
 from tessera.workers.regression_set import RegressionSet
 
@@ -89,11 +96,15 @@ def bound_regression(
     max_length: int,
     cache: MetricsCache | None = None,
     also_within: Path | None = None,
+    stretch: float = 1.0,
 ) -> Bounded:
-    """The trained `blob` if its regression-set NLL is within `max_rise` of the reference
-    (the warm start's, the base model's without one; the lower of that and `also_within`'s
-    when given), else the first of `SHRINK_FACTORS` whose interpolation is (written next to
-    `blob`), else the one with the least rise. Steps shrink toward the warm start alone."""
+    """The first step within `max_rise` of the reference regression-set NLL (the warm
+    start's, the base model's without one; the lower of that and `also_within`'s when
+    given): the step stretched by `stretch` when it is > 1, then the trained `blob`, then
+    the `SHRINK_FACTORS` (each written next to `blob`); else the one with the least rise.
+    Steps stretch and shrink from the warm start alone."""
+    if not stretch >= 1:
+        raise ValueError(f"stretch must be >= 1, got {stretch}")
 
     def nll(adapter: Path | None) -> float:
         return regression_nll(model, tokenizer, adapter=adapter, regression=regression,
@@ -103,15 +114,24 @@ def bound_regression(
     if also_within is not None:
         reference_nll = min(reference_nll, nll(also_within))
     trained_rise = nll(blob) / reference_nll - 1
-    if trained_rise <= max_rise:
-        return Bounded(blob, 1.0, trained_rise, trained_rise)
-    trained, cfg = load_adapter_blob(blob)
-    start = load_adapter_blob(warm_start)[0] if warm_start is not None else None
-    tried = [Bounded(blob, 1.0, trained_rise, trained_rise)]
-    for factor in SHRINK_FACTORS:
+    as_trained = Bounded(blob, 1.0, trained_rise, trained_rise)
+
+    @functools.cache  # read the two blobs once, and only if a step is rescaled
+    def weights() -> tuple[dict[str, torch.Tensor] | None, dict[str, torch.Tensor],
+                           AdapterBlobConfig]:
+        trained, cfg = load_adapter_blob(blob)
+        start = load_adapter_blob(warm_start)[0] if warm_start is not None else None
+        return start, trained, cfg
+
+    def step(factor: float) -> Bounded:
+        start, trained, cfg = weights()
         path = blob.with_name(f"{blob.stem}-x{factor:g}{blob.suffix}")
         save_adapter_blob(interpolate(start, trained, factor), cfg, path)
-        tried.append(Bounded(path, factor, nll(path) / reference_nll - 1, trained_rise))
+        return Bounded(path, factor, nll(path) / reference_nll - 1, trained_rise)
+
+    tried: list[Bounded] = []
+    for factor in ((stretch,) if stretch > 1 else ()) + (1.0,) + SHRINK_FACTORS:
+        tried.append(as_trained if factor == 1.0 else step(factor))
         if tried[-1].rise <= max_rise:
             return tried[-1]
     # none within the bound: the least rise (ties: the larger step); the gate decides
@@ -129,17 +149,24 @@ def bounded_blob(
     max_length: int,
     cache: MetricsCache | None = None,
     also_within: tuple[str, Path] | None = None,
+    stretch: float = 1.0,
 ) -> Path:
     """`bound_regression`'s choice, or `blob` itself when the bound is off (None): what
     every trainer of revisions (alone, in a group, re-trained) stores. The choice's record
     goes next to it (`bound_record`), for the revision's provenance. `also_within`: a
-    rebase's head, (its adapter digest, its blob), recorded so re-training finds it."""
+    rebase's head, (its adapter digest, its blob), recorded so re-training finds it.
+    `stretch`: `LoraTrainConfig.step_stretch`, tried first (needs the bound)."""
     if max_rise is None:
+        if stretch != 1:
+            raise ValueError("a stretched step needs a regression bound to fall back within")
         return blob
     bounded = bound_regression(model, tokenizer, blob, warm_start, regression=regression,
                                max_rise=max_rise, max_length=max_length, cache=cache,
-                               also_within=also_within[1] if also_within else None)
+                               also_within=also_within[1] if also_within else None,
+                               stretch=stretch)
     record: BoundRecord = {"max_rise": max_rise, **bounded.as_provenance()}
+    if stretch != 1:
+        record["stretch"] = stretch
     if also_within is not None:
         record["also_within"] = also_within[0]
     bound_record_path(bounded.blob).write_text(json.dumps(record))

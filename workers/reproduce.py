@@ -116,7 +116,8 @@ def _bounded(pipeline: RevisionPipeline, hyper: dict[str, Any], blob: Path,
             f"holds {pipeline.regression.digest[:12]}: the bound would choose differently")
     head = hyper.get("regression_bound", {}).get("also_within")  # a rebase's head
     return bounded_blob(pipeline.engine.model, pipeline.engine.tokenizer, blob, init,
-                        max_rise=config.max_regression_rise, regression=pipeline.regression,
+                        max_rise=config.max_regression_rise, stretch=config.step_stretch,
+                        regression=pipeline.regression,
                         max_length=pipeline.config.eval_max_length,
                         also_within=(head, pipeline.adapters.path(head)) if head else None)
 

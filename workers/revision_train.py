@@ -53,7 +53,7 @@ def train_candidate(
     )
     return bounded_blob(
         engine.model, engine.tokenizer, result.blob_path, init,
-        max_rise=cfg.max_regression_rise,
+        max_rise=cfg.max_regression_rise, stretch=cfg.step_stretch,
         regression=regression or load_regression_set(config.regression_version),
         max_length=config.eval_max_length, cache=cache, also_within=rebase_head(adapters, plan),
     )

@@ -77,6 +77,9 @@ def test_interpolation_keeps_the_endpoints_and_scales_b_without_a_start() -> Non
         torch.testing.assert_close(interpolate(start, trained, 0.0)[k], start[k])
         torch.testing.assert_close(interpolate(start, trained, 1.0)[k], trained[k])
         torch.testing.assert_close(interpolate(start, trained, 0.5)[k], (start[k] + trained[k]) / 2)
+        # a factor above 1 stretches the step past the trained weights (issue #14's style step)
+        torch.testing.assert_close(interpolate(start, trained, 2.0)[k],
+                                   2 * trained[k] - start[k])
     fresh = interpolate(None, trained, 0.25)
     torch.testing.assert_close(fresh["x.lora_A.weight"], trained["x.lora_A.weight"])
     torch.testing.assert_close(fresh["x.lora_B.weight"], 0.25 * trained["x.lora_B.weight"])
@@ -160,3 +163,57 @@ def test_on_a_rebase_the_bound_holds_against_the_head_as_well(
                         regression=regression, max_length=64, also_within=("a" * 64, prior))
     assert bound_record(kept) == {"max_rise": bound, "also_within": "a" * 64,
                                   **rebased.as_provenance()}
+
+
+def test_a_stretched_step_within_the_bound_is_kept_and_recorded(
+    tiny: tuple[Any, Any], prior: Path, tmp_path: Path
+) -> None:
+    model, tokenizer, personal, regression = _drawn(tiny, prior, tmp_path, 0.2, 5)
+    got = bound_regression(model, tokenizer, personal, prior, regression=regression,
+                           max_rise=1.0, max_length=64, stretch=2.0)
+    assert got.factor == 2.0 and got.blob != personal
+    assert got.rise == pytest.approx(_rise(tiny, got.blob, prior, regression))
+    start, trained = load_adapter_blob(prior)[0], load_adapter_blob(personal)[0]
+    stretched = load_adapter_blob(got.blob)[0]
+    for key, w in trained.items():
+        torch.testing.assert_close(stretched[key], start[key] + 2 * (w - start[key]))
+
+    kept = bounded_blob(model, tokenizer, personal, prior, max_rise=1.0,
+                        regression=regression, max_length=64, stretch=2.0)
+    assert sha256_file(kept) == sha256_file(got.blob)  # deterministic: same bytes again
+    assert bound_record(kept) == {"max_rise": 1.0, "stretch": 2.0, **got.as_provenance()}
+
+
+def test_a_stretched_step_past_the_bound_falls_back_to_the_step_as_trained(
+    tiny: tuple[Any, Any], prior: Path, tmp_path: Path
+) -> None:
+    # a draw whose rise grows with the step (on the tiny random model not all do)
+    model, tokenizer, personal, regression = _drawn(tiny, prior, tmp_path, 0.2, 8)
+    trained_rise = _rise(tiny, personal, prior, regression)
+    stretched = bound_regression(model, tokenizer, personal, prior, regression=regression,
+                                 max_rise=1.0, max_length=64, stretch=2.0)
+    assert stretched.rise > trained_rise > 0, "stretching the drawn step should rise more"
+    between = (trained_rise + stretched.rise) / 2
+    got = bound_regression(model, tokenizer, personal, prior, regression=regression,
+                           max_rise=between, max_length=64, stretch=2.0)
+    assert (got.blob, got.factor) == (personal, 1.0)
+    # a bound the trained step breaks too: on to the shorter steps, as without a stretch
+    model, tokenizer, personal, regression = _drawn(tiny, prior, tmp_path, 0.2, 5)
+    trained_rise = _rise(tiny, personal, prior, regression)
+    shorter = bound_regression(model, tokenizer, personal, prior, regression=regression,
+                               max_rise=trained_rise / 3, max_length=64, stretch=2.0)
+    assert shorter.factor in SHRINK_FACTORS and shorter.rise <= trained_rise / 3
+
+
+def test_a_stretch_needs_a_bound_to_fall_back_within(
+    tiny: tuple[Any, Any], prior: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(ValueError, match="needs max_regression_rise"):
+        LoraTrainConfig(step_stretch=2.0)
+    assert LoraTrainConfig(step_stretch=2.0, max_regression_rise=0.015).step_stretch == 2.0
+    with pytest.raises(ValueError):
+        LoraTrainConfig(step_stretch=0.5, max_regression_rise=0.015)
+    model, tokenizer, personal, regression = _drawn(tiny, prior, tmp_path, 0.2, 5)
+    with pytest.raises(ValueError, match="needs a regression bound"):
+        bounded_blob(model, tokenizer, personal, prior, max_rise=None,
+                     regression=regression, max_length=64, stretch=2.0)

@@ -1,6 +1,7 @@
-"""The regression bound in the pipeline (a personal config's `max_regression_rise`): alone
-and in a group, the stored candidate is the bounded one, its provenance says so, and
-re-training it from the provenance gives the same digest."""
+"""The regression bound in the pipeline (a personal config's `max_regression_rise`, and
+its `step_stretch`): alone and in a group, the stored candidate is the bounded (or
+stretched) one, its provenance says so, and re-training it from the provenance gives the
+same digest."""
 
 from __future__ import annotations
 
@@ -74,5 +75,35 @@ def test_bounded_candidates_alone_and_in_a_group_are_stored_and_reproduced(
         # pulled back): its rise over the prior is the one the bound measured
         assert stored / start - 1 == pytest.approx(bound["rise"], abs=1e-5), bound
         assert bound["rise"] <= BOUND or bound["rise"] <= bound["trained_rise"]
+        again = reproduce_revision(pipeline, row.revision_id)
+        assert again.dataset_matches and again.adapter_matches, row.revision_id
+
+
+@pytest.mark.timeout(1200)
+def test_stretched_candidates_alone_and_in_a_group_are_stored_and_reproduced(
+    pg_store: PostgresEventStore, adapters: LocalAdapterStore, engine: Engine,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # a bound no step breaks: every candidate is its step stretched twice as far
+    pipeline = RevisionPipeline(pg_store, adapters, engine, tiny_pipeline_config(
+        personal_overrides={"lr": 5e-2, "max_regression_rise": 1.0, "step_stretch": 2.0}))
+    for user in STYLES:
+        pg_store.append(exchanges(user, 24))
+    prior = pipeline.run(_request(pg_store, PRIOR_USER_ID))
+    assert prior.outcome == "promoted", prior.reasons
+    pg_store.append(exchanges("alice", 20, seed=1) + exchanges("bob", 20, seed=1)
+                    + exchanges("carol", 20, seed=1))
+    with caplog.at_level(logging.INFO, logger="tessera.workers.regression_bound"):
+        alone = pipeline.run(_request(pg_store, "alice"))
+        together = run_group(pipeline, TrainingGroup.of(
+            [_request(pg_store, "bob"), _request(pg_store, "carol")]))
+    chosen = [r.regression_bound for r in caplog.records if hasattr(r, "regression_bound")]
+    assert [b["factor"] for b in chosen] == [2.0, 2.0, 2.0], chosen
+    for outcome, bound in zip((alone, *together), chosen, strict=True):
+        row = pg_store.get_revision(outcome.revision_id or "")
+        assert row is not None
+        hyper = row.provenance["hyperparameters"]
+        assert hyper["train"]["step_stretch"] == 2.0
+        assert hyper["regression_bound"] == {"max_rise": 1.0, "stretch": 2.0, **bound}
         again = reproduce_revision(pipeline, row.revision_id)
         assert again.dataset_matches and again.adapter_matches, row.revision_id
