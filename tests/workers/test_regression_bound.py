@@ -15,6 +15,7 @@ from tessera.workers.evaluator import MetricsCache, regression_nll
 from tessera.workers.lora_config import LoraTrainConfig
 from tessera.workers.regression_bound import (
     SHRINK_FACTORS,
+    Bounded,
     bound_record,
     bound_regression,
     bounded_blob,
@@ -67,6 +68,13 @@ def _rise(tiny: tuple[Any, Any], blob: Path | None, start: Path, regression: Reg
     nll = regression_nll(model, tokenizer, adapter=blob, regression=regression, max_length=64)
     return nll / regression_nll(model, tokenizer, adapter=start, regression=regression,
                                 max_length=64) - 1
+
+
+def _bound(tiny: tuple[Any, Any], personal: Path, prior: Path, regression: RegressionSet,
+           max_rise: float, stretch: float = 1.0) -> Bounded:
+    model, tokenizer = tiny
+    return bound_regression(model, tokenizer, personal, prior, regression=regression,
+                            max_rise=max_rise, max_length=64, stretch=stretch)
 
 
 def test_interpolation_keeps_the_endpoints_and_scales_b_without_a_start() -> None:
@@ -169,8 +177,7 @@ def test_a_stretched_step_within_the_bound_is_kept_and_recorded(
     tiny: tuple[Any, Any], prior: Path, tmp_path: Path
 ) -> None:
     model, tokenizer, personal, regression = _drawn(tiny, prior, tmp_path, 0.2, 5)
-    got = bound_regression(model, tokenizer, personal, prior, regression=regression,
-                           max_rise=1.0, max_length=64, stretch=2.0)
+    got = _bound(tiny, personal, prior, regression, 1.0, stretch=2.0)
     assert got.factor == 2.0 and got.blob != personal
     assert got.rise == pytest.approx(_rise(tiny, got.blob, prior, regression))
     start, trained = load_adapter_blob(prior)[0], load_adapter_blob(personal)[0]
@@ -188,21 +195,18 @@ def test_a_stretched_step_past_the_bound_falls_back_to_the_step_as_trained(
     tiny: tuple[Any, Any], prior: Path, tmp_path: Path
 ) -> None:
     # a draw whose rise grows with the step (on the tiny random model not all do)
-    model, tokenizer, personal, regression = _drawn(tiny, prior, tmp_path, 0.2, 8)
+    personal, regression = _drawn(tiny, prior, tmp_path, 0.2, 8)[2:]
     trained_rise = _rise(tiny, personal, prior, regression)
-    stretched = bound_regression(model, tokenizer, personal, prior, regression=regression,
-                                 max_rise=1.0, max_length=64, stretch=2.0)
+    stretched = _bound(tiny, personal, prior, regression, 1.0, stretch=2.0)
     assert stretched.rise > trained_rise > 0, "stretching the drawn step should rise more"
-    between = (trained_rise + stretched.rise) / 2
-    got = bound_regression(model, tokenizer, personal, prior, regression=regression,
-                           max_rise=between, max_length=64, stretch=2.0)
+    got = _bound(tiny, personal, prior, regression, (trained_rise + stretched.rise) / 2,
+                 stretch=2.0)
     assert (got.blob, got.factor) == (personal, 1.0)
     # a bound the trained step breaks too: on to the shorter steps, as without a stretch
-    model, tokenizer, personal, regression = _drawn(tiny, prior, tmp_path, 0.2, 5)
-    trained_rise = _rise(tiny, personal, prior, regression)
-    shorter = bound_regression(model, tokenizer, personal, prior, regression=regression,
-                               max_rise=trained_rise / 3, max_length=64, stretch=2.0)
-    assert shorter.factor in SHRINK_FACTORS and shorter.rise <= trained_rise / 3
+    personal, regression = _drawn(tiny, prior, tmp_path, 0.2, 5)[2:]
+    bound = _rise(tiny, personal, prior, regression) / 3
+    shorter = _bound(tiny, personal, prior, regression, bound, stretch=2.0)
+    assert shorter.factor in SHRINK_FACTORS and shorter.rise <= bound
 
 
 def test_a_stretch_needs_a_bound_to_fall_back_within(

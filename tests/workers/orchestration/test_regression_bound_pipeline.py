@@ -14,7 +14,7 @@ from tessera.schemas.events import PRIOR_USER_ID
 from tessera.workers.adapter_store import LocalAdapterStore
 from tessera.workers.evaluator import regression_nll
 from tessera.workers.group_night import run_group
-from tessera.workers.pipeline import Engine, RevisionPipeline
+from tessera.workers.pipeline import Engine, RevisionOutcome, RevisionPipeline
 from tessera.workers.reproduce import reproduce_revision
 from tessera.workers.training_request import TrainingGroup, TrainingRequest
 
@@ -30,24 +30,35 @@ def _request(store: PostgresEventStore, user: str) -> TrainingRequest:
                            up_to_position=store.head_position(), trigger="test")
 
 
+def _promoted_prior(
+    pg_store: PostgresEventStore, adapters: LocalAdapterStore, engine: Engine,
+    personal_overrides: dict[str, float],
+) -> tuple[RevisionPipeline, RevisionOutcome]:
+    """A pipeline with `personal_overrides`, its tenant prior promoted, then new events
+    of alice, bob and carol in the log."""
+    pipeline = RevisionPipeline(pg_store, adapters, engine, tiny_pipeline_config(
+        personal_overrides=personal_overrides))
+    for user in STYLES:
+        pg_store.append(exchanges(user, 24))
+    prior = pipeline.run(_request(pg_store, PRIOR_USER_ID))
+    assert prior.outcome == "promoted", prior.reasons
+    pg_store.append(exchanges("alice", 20, seed=1) + exchanges("bob", 20, seed=1)
+                    + exchanges("carol", 20, seed=1))
+    return pipeline, prior
+
+
 @pytest.mark.timeout(1200)
 def test_bounded_candidates_alone_and_in_a_group_are_stored_and_reproduced(
     pg_store: PostgresEventStore, adapters: LocalAdapterStore, engine: Engine,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    pipeline = RevisionPipeline(pg_store, adapters, engine, tiny_pipeline_config(
-        personal_overrides={"lr": 5e-2, "max_regression_rise": BOUND}))
-    for user in STYLES:
-        pg_store.append(exchanges(user, 24))
-    prior = pipeline.run(_request(pg_store, PRIOR_USER_ID))
-    assert prior.outcome == "promoted", prior.reasons
+    pipeline, prior = _promoted_prior(pg_store, adapters, engine,
+                                      {"lr": 5e-2, "max_regression_rise": BOUND})
     prior_row = pg_store.get_revision(prior.revision_id or "")
     assert prior_row is not None
     assert prior_row.provenance["hyperparameters"]["train"]["max_regression_rise"] is None
     assert "regression_bound" not in prior_row.provenance["hyperparameters"]
 
-    pg_store.append(exchanges("alice", 20, seed=1) + exchanges("bob", 20, seed=1)
-                    + exchanges("carol", 20, seed=1))
     with caplog.at_level(logging.INFO, logger="tessera.workers.regression_bound"):
         alone = pipeline.run(_request(pg_store, "alice"))
         group = TrainingGroup.of([_request(pg_store, "bob"), _request(pg_store, "carol")])
@@ -85,14 +96,8 @@ def test_stretched_candidates_alone_and_in_a_group_are_stored_and_reproduced(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # a bound no step breaks: every candidate is its step stretched twice as far
-    pipeline = RevisionPipeline(pg_store, adapters, engine, tiny_pipeline_config(
-        personal_overrides={"lr": 5e-2, "max_regression_rise": 1.0, "step_stretch": 2.0}))
-    for user in STYLES:
-        pg_store.append(exchanges(user, 24))
-    prior = pipeline.run(_request(pg_store, PRIOR_USER_ID))
-    assert prior.outcome == "promoted", prior.reasons
-    pg_store.append(exchanges("alice", 20, seed=1) + exchanges("bob", 20, seed=1)
-                    + exchanges("carol", 20, seed=1))
+    pipeline, _ = _promoted_prior(pg_store, adapters, engine, {
+        "lr": 5e-2, "max_regression_rise": 1.0, "step_stretch": 2.0})
     with caplog.at_level(logging.INFO, logger="tessera.workers.regression_bound"):
         alone = pipeline.run(_request(pg_store, "alice"))
         together = run_group(pipeline, TrainingGroup.of(
