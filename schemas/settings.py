@@ -182,7 +182,8 @@ class Settings(BaseSettings):
     )
     personal_train_overrides: dict[str, Any] = Field(
         # = workers.lora_config.PERSONAL_DEFAULTS
-        default_factory=lambda: {"lr": 8e-4, "prox_weight": 0.3, "max_regression_rise": 0.015},
+        default_factory=lambda: {"lr": 8e-4, "prox_weight": 0.3, "max_regression_rise": 0.015,
+                                 "step_stretch": 2.0},
         description='LoraTrainConfig fields personal revisions change, e.g. {"lr": 8e-4} '
         "(JSON, on top of train_overrides; {}: train like the prior). Not rank/alpha/targets.",
     )

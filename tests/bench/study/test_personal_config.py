@@ -68,7 +68,7 @@ def test_personal_overrides_from_settings_apply_on_top_of_the_train_overrides(
     # The shipped default is the study's winner (lora_config.PERSONAL_DEFAULTS).
     default = pipeline_config(Settings())
     assert default.personal_overrides == PERSONAL_DEFAULTS == {
-        "lr": 8e-4, "prox_weight": 0.3, "max_regression_rise": 0.015}
+        "lr": 8e-4, "prox_weight": 0.3, "max_regression_rise": 0.015, "step_stretch": 2.0}
     assert default.personal_train == default.train.with_overrides(PERSONAL_DEFAULTS)
     monkeypatch.setenv("TESSERA_PERSONAL_TRAIN_OVERRIDES", '{"epochs": 3}')
     monkeypatch.setenv("TESSERA_TRAIN_OVERRIDES", '{"lr": 3e-4, "rank": 4, "alpha": 8}')
