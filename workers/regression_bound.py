@@ -1,5 +1,6 @@
-"""Pull a trained adapter back toward its warm start until the shared regression set's
-NLL stays within a bound (`LoraTrainConfig.max_regression_rise`; off by default).
+"""Pull a trained adapter back toward its warm start (or first push it further, with
+`LoraTrainConfig.step_stretch`) until the shared regression set's NLL stays within a
+bound (`LoraTrainConfig.max_regression_rise`; off by default).
 
 Why: at the reference scale (issue #14) the gate refused 10-11 of 24 personal candidates,
 most on the regression set (+2.0 ... +6.2% over a 2% bound), and every one of them was
