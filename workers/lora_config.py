@@ -30,7 +30,8 @@ SHAPE_FIELDS = ("rank", "alpha", "target_modules")
 # "Issue #14's regression bound").
 # Issue #14's style step (2.0: each night's personal step pushed as far again from its warm
 # start, within the bound) was chosen on the tuning speakers and shipped after a run on
-# speakers nobody tuned on met every goal (bench/README.md "Issue #14's style step").
+# speakers nobody tuned on met every goal (bench/README.md "Issue #14's style step"; a
+# second fresh set missed attribution, see "serving penalty 1.2, its run").
 PERSONAL_DEFAULTS: dict[str, Any] = {
     "lr": 8e-4, "prox_weight": 0.3, "max_regression_rise": 0.015, "step_stretch": 2.0}
 
